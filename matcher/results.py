@@ -1,0 +1,84 @@
+"""Plain result records shared by the engine, the reports and the CLI. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Item", "Match", "QueryResult"]
+
+
+@dataclass
+class Item:
+    """One dataset image as the catalog knows it."""
+
+    id: int
+    dataset: str
+    key: str
+    url: str | None = None
+    page_url: str | None = None
+    path: str | None = None
+    owner: str | None = None
+    license: str | None = None
+    title: str | None = None
+    width: int | None = None
+    height: int | None = None
+    hash: str | None = None
+    status: str = "ok"  # "ok" | "failed"
+    error: str | None = None
+    added_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Match:
+    """A dataset item that matched a query photo."""
+
+    item: Item
+    distance: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        it = self.item
+        out = {
+            "dataset": it.dataset,
+            "key": it.key,
+            "url": it.url,
+            "page_url": it.page_url,
+            "path": it.path,
+            "owner": it.owner,
+            "license": it.license,
+            "title": it.title,
+            "width": it.width,
+            "height": it.height,
+            "hash": it.hash,
+            "distance": self.distance,
+            "id": it.id,
+        }
+        if it.extra:
+            out["extra"] = it.extra
+        if self.evidence:
+            out["evidence"] = self.evidence
+        return out
+
+
+@dataclass
+class QueryResult:
+    """The answer for one query photo: its matches, or the error that stopped it being read."""
+
+    query: str
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+    hash: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "hash": self.hash,
+            "matches": [m.to_json() for m in self.matches],
+            "error": self.error,
+        }
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    return asdict(item)
