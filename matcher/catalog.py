@@ -1,0 +1,294 @@
+"""The SQLite catalog: what every index id is and where it came from.
+
+The catalog is the source of truth. Each dataset image is an *item* (unique per
+``dataset`` + ``key``) with its provenance and fetch status; each item that hashed has
+one or more *entries* (a code plus what it was computed from), and an entry's id is
+the id stored in FAISS. The FAISS file is a cache that can always be rebuilt from the
+entries' codes.
+
+WAL mode, one transaction per batch: a crash loses at most the batch in flight, never
+earlier batches. Every change to entries bumps ``meta.entries_seq`` so the index can
+tell cheaply whether its FAISS file is up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import CatalogError
+from .results import Item
+
+__all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS"]
+
+SCHEMA_VERSION = 1
+
+# Provenance fields a source may fill in (besides dataset and key).
+ITEM_FIELDS = ("url", "page_url", "path", "owner", "license", "title")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id         INTEGER PRIMARY KEY,
+    dataset    TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    url        TEXT,
+    page_url   TEXT,
+    path       TEXT,
+    owner      TEXT,
+    license    TEXT,
+    title      TEXT,
+    width      INTEGER,
+    height     INTEGER,
+    hash       TEXT,
+    status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error      TEXT,
+    error_kind TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 1,
+    added_at   TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    extra      TEXT,
+    UNIQUE (dataset, key)
+);
+CREATE INDEX IF NOT EXISTS items_url ON items (url);
+CREATE TABLE IF NOT EXISTS entries (
+    id      INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+    kind    TEXT NOT NULL DEFAULT 'full',
+    code    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_item ON entries (item_id);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ItemRecord:
+    """One outcome of ingesting a source item: hashed (``code`` set) or failed (``error`` set)."""
+
+    dataset: str
+    key: str
+    fields: dict[str, Any] = field(default_factory=dict)  # url, page_url, path, owner, license, title
+    width: int | None = None
+    height: int | None = None
+    hash_hex: str | None = None
+    codes: list[tuple[str, bytes]] = field(default_factory=list)  # (kind, packed code)
+    error: str | None = None
+    error_kind: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Catalog:
+    """A connection to one catalog file. Not shared between threads."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise CatalogError(f"no catalog at {self.path}")
+        try:
+            if readonly:
+                uri = f"file:{self.path}?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+            if create and not readonly:
+                self.db.executescript(_SCHEMA)
+                self.db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0')")
+            version = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as e:
+            raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
+        if version is None:
+            raise CatalogError(f"{self.path} is not a matcher catalog (no schema_version)")
+        if int(version) > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} has schema version {version}; this matcher reads up to {SCHEMA_VERSION}: upgrade matcher"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # meta ---------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def entries_seq(self) -> int:
+        return int(self.get_meta("entries_seq") or 0)
+
+    # writing ----------------------------------------------------------------
+    def record(self, records: Sequence[ItemRecord]) -> tuple[list[int], list[bytes], list[int]]:
+        """Store a batch in one transaction.
+
+        Returns (new entry ids, their codes, entry ids removed) so the caller can update
+        FAISS. A failure never overwrites an item that already hashed.
+        """
+        new_ids: list[int] = []
+        new_codes: list[bytes] = []
+        removed: list[int] = []
+        now = _now()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                row = db.execute(
+                    "SELECT id, status, attempts FROM items WHERE dataset = ? AND key = ?", (r.dataset, r.key)
+                ).fetchone()
+                values = {f: r.fields.get(f) for f in ITEM_FIELDS}
+                extra = json.dumps(r.extra, sort_keys=True) if r.extra else None
+                if r.error is None:
+                    if row is None:
+                        cur = db.execute(
+                            "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
+                            " hash, status, error, error_kind, attempts, added_at, updated_at, extra)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'ok', NULL, NULL, 1, ?, ?, ?)",
+                            (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, now, now, extra),
+                        )
+                        item_id = cur.lastrowid
+                    else:
+                        item_id = row[0]
+                        removed.extend(x[0] for x in db.execute("SELECT id FROM entries WHERE item_id = ?", (item_id,)))
+                        db.execute("DELETE FROM entries WHERE item_id = ?", (item_id,))
+                        db.execute(
+                            "UPDATE items SET url=?, page_url=?, path=?, owner=?, license=?, title=?, width=?, height=?,"
+                            " hash=?, status='ok', error=NULL, error_kind=NULL, attempts=attempts+1, updated_at=?,"
+                            " extra=? WHERE id=?",
+                            (*values.values(), r.width, r.height, r.hash_hex, now, extra, item_id),
+                        )
+                    for kind, code in r.codes:
+                        cur = db.execute(
+                            "INSERT INTO entries (item_id, kind, code) VALUES (?, ?, ?)", (item_id, kind, code)
+                        )
+                        new_ids.append(cur.lastrowid)
+                        new_codes.append(code)
+                elif row is None:
+                    db.execute(
+                        "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
+                        " hash, status, error, error_kind, attempts, added_at, updated_at, extra)"
+                        " VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL,'failed',?,?,1,?,?,?)",
+                        (r.dataset, r.key, *values.values(), r.error, r.error_kind, now, now, extra),
+                    )
+                elif row[1] == "failed":
+                    db.execute(
+                        "UPDATE items SET error=?, error_kind=?, attempts=attempts+1, updated_at=? WHERE id=?",
+                        (r.error, r.error_kind, now, row[0]),
+                    )
+            if new_ids or removed:
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'entries_seq'")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return new_ids, new_codes, removed
+
+    # reading ------------------------------------------------------------------
+    def status_of(self, dataset: str, keys: Sequence[str]) -> dict[str, str]:
+        """{key: status} for those of ``keys`` already in the catalog."""
+        out: dict[str, str] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key, status FROM items WHERE dataset = ? AND key IN ({','.join('?' * len(chunk))})"
+            out.update(self.db.execute(q, (dataset, *chunk)).fetchall())
+        return out
+
+    def entry_ids(self) -> np.ndarray:
+        rows = self.db.execute("SELECT id FROM entries ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def entry_codes(self, ids: Iterable[int] | None = None) -> Iterator[tuple[int, bytes]]:
+        if ids is None:
+            yield from self.db.execute("SELECT id, code FROM entries ORDER BY id")
+            return
+        ids = [int(i) for i in ids]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            yield from self.db.execute(f"SELECT id, code FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    _ITEM_COLS = (
+        "items.id, dataset, key, url, page_url, path, owner, license, title, width, height, hash, status,"
+        " error, added_at, extra"
+    )
+
+    @staticmethod
+    def _item(row) -> Item:
+        (id_, dataset, key, url, page_url, path, owner, license, title, w, h, hash_, status, error, added, extra) = row
+        return Item(
+            id=id_, dataset=dataset, key=key, url=url, page_url=page_url, path=path, owner=owner, license=license,
+            title=title, width=w, height=h, hash=hash_, status=status, error=error, added_at=added,
+            extra=json.loads(extra) if extra else {},
+        )
+
+    def items_for_entries(self, entry_ids: Iterable[int]) -> dict[int, tuple[Item, str]]:
+        """{entry id: (item, entry kind)} for the given FAISS ids."""
+        ids = [int(i) for i in entry_ids]
+        out: dict[int, tuple[Item, str]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = (
+                f"SELECT entries.id, entries.kind, {self._ITEM_COLS} FROM entries JOIN items ON items.id = entries.item_id"
+                f" WHERE entries.id IN ({','.join('?' * len(chunk))})"
+            )
+            for row in self.db.execute(q, chunk):
+                out[row[0]] = (self._item(row[2:]), row[1])
+        return out
+
+    def get_item(self, dataset: str, key: str) -> Item | None:
+        row = self.db.execute(
+            f"SELECT {self._ITEM_COLS} FROM items WHERE dataset = ? AND key = ?", (dataset, key)
+        ).fetchone()
+        return self._item(row) if row else None
+
+    def items(self, *, dataset: str | None = None, status: str | None = None) -> Iterator[Item]:
+        q = f"SELECT {self._ITEM_COLS} FROM items WHERE 1=1"
+        args: list[Any] = []
+        if dataset is not None:
+            q += " AND dataset = ?"
+            args.append(dataset)
+        if status is not None:
+            q += " AND status = ?"
+            args.append(status)
+        for row in self.db.execute(q + " ORDER BY id", args):
+            yield self._item(row)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per dataset: items, hashed, failed, entries, and failures by kind."""
+        out: dict[str, dict[str, Any]] = {}
+        for dataset, status, n in self.db.execute(
+            "SELECT dataset, status, COUNT(*) FROM items GROUP BY dataset, status ORDER BY dataset"
+        ):
+            d = out.setdefault(dataset, {"dataset": dataset, "items": 0, "hashed": 0, "failed": 0, "entries": 0, "failures": {}})
+            d["items"] += n
+            d["hashed" if status == "ok" else "failed"] += n
+        for dataset, n in self.db.execute(
+            "SELECT items.dataset, COUNT(*) FROM entries JOIN items ON items.id = entries.item_id GROUP BY items.dataset"
+        ):
+            out[dataset]["entries"] = n
+        for dataset, kind, n in self.db.execute(
+            "SELECT dataset, COALESCE(error_kind, 'other'), COUNT(*) FROM items WHERE status = 'failed'"
+            " GROUP BY dataset, error_kind"
+        ):
+            out[dataset]["failures"][kind] = n
+        return list(out.values())

@@ -1,0 +1,231 @@
+"""The ``matcher`` command: a thin click layer over :mod:`matcher.matcher`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import MatcherError
+from .fetch import FetchSettings
+from .images import Limits
+from .ingest import AddStats
+from .matcher import DEFAULT_THRESHOLD, add as add_items, search as search_photos
+from .sources import FIELD_ALIASES, open_source
+from .store import IndexStore
+
+EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+
+
+def _err(console: Console, msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+
+
+def _parse_columns(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"expected FIELD=HEADER, got {v!r}", param_hint="--column")
+        k, h = v.split("=", 1)
+        k = k.strip()
+        if k not in FIELD_ALIASES:
+            raise click.BadParameter(f"unknown field {k!r}; known: {', '.join(FIELD_ALIASES)}", param_hint="--column")
+        out[k] = h
+    return out
+
+
+class _AddProgress:
+    """A rich progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, console: Console):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.enabled = console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False,
+            disable=not self.enabled,
+        )
+        self.task = self.progress.add_task("starting")
+        self._last = 0.0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, s: AddStats) -> None:
+        if not self.enabled:
+            return
+        if s.elapsed - self._last < 0.1:
+            return
+        self._last = s.elapsed
+        self.progress.update(
+            self.task,
+            description=f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
+            f"[cyan]{s.rate:,.0f}/s[/]",
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="matcher")
+def main() -> None:
+    """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index directory (created if missing).")
+@click.option("--dataset", help="Dataset name for these items (default: folder or manifest name).")
+@click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
+              help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
+@click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
+@click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight.")
+@click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt.")
+@click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx.")
+@click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
+@click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
+@click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
+@click.argument("sources", nargs=-1, required=True)
+def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, retries, max_bytes, max_pixels,
+        allow_private_urls, sources) -> None:
+    """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
+
+    Rerunning resumes: hashed items are skipped, failed ones retried.
+    """
+    err = Console(stderr=True)
+    try:
+        cols = _parse_columns(columns)
+        srcs = [open_source(s, dataset, cols) for s in sources]
+        settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
+                                 max_bytes=max_bytes, allow_private=allow_private_urls)
+        limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
+        with _AddProgress(err) as progress:
+            stats = add_items(index_dir, srcs, workers=workers, fetch=settings, limits=limits, progress=progress)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    failures = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
+    err.print(
+        f"{stats.added:,} added, {stats.failed:,} failed{f' ({failures})' if failures else ''}, "
+        f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s)",
+        highlight=False,
+    )
+    if stats.failed:
+        err.print(f"failures are listed by `matcher info --index {index_dir} --failures`", highlight=False)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest Hamming distance that counts as a match.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout: one object per photo.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per match.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
+@click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def search(index_dir, threshold, as_json, as_csv, html_path, workers, paths) -> None:
+    """Check photos (files or folders, recursive) against an index.
+
+    Exit status as grep: 0 if a photo matched, 1 if none did, 2 if an error occurred.
+    """
+    from . import report
+
+    out = Console()
+    err = Console(stderr=True)
+    if as_json and as_csv:
+        _err(err, "choose one of --json and --csv")
+        sys.exit(EXIT_ERROR)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    results = []
+    with store:
+        stream = search_photos(store, paths, threshold=threshold, workers=workers)
+
+        def tee():
+            for r in stream:
+                results.append(r)
+                yield r
+
+        if as_json:
+            report.write_jsonl(tee(), sys.stdout)
+        elif as_csv:
+            report.write_csv(tee(), sys.stdout)
+        else:
+            report.print_table(tee(), out)
+        summary = report.summarise(results)
+        if html_path:
+            report.write_html(results, html_path, index_info={"index": str(Path(index_dir).resolve()),
+                                                              "threshold": threshold})
+    err.print(
+        f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
+        f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"
+        + (f"; report written to {html_path}" if html_path else ""),
+        highlight=False,
+    )
+    if summary["errors"] or summary["photos"] == 0:
+        if summary["photos"] == 0:
+            _err(err, "no photos found in the given paths")
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_MATCH if summary["with_matches"] else EXIT_NO_MATCH)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--failures", is_flag=True, help="List every failed item with its reason.")
+def info(index_dir, as_json, failures) -> None:
+    """What an index holds: items per dataset, failures, hasher, size on disk."""
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    with store:
+        data = {
+            "index": str(Path(index_dir).resolve()),
+            "hasher": store.hasher.identity(),
+            "entries": len(store.faiss),
+            "size_bytes": store.size_on_disk(),
+            "datasets": store.catalog.stats(),
+        }
+        failed = []
+        if failures:
+            failed = [
+                {"dataset": i.dataset, "key": i.key, "url": i.url, "path": i.path, "error": i.error}
+                for i in store.catalog.items(status="failed")
+            ]
+            data["failed"] = failed
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    h = data["hasher"]
+    out.print(f"index   {data['index']}", highlight=False)
+    out.print(f"hasher  {h['name']} v{h['version']}, {h['bits']} bits, {h['params']}", highlight=False)
+    out.print(f"entries {data['entries']:,} in FAISS; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
+    t = Table("dataset", "items", "hashed", "failed", "failures by kind")
+    for d in data["datasets"]:
+        t.add_row(d["dataset"], f"{d['items']:,}", f"{d['hashed']:,}", f"{d['failed']:,}",
+                  ", ".join(f"{k}: {v}" for k, v in sorted(d["failures"].items())))
+    out.print(t)
+    if failures:
+        t = Table("dataset", "key", "source", "reason")
+        for f in failed:
+            t.add_row(f["dataset"], f["key"], f["url"] or f["path"] or "", f["error"] or "")
+        out.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,290 @@
+"""Open and normalise the photos people really have; walk folders of them.
+
+Everything that decodes pixels goes through :func:`load_image`, which:
+
+* refuses files over ``max_bytes`` and images over ``max_pixels`` *before* decoding
+  (decompression bombs) with :class:`~matcher.errors.ImageTooLarge`;
+* turns every decoder failure (empty, truncated, corrupt, unknown format) into
+  :class:`~matcher.errors.UnreadableImage` with a short reason;
+* optionally uses JPEG draft decoding (DCT-domain downscale) when the caller only
+  needs a small image;
+* applies the EXIF orientation and converts any mode (16-bit, float, CMYK, palette,
+  alpha, LAB...) to 8-bit ``L`` or ``RGB`` so that hashes depend on what the photo
+  looks like, not on how it was stored.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageTooLarge, UnreadableImage
+
+try:  # HEIC/HEIF from iPhones; AVIF is built into Pillow >= 11.3
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORT = True
+except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
+    HEIF_SUPPORT = False
+
+__all__ = [
+    "Limits",
+    "DEFAULT_LIMITS",
+    "LoadedImage",
+    "load_image",
+    "normalise",
+    "iter_image_files",
+    "IMAGE_EXTENSIONS",
+    "HEIF_SUPPORT",
+]
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# We enforce our own pixel limit before decoding; Pillow's own check stays as a backstop.
+Image.MAX_IMAGE_PIXELS = 250_000_000
+
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .avif .avifs .heic .heif .hif .tif .tiff .bmp .dib".split()
+)
+
+# Exceptions Pillow and its plugins raise on hostile or broken input. Anything else is a bug
+# and should surface, not be swallowed.
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    RuntimeError,
+    Image.DecompressionBombError,
+)
+
+Source = Union[str, os.PathLike, bytes]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What :func:`load_image` refuses before decoding."""
+
+    max_pixels: int = 100_000_000  # 100 MP: every phone and most cameras fit; bombs do not
+    max_bytes: int = 200 * 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class LoadedImage:
+    """A normalised 8-bit image plus facts about the original file."""
+
+    image: Image.Image  # mode "L" or "RGB", upright
+    width: int  # of the original, upright
+    height: int
+    format: str | None
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    low = msg.lower()
+    if "truncated" in low or isinstance(exc, EOFError):
+        return f"truncated or incomplete image ({msg})"
+    if isinstance(exc, UnidentifiedImageError) or "cannot identify" in low:
+        return "not an image, or a format we cannot read"
+    return f"cannot decode image ({msg})"
+
+
+def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise UnreadableImage("empty (0 bytes)")
+        if len(data) > limits.max_bytes:
+            raise ImageTooLarge(f"{len(data):,} bytes, more than the {limits.max_bytes:,}-byte limit")
+        fp = io.BytesIO(data)
+    else:
+        path = os.fspath(src)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise UnreadableImage(f"cannot read file ({e.strerror or e})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableImage("not a regular file")
+        if st.st_size == 0:
+            raise UnreadableImage("empty (0 bytes)")
+        if st.st_size > limits.max_bytes:
+            raise ImageTooLarge(f"{st.st_size:,} bytes, more than the {limits.max_bytes:,}-byte limit")
+        try:
+            fp = open(path, "rb")
+        except OSError as e:
+            raise UnreadableImage(f"cannot read file ({e.strerror or e})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fp)
+    except Image.DecompressionBombError as e:
+        fp.close()
+        raise ImageTooLarge(f"decompression bomb refused ({e})") from None
+    except _DECODE_ERRORS as e:
+        fp.close()
+        raise UnreadableImage(_describe(e)) from None
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        fp.close()
+        raise UnreadableImage(f"image has no pixels ({w}x{h})")
+    if w * h > limits.max_pixels:
+        fp.close()
+        raise ImageTooLarge(
+            f"{w}x{h} = {w * h / 1e6:.0f} MP, more than the {limits.max_pixels / 1e6:.0f} MP limit "
+            "(decompression bomb?)"
+        )
+    return im, fp
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except _DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 'L' or 'RGB' (alpha composited onto white)."""
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if mode.startswith("I;16"):
+            a = a / 257.0
+        elif mode == "I":
+            top = float(a.max()) if a.size else 0.0
+            if top > 255:
+                a = a * (255.0 / (65535.0 if top <= 65535 else top))
+        else:  # float images: [0, 1] or [0, 255]
+            top = float(np.nanmax(a)) if a.size else 0.0
+            if top <= 1.0:
+                a = a * 255.0
+        a = np.nan_to_num(a, nan=0.0)
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("PA", "LA", "La", "RGBa", "RGBA") or mode.endswith("A"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
+
+
+def normalise(im: Image.Image) -> Image.Image:
+    """EXIF-upright, 8-bit 'L' or 'RGB' copy of an opened image (loads it)."""
+    orientation = _orientation(im)
+    out = _to_8bit(im)
+    if orientation != 1:
+        method = {
+            2: Image.Transpose.FLIP_LEFT_RIGHT,
+            3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270,
+            7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90,
+        }[orientation]
+        out = out.transpose(method)
+    return out
+
+
+def load_image(
+    src: Source,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    draft: tuple[str, int] | None = None,
+) -> LoadedImage:
+    """Decode ``src`` (a path or the file's bytes) into an upright 8-bit image.
+
+    ``draft=("L", n)`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 in the DCT
+    domain while keeping both sides >= ``n`` pixels, and decode only luminance. It is
+    ~4x faster on 12 MP photos; hashes differ from a full decode by a few bits at most.
+    """
+    im, fp = _open(src, limits)
+    try:
+        fmt = im.format
+        w, h = im.size
+        if _orientation(im) in (5, 6, 7, 8):
+            w, h = h, w
+        try:
+            if getattr(im, "is_animated", False):
+                im.seek(0)
+            if draft is not None and fmt == "JPEG":
+                mode, n = draft
+                im.draft(mode, (n, n))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im.load()
+                out = normalise(im)
+        except MemoryError:
+            raise ImageTooLarge("not enough memory to decode this image") from None
+        except _DECODE_ERRORS as e:
+            raise UnreadableImage(_describe(e)) from None
+        return LoadedImage(out, w, h, fmt)
+    finally:
+        fp.close()
+
+
+def iter_image_files(root: str | os.PathLike, *, all_files: bool = False) -> Iterator[Path]:
+    """Image files under ``root`` (recursive, sorted, hidden names skipped).
+
+    Symlinked folders are followed once each (loops are cut). Files are chosen by
+    extension unless ``all_files``; a lone file path is yielded as is.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        yield root
+        return
+    seen: set[tuple[int, int]] = set()
+
+    def walk(d: Path) -> Iterator[Path]:
+        try:
+            st = d.stat()
+        except OSError:
+            return
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            return
+        seen.add(ident)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = Path(e.path)
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from walk(p)
+            elif all_files or p.suffix.lower() in IMAGE_EXTENSIONS:
+                yield p
+
+    yield from walk(root)

@@ -1,0 +1,255 @@
+"""Ingest: read sources, download what is remote, hash in worker processes, store in batches.
+
+Resumable by construction: items already hashed (same dataset + key) are skipped,
+failed ones are retried, and the catalog commits each batch atomically, so a killed
+``add`` loses at most the batch in flight and a rerun picks up where it stopped.
+Every bad input becomes a per-item failure record with a reason; nothing stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .catalog import ItemRecord
+from .fetch import FetchSettings, fetch_iter
+from .images import DEFAULT_LIMITS, Limits
+from .sources import Source, SourceItem
+from .store import IndexStore
+from .workers import HashSpec, hash_batch
+
+__all__ = ["AddStats", "ingest", "default_workers"]
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class AddStats:
+    added: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return self.added + self.failed
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        e = self.elapsed
+        return self.done / e if e > 0 else 0.0
+
+
+Progress = Callable[[AddStats], None]
+
+
+class _Job:
+    __slots__ = ("items", "payloads", "retried")
+
+    def __init__(self, items: list[SourceItem], payloads: list, retried: bool = False):
+        self.items = items
+        self.payloads = payloads
+        self.retried = retried
+
+
+class _Pipeline:
+    def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
+                 stats: AddStats, commit_every: int):
+        self.store = store
+        self.spec = HashSpec.of(store.hasher, limits)
+        self.workers = workers
+        self.progress = progress
+        self.stats = stats
+        self.commit_every = commit_every
+        self.pending: list[ItemRecord] = []
+        self.last_commit = time.monotonic()
+        self.inflight: dict[Future, _Job] = {}
+        self.max_inflight = max(2, 3 * workers)
+        self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
+
+    # results ----------------------------------------------------------------------
+    def _emit(self, rec: ItemRecord) -> None:
+        self.pending.append(rec)
+        if rec.error is None:
+            self.stats.added += 1
+        else:
+            self.stats.failed += 1
+            self.stats.failures[rec.error_kind or "other"] += 1
+        if len(self.pending) >= self.commit_every or time.monotonic() - self.last_commit > 1.0:
+            self.flush()
+        if self.progress:
+            self.progress(self.stats)
+
+    def fail(self, item: SourceItem, reason: str, kind: str) -> None:
+        self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, error=reason, error_kind=kind, extra=item.extra))
+
+    def _outcome(self, item: SourceItem, out: tuple) -> None:
+        if out[0] == "ok":
+            _, code, w, h, _fmt = out
+            self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
+                                  codes=[("full", code)], extra=item.extra))
+        else:
+            self.fail(item, out[1], out[2])
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.record(self.pending)
+            self.pending = []
+        self.last_commit = time.monotonic()
+
+    # jobs -----------------------------------------------------------------------------
+    def submit(self, job: _Job) -> None:
+        if self.pool is None:
+            for item, out in zip(job.items, hash_batch(self.spec, job.payloads)):
+                self._outcome(item, out)
+            return
+        while len(self.inflight) >= self.max_inflight:
+            self.harvest(block=True)
+        self.inflight[self.pool.submit(hash_batch, self.spec, job.payloads)] = job
+
+    def harvest(self, block: bool = False) -> None:
+        if not self.inflight:
+            return
+        done, _ = wait(list(self.inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        broken: list[_Job] = []
+        for fut in done:
+            job = self.inflight.pop(fut)
+            try:
+                outs = fut.result()
+            except BrokenProcessPool:
+                broken.append(job)
+                continue
+            for item, out in zip(job.items, outs):
+                self._outcome(item, out)
+        if broken:
+            self._recover(broken)
+
+    def _recover(self, broken: list[_Job]) -> None:
+        """A worker died (a decoder crashed or was killed): isolate the culprit file by file."""
+        broken += list(self.inflight.values())
+        self.inflight.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = ProcessPoolExecutor(self.workers)
+        for job in broken:
+            if job.retried and len(job.items) == 1:
+                self.fail(job.items[0], "the image decoder crashed on this file", "crash")
+                continue
+            for item, payload in zip(job.items, job.payloads):
+                self.submit(_Job([item], [payload], retried=True))
+
+    def drain(self) -> None:
+        while self.inflight:
+            self.harvest(block=True)
+        self.flush()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unhashed(store: IndexStore, items: Iterable[SourceItem], stats: AddStats, progress: Progress | None,
+               chunk: int = 1000) -> Iterator[SourceItem]:
+    """Items not yet hashed (failed ones are retried)."""
+    buf: list[SourceItem] = []
+
+    def drain() -> Iterator[SourceItem]:
+        by_ds: dict[str, list[str]] = {}
+        for it in buf:
+            by_ds.setdefault(it.dataset, []).append(it.key)
+        status: dict[tuple[str, str], str] = {}
+        for ds, keys in by_ds.items():
+            for k, s in store.catalog.status_of(ds, keys).items():
+                status[(ds, k)] = s
+        for it in buf:
+            if status.get((it.dataset, it.key)) == "ok":
+                stats.skipped += 1
+            else:
+                yield it
+        if progress:
+            progress(stats)
+        buf.clear()
+
+    for it in items:
+        buf.append(it)
+        if len(buf) >= chunk:
+            yield from drain()
+    yield from drain()
+
+
+def _is_local(item: SourceItem) -> bool:
+    if item.path is None:
+        return False
+    return item.url is None or Path(item.path).exists()
+
+
+def ingest(
+    store: IndexStore,
+    sources: Sequence[Source],
+    *,
+    workers: int | None = None,
+    fetch: FetchSettings = FetchSettings(),
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+    batch: int = 16,
+    commit_every: int = 512,
+) -> AddStats:
+    """Add every item of ``sources`` to ``store`` (which must be writable)."""
+    stats = AddStats()
+    workers = default_workers() if workers is None else workers
+    pipe = _Pipeline(store, workers, limits, progress, stats, commit_every)
+    try:
+        for source in sources:
+            # Pass 1: rows that cannot be used, and local files.
+            items: list[SourceItem] = []
+            paths: list[str] = []
+            for it in _unhashed(store, (i for i in source.items() if i.error or _is_local(i)), stats, progress):
+                if it.error:
+                    pipe.fail(it, it.error, "bad_row")
+                    continue
+                items.append(it)
+                paths.append(it.path)
+                if len(items) >= batch:
+                    pipe.submit(_Job(items, paths))
+                    items, paths = [], []
+                pipe.harvest()
+            if items:
+                pipe.submit(_Job(items, paths))
+            # Pass 2: remote images, downloaded concurrently, hashed as they arrive.
+            remote = _unhashed(store, (i for i in source.items() if not i.error and not _is_local(i)), stats, progress)
+            items, bodies = [], []
+            for it, body, err in fetch_iter(((i, i.url) for i in remote), fetch):
+                if err is not None:
+                    pipe.fail(it, err.reason, err.kind)
+                else:
+                    items.append(it)
+                    bodies.append(body)
+                    if len(items) >= batch or (pipe.pool is not None and len(pipe.inflight) < workers):
+                        pipe.submit(_Job(items, bodies))
+                        items, bodies = [], []
+                pipe.harvest()
+            if items:
+                pipe.submit(_Job(items, bodies))
+            pipe.drain()
+        store.save()
+    except BaseException:
+        pipe.flush()  # keep every result already computed; the rest is retried on the next run
+        raise
+    finally:
+        pipe.close()
+    return stats

@@ -1,0 +1,97 @@
+"""The engine's public face: build an index from sources, search photos against it."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .fetch import FetchSettings
+from .images import DEFAULT_LIMITS, Limits, iter_image_files
+from .ingest import AddStats, Progress, default_workers, ingest
+from .results import Match, QueryResult
+from .sources import Source
+from .store import IndexStore
+from .workers import HashSpec, hash_batch
+
+__all__ = ["DEFAULT_THRESHOLD", "add", "search", "iter_query_files"]
+
+#: Hamming distance (inclusive) at or below which a 64-bit pHash counts as the same photo.
+#: Chosen from benchmarks/bench_threshold.py: see README "Choosing the threshold".
+DEFAULT_THRESHOLD = 8
+
+
+def add(
+    index_dir: str | os.PathLike,
+    sources: Sequence[Source],
+    *,
+    workers: int | None = None,
+    fetch: FetchSettings = FetchSettings(),
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+) -> AddStats:
+    """Create or extend the index at ``index_dir`` with every item of ``sources``."""
+    with IndexStore.open(index_dir, create=True, writable=True) as store:
+        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress)
+
+
+def iter_query_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files named directly, and image files found under folders (recursive)."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            yield from iter_image_files(p)
+        else:
+            yield p
+
+
+def search(
+    store: IndexStore,
+    paths: Iterable[str | os.PathLike],
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    workers: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    batch: int = 64,
+) -> Iterator[QueryResult]:
+    """Hash each photo and yield its matches (in input order), or the reason it could not be read."""
+    files = [str(p) for p in iter_query_files(paths)]
+    spec = HashSpec.of(store.hasher, limits)
+    workers = default_workers() if workers is None else workers
+    chunks = [files[i : i + 8] for i in range(0, len(files), 8)]
+    pool = ProcessPoolExecutor(workers) if workers > 0 and len(files) > 8 else None
+    try:
+        outcomes = (
+            pool.map(hash_batch, [spec] * len(chunks), chunks) if pool else (hash_batch(spec, c) for c in chunks)
+        )
+        flat = ((f, o) for c, outs in zip(chunks, outcomes) for f, o in zip(c, outs))
+        buf: list[tuple[str, tuple]] = []
+        for pair in flat:
+            buf.append(pair)
+            if len(buf) >= batch:
+                yield from _lookup(store, buf, threshold)
+                buf = []
+        yield from _lookup(store, buf, threshold)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _lookup(store: IndexStore, batch: list[tuple[str, tuple]], threshold: int) -> Iterator[QueryResult]:
+    ok = [(f, o[1]) for f, o in batch if o[0] == "ok"]
+    found = {}
+    if ok:
+        codes = np.frombuffer(b"".join(c for _, c in ok), dtype=np.uint8).reshape(len(ok), -1)
+        for (f, _), hits in zip(ok, store.search_codes(codes, threshold)):
+            found[f] = hits
+    for f, o in batch:
+        if o[0] != "ok":
+            yield QueryResult(query=f, error=o[1])
+            continue
+        matches = [
+            Match(item, d, {"entry": kind}) for item, kind, d in found.get(f, [])
+        ]
+        yield QueryResult(query=f, matches=matches, hash=o[1].hex())

@@ -1,0 +1,239 @@
+"""An index directory: ``meta.json`` + ``catalog.sqlite`` + ``index.faiss``.
+
+* ``meta.json`` names the format version and the hasher (name, bits, version,
+  parameters); opening with another hasher raises :class:`IndexMismatch`.
+* The catalog is the truth; the FAISS file is a cache of the entries' codes, saved
+  atomically. The catalog's ``entries_seq`` is recorded as ``faiss_seq`` after each
+  save; when they differ on open (a crash between a catalog commit and a FAISS save,
+  or during a save), the FAISS ids are reconciled against the catalog: missing codes
+  are added from the catalog, ids the catalog no longer has are removed.
+* One writer at a time (an exclusive ``flock`` on ``lock``); readers never block.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .catalog import Catalog, ItemRecord
+from .errors import CatalogError, IndexMismatch
+from .hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
+from .index import BinaryIndex
+from .results import Item
+
+__all__ = ["IndexStore", "FORMAT_VERSION"]
+
+FORMAT = "matcher-index"
+FORMAT_VERSION = 1
+META = "meta.json"
+CATALOG = "catalog.sqlite"
+FAISS = "index.faiss"
+LOCK = "lock"
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class IndexStore:
+    """An open index directory."""
+
+    def __init__(self, root: Path, hasher: Hasher, catalog: Catalog, faiss: BinaryIndex, *, writable: bool, lock_fd):
+        self.root = root
+        self.hasher = hasher
+        self.catalog = catalog
+        self.faiss = faiss
+        self.writable = writable
+        self._lock_fd = lock_fd
+        self._dirty = False
+        self._last_save = time.monotonic()
+        self.reconciled: dict[str, int] = {"added": 0, "removed": 0}
+
+    # opening --------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike,
+        *,
+        create: bool = False,
+        writable: bool = False,
+        hasher: Hasher | str | None = None,
+    ) -> "IndexStore":
+        """Open (or with ``create``, create) an index directory.
+
+        ``hasher``: what the caller will hash queries with. If given and the index
+        was built with a different one, raises IndexMismatch.
+        """
+        root = Path(root)
+        meta_path = root / META
+        if isinstance(hasher, str):
+            hasher = get_hasher(hasher)
+        if not meta_path.exists():
+            if not create:
+                if root.exists() and any(root.iterdir()):
+                    raise CatalogError(f"{root} is not a matcher index (no {META})")
+                raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
+            root.mkdir(parents=True, exist_ok=True)
+            hasher = hasher or get_hasher(DEFAULT_HASHER)
+            _write_json_atomic(
+                meta_path,
+                {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "hasher": hasher.identity(),
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+            writable = True
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CatalogError(f"cannot read {meta_path}: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise CatalogError(f"{meta_path} is not a matcher index meta file")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise CatalogError(
+                f"{root} uses index format {meta['format_version']}; this matcher reads up to {FORMAT_VERSION}"
+            )
+        stored = meta.get("hasher") or {}
+        if hasher is not None and hasher.identity() != {k: stored.get(k) for k in ("name", "bits", "version", "params")}:
+            raise IndexMismatch(
+                f"index {root} was built with hasher {stored}, but the query hasher is {hasher.identity()}; "
+                "search it with the hasher it was built with"
+            )
+        index_hasher = hasher_from_identity(stored)
+        if hasher is not None:
+            index_hasher = hasher  # same identity; keep the caller's decode options
+
+        lock_fd = None
+        if writable:
+            lock_fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise CatalogError(f"{root} is being written by another matcher process") from None
+        try:
+            catalog = Catalog(root / CATALOG, create=writable)
+            faiss_path = root / FAISS
+            if faiss_path.exists():
+                faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
+            else:
+                faiss = BinaryIndex(index_hasher.bits)
+            store = cls(root, index_hasher, catalog, faiss, writable=writable, lock_fd=lock_fd)
+            store._reconcile_if_needed()
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return store
+
+    def close(self) -> None:
+        try:
+            if self.writable and self._dirty:
+                self.save()
+        finally:
+            self.catalog.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "IndexStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # consistency ----------------------------------------------------------------
+    def _reconcile_if_needed(self) -> None:
+        seq = self.catalog.entries_seq
+        saved = self.catalog.get_meta("faiss_seq")
+        if saved is not None and int(saved) == seq and (seq == 0 or (self.root / FAISS).exists()):
+            return  # FAISS was saved after the catalog's last change to entries
+        if saved is None and seq == 0:
+            return  # nothing hashed yet
+        self.reconcile()
+
+    def reconcile(self) -> dict[str, int]:
+        """Make FAISS hold exactly the catalog's entries. Saves if writable."""
+        want = self.catalog.entry_ids()
+        have = self.faiss.ids()
+        if len(np.unique(have)) != len(have):  # duplicated ids: rebuild from scratch
+            self.faiss = BinaryIndex(self.hasher.bits)
+            have = np.empty(0, np.int64)
+        extra = np.setdiff1d(have, want, assume_unique=True)
+        missing = np.setdiff1d(want, have, assume_unique=True)
+        if len(extra):
+            self.faiss.remove(extra)
+        if len(missing):
+            for start in range(0, len(missing), 100_000):
+                rows = list(self.catalog.entry_codes(missing[start : start + 100_000].tolist()))
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), -1)
+                self.faiss.add(ids, codes)
+        self.reconciled = {"added": int(len(missing)), "removed": int(len(extra))}
+        if self.writable:
+            self.save()
+        return self.reconciled
+
+    def save(self) -> None:
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        seq = self.catalog.entries_seq
+        self.faiss.save(self.root / FAISS)
+        self.catalog.set_meta("faiss_seq", str(seq))
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    # writing ------------------------------------------------------------------
+    def record(self, records: Sequence[ItemRecord], *, save_every: float = 30.0) -> None:
+        """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        new_ids, new_codes, removed = self.catalog.record(records)
+        if removed:
+            self.faiss.remove(removed)
+        if new_ids:
+            codes = np.frombuffer(b"".join(new_codes), dtype=np.uint8).reshape(len(new_ids), -1)
+            self.faiss.add(new_ids, codes)
+        if new_ids or removed:
+            self._dirty = True
+        if self._dirty and time.monotonic() - self._last_save >= save_every:
+            self.save()
+
+    # reading --------------------------------------------------------------------
+    def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int]]]:
+        """For each code: [(item, entry kind, distance)] within ``threshold``, nearest first, one per item."""
+        hits = self.faiss.range_search(codes, threshold)
+        all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
+        items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
+        out: list[list[tuple[Item, str, int]]] = []
+        for ids, dists in hits:
+            seen: set[int] = set()
+            row = []
+            for i, d in zip(ids.tolist(), dists.tolist()):
+                found = items.get(i)
+                if found is None:  # a writer removed it after our FAISS snapshot
+                    continue
+                item, kind = found
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                row.append((item, kind, int(d)))
+            out.append(row)
+        return out
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())

@@ -1,0 +1,19 @@
+# Sourced by scripts/demo and scripts/test: make .venv if missing and install matcher into it.
+# Usage: . scripts/_venv.sh [EXTRAS]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${PYTHON:-python3}"
+if [ ! -x "$root/.venv/bin/python" ]; then
+  "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "matcher needs Python >= 3.10" >&2; exit 2; }
+  "$py" -m venv "$root/.venv"
+fi
+venv_py="$root/.venv/bin/python"
+extras="${1:-}"
+spec="$root"
+[ -n "$extras" ] && spec="$root[$extras]"
+# Reinstall only when pyproject.toml changed since the last install.
+stamp="$root/.venv/.matcher-installed${extras:+-$extras}"
+if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  "$venv_py" -m pip install -q --disable-pip-version-check -e "$spec"
+  touch "$stamp"
+fi
