@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS items (
     width      INTEGER,
     height     INTEGER,
     hash       TEXT,
+    verify     BLOB,
     status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     error      TEXT,
     error_kind TEXT,
@@ -85,6 +86,7 @@ class ItemRecord:
     height: int | None = None
     hash_hex: str | None = None
     codes: list[tuple[str, bytes]] = field(default_factory=list)  # (kind, packed code)
+    verify: bytes | None = None  # the longer verification hash, if the index has a verifier
     error: str | None = None
     error_kind: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -162,9 +164,10 @@ class Catalog:
                     if row is None:
                         cur = db.execute(
                             "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
-                            " hash, status, error, error_kind, attempts, added_at, updated_at, extra)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'ok', NULL, NULL, 1, ?, ?, ?)",
-                            (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, now, now, extra),
+                            " hash, verify, status, error, error_kind, attempts, added_at, updated_at, extra)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'ok', NULL, NULL, 1, ?, ?, ?)",
+                            (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, r.verify, now, now,
+                             extra),
                         )
                         item_id = cur.lastrowid
                     else:
@@ -173,9 +176,9 @@ class Catalog:
                         db.execute("DELETE FROM entries WHERE item_id = ?", (item_id,))
                         db.execute(
                             "UPDATE items SET url=?, page_url=?, path=?, owner=?, license=?, title=?, width=?, height=?,"
-                            " hash=?, status='ok', error=NULL, error_kind=NULL, attempts=attempts+1, updated_at=?,"
-                            " extra=? WHERE id=?",
-                            (*values.values(), r.width, r.height, r.hash_hex, now, extra, item_id),
+                            " hash=?, verify=?, status='ok', error=NULL, error_kind=NULL, attempts=attempts+1,"
+                            " updated_at=?, extra=? WHERE id=?",
+                            (*values.values(), r.width, r.height, r.hash_hex, r.verify, now, extra, item_id),
                         )
                     for kind, code in r.codes:
                         cur = db.execute(
@@ -241,18 +244,18 @@ class Catalog:
             extra=json.loads(extra) if extra else {},
         )
 
-    def items_for_entries(self, entry_ids: Iterable[int]) -> dict[int, tuple[Item, str]]:
-        """{entry id: (item, entry kind)} for the given FAISS ids."""
+    def items_for_entries(self, entry_ids: Iterable[int]) -> dict[int, tuple[Item, str, bytes | None]]:
+        """{entry id: (item, entry kind, item's verification code)} for the given FAISS ids."""
         ids = [int(i) for i in entry_ids]
-        out: dict[int, tuple[Item, str]] = {}
+        out: dict[int, tuple[Item, str, bytes | None]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             q = (
-                f"SELECT entries.id, entries.kind, {self._ITEM_COLS} FROM entries JOIN items ON items.id = entries.item_id"
-                f" WHERE entries.id IN ({','.join('?' * len(chunk))})"
+                f"SELECT entries.id, entries.kind, items.verify, {self._ITEM_COLS} FROM entries"
+                f" JOIN items ON items.id = entries.item_id WHERE entries.id IN ({','.join('?' * len(chunk))})"
             )
             for row in self.db.execute(q, chunk):
-                out[row[0]] = (self._item(row[2:]), row[1])
+                out[row[0]] = (self._item(row[3:]), row[1], row[2])
         return out
 
     def get_item(self, dataset: str, key: str) -> Item | None:

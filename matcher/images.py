@@ -150,7 +150,7 @@ def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
         fp.close()
         raise ImageTooLarge(
             f"{w}x{h} = {w * h / 1e6:.0f} MP, more than the {limits.max_pixels / 1e6:.0f} MP limit "
-            "(decompression bomb?)"
+            "(decompression bomb refused)"
         )
     return im, fp
 

@@ -72,7 +72,7 @@ class _Pipeline:
     def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
                  stats: AddStats, commit_every: int):
         self.store = store
-        self.spec = HashSpec.of(store.hasher, limits)
+        self.spec = HashSpec.of(store.hasher, store.verifier, limits)
         self.workers = workers
         self.progress = progress
         self.stats = stats
@@ -101,9 +101,9 @@ class _Pipeline:
 
     def _outcome(self, item: SourceItem, out: tuple) -> None:
         if out[0] == "ok":
-            _, code, w, h, _fmt = out
+            _, code, verify, w, h, _fmt = out
             self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
-                                  codes=[("full", code)], extra=item.extra))
+                                  codes=[("full", code)], verify=verify, extra=item.extra))
         else:
             self.fail(item, out[1], out[2])
 

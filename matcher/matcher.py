@@ -17,11 +17,13 @@ from .sources import Source
 from .store import IndexStore
 from .workers import HashSpec, hash_batch
 
-__all__ = ["DEFAULT_THRESHOLD", "add", "search", "iter_query_files"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_VERIFY_THRESHOLD", "add", "search", "iter_query_files"]
 
-#: Hamming distance (inclusive) at or below which a 64-bit pHash counts as the same photo.
-#: Chosen from benchmarks/bench_threshold.py: see README "Choosing the threshold".
-DEFAULT_THRESHOLD = 8
+#: Largest 64-bit pHash distance (inclusive) that makes a dataset item a candidate.
+#: Chosen from benchmarks/bench_threshold.py: see README "Choosing the thresholds".
+DEFAULT_THRESHOLD = 10
+#: Largest 256-bit verification distance (inclusive) a candidate must also pass.
+DEFAULT_VERIFY_THRESHOLD = 40
 
 
 def add(
@@ -53,13 +55,19 @@ def search(
     paths: Iterable[str | os.PathLike],
     *,
     threshold: int = DEFAULT_THRESHOLD,
+    verify_threshold: int | None = DEFAULT_VERIFY_THRESHOLD,
     workers: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     batch: int = 64,
 ) -> Iterator[QueryResult]:
-    """Hash each photo and yield its matches (in input order), or the reason it could not be read."""
+    """Hash each photo and yield its matches (in input order), or the reason it could not be read.
+
+    A dataset item matches when its 64-bit hash is within ``threshold`` and, if the index
+    has a verifier and ``verify_threshold`` is not None, its 256-bit verification hash is
+    within ``verify_threshold`` too. Both distances are in each match's ``evidence``.
+    """
     files = [str(p) for p in iter_query_files(paths)]
-    spec = HashSpec.of(store.hasher, limits)
+    spec = HashSpec.of(store.hasher, store.verifier, limits)
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 8] for i in range(0, len(files), 8)]
     pool = ProcessPoolExecutor(workers) if workers > 0 and len(files) > 8 else None
@@ -72,15 +80,21 @@ def search(
         for pair in flat:
             buf.append(pair)
             if len(buf) >= batch:
-                yield from _lookup(store, buf, threshold)
+                yield from _lookup(store, buf, threshold, verify_threshold)
                 buf = []
-        yield from _lookup(store, buf, threshold)
+        yield from _lookup(store, buf, threshold, verify_threshold)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _lookup(store: IndexStore, batch: list[tuple[str, tuple]], threshold: int) -> Iterator[QueryResult]:
+def _hamming(a: bytes, b: bytes) -> int:
+    return int.bit_count(int.from_bytes(a, "big") ^ int.from_bytes(b, "big"))
+
+
+def _lookup(
+    store: IndexStore, batch: list[tuple[str, tuple]], threshold: int, verify_threshold: int | None
+) -> Iterator[QueryResult]:
     ok = [(f, o[1]) for f, o in batch if o[0] == "ok"]
     found = {}
     if ok:
@@ -91,7 +105,15 @@ def _lookup(store: IndexStore, batch: list[tuple[str, tuple]], threshold: int) -
         if o[0] != "ok":
             yield QueryResult(query=f, error=o[1])
             continue
-        matches = [
-            Match(item, d, {"entry": kind}) for item, kind, d in found.get(f, [])
-        ]
+        query_verify = o[2]
+        matches = []
+        for item, kind, d, item_verify in found.get(f, []):
+            evidence = {"entry": kind, "distance": d, "threshold": threshold}
+            if query_verify is not None and item_verify is not None and verify_threshold is not None:
+                vd = _hamming(query_verify, item_verify)
+                evidence.update(verify_distance=vd, verify_threshold=verify_threshold,
+                                verify_bits=store.verifier.bits)
+                if vd > verify_threshold:
+                    continue
+            matches.append(Match(item, d, evidence))
         yield QueryResult(query=f, matches=matches, hash=o[1].hex())

@@ -23,7 +23,7 @@ import numpy as np
 
 from .catalog import Catalog, ItemRecord
 from .errors import CatalogError, IndexMismatch
-from .hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
+from .hashers import DEFAULT_HASHER, Hasher, default_verifier, get_hasher, hasher_from_identity
 from .index import BinaryIndex
 from .results import Item
 
@@ -50,9 +50,11 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class IndexStore:
     """An open index directory."""
 
-    def __init__(self, root: Path, hasher: Hasher, catalog: Catalog, faiss: BinaryIndex, *, writable: bool, lock_fd):
+    def __init__(self, root: Path, hasher: Hasher, verifier: Hasher | None, catalog: Catalog, faiss: BinaryIndex, *,
+                 writable: bool, lock_fd):
         self.root = root
         self.hasher = hasher
+        self.verifier = verifier
         self.catalog = catalog
         self.faiss = faiss
         self.writable = writable
@@ -70,6 +72,7 @@ class IndexStore:
         create: bool = False,
         writable: bool = False,
         hasher: Hasher | str | None = None,
+        verifier: Hasher | None | bool = True,
     ) -> "IndexStore":
         """Open (or with ``create``, create) an index directory.
 
@@ -87,12 +90,14 @@ class IndexStore:
                 raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
             root.mkdir(parents=True, exist_ok=True)
             hasher = hasher or get_hasher(DEFAULT_HASHER)
+            new_verifier = default_verifier() if verifier is True else (verifier or None)
             _write_json_atomic(
                 meta_path,
                 {
                     "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "hasher": hasher.identity(),
+                    "verifier": new_verifier.identity() if new_verifier else None,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
             )
@@ -116,6 +121,7 @@ class IndexStore:
         index_hasher = hasher_from_identity(stored)
         if hasher is not None:
             index_hasher = hasher  # same identity; keep the caller's decode options
+        index_verifier = hasher_from_identity(meta["verifier"]) if meta.get("verifier") else None
 
         lock_fd = None
         if writable:
@@ -132,7 +138,7 @@ class IndexStore:
                 faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
             else:
                 faiss = BinaryIndex(index_hasher.bits)
-            store = cls(root, index_hasher, catalog, faiss, writable=writable, lock_fd=lock_fd)
+            store = cls(root, index_hasher, index_verifier, catalog, faiss, writable=writable, lock_fd=lock_fd)
             store._reconcile_if_needed()
         except BaseException:
             if lock_fd is not None:
@@ -214,12 +220,15 @@ class IndexStore:
             self.save()
 
     # reading --------------------------------------------------------------------
-    def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int]]]:
-        """For each code: [(item, entry kind, distance)] within ``threshold``, nearest first, one per item."""
+    def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int, bytes | None]]]:
+        """For each code: [(item, entry kind, distance, item's verify code)] within ``threshold``.
+
+        Nearest first, one row per item (its nearest entry).
+        """
         hits = self.faiss.range_search(codes, threshold)
         all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
         items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
-        out: list[list[tuple[Item, str, int]]] = []
+        out: list[list[tuple[Item, str, int, bytes | None]]] = []
         for ids, dists in hits:
             seen: set[int] = set()
             row = []
@@ -227,11 +236,11 @@ class IndexStore:
                 found = items.get(i)
                 if found is None:  # a writer removed it after our FAISS snapshot
                     continue
-                item, kind = found
+                item, kind, verify = found
                 if item.id in seen:
                     continue
                 seen.add(item.id)
-                row.append((item, kind, int(d)))
+                row.append((item, kind, int(d), verify))
             out.append(row)
         return out
 

@@ -1,7 +1,7 @@
 """Work that runs in worker processes: decode + hash, one batch per task.
 
 Each task returns one outcome per input, in order, never raising for a bad image:
-``("ok", code bytes, width, height, format)`` or ``("err", reason, kind)``.
+``("ok", code, verify code or None, width, height, format)`` or ``("err", reason, kind)``.
 The hasher is rebuilt once per worker process from its identity and decode options.
 """
 
@@ -15,50 +15,57 @@ from .images import Limits
 
 __all__ = ["HashSpec", "hash_batch", "Outcome"]
 
-Outcome = tuple  # ("ok", bytes, w, h, fmt) | ("err", reason, kind)
+Outcome = tuple  # ("ok", code, verify, w, h, fmt) | ("err", reason, kind)
+
+
+def _recipe(h) -> tuple | None:
+    if h is None:
+        return None
+    options = {"draft": h.draft} if hasattr(h, "draft") else {}
+    return (h.name, tuple(sorted(h.params().items())), tuple(sorted(options.items())))
 
 
 class HashSpec:
-    """Picklable description of how to hash: hasher name + parameters + decode options + limits."""
+    """Picklable description of how to hash: index hasher, optional verifier, decode options, limits."""
 
-    def __init__(self, name: str, params: dict[str, Any], options: dict[str, Any], limits: Limits):
-        self.name = name
-        self.params = params
-        self.options = options
+    def __init__(self, hasher: tuple, verifier: tuple | None, limits: Limits):
+        self.hasher = hasher
+        self.verifier = verifier
         self.limits = limits
 
     @classmethod
-    def of(cls, hasher, limits: Limits) -> "HashSpec":
-        options = {"draft": getattr(hasher, "draft", None)} if hasattr(hasher, "draft") else {}
-        return cls(hasher.name, hasher.params(), options, limits)
-
-    def build(self):
-        return get_hasher(self.name, **self.params, **self.options)
+    def of(cls, hasher, verifier, limits: Limits) -> "HashSpec":
+        return cls(_recipe(hasher), _recipe(verifier), limits)
 
 
-_cache: dict[str, Any] = {}
+_cache: dict[tuple, Any] = {}
 
 
-def _hasher_for(spec: HashSpec):
-    key = repr((spec.name, sorted(spec.params.items()), sorted(spec.options.items())))
-    h = _cache.get(key)
+def _build(recipe: tuple | None):
+    if recipe is None:
+        return None
+    h = _cache.get(recipe)
     if h is None:
-        h = _cache[key] = spec.build()
+        name, params, options = recipe
+        h = _cache[recipe] = get_hasher(name, **dict(params), **dict(options))
     return h
 
 
-def hash_one(hasher, src: Union[str, bytes], limits: Limits) -> Outcome:
+def hash_one(hasher, verifier, src: Union[str, bytes], limits: Limits) -> Outcome:
+    """Decode once, hash with the index hasher and (on the same pixels) the verifier."""
     try:
-        r = hasher.hash_file(src, limits)
+        loaded = hasher.load(src, limits)
+        r = hasher.hash_loaded(loaded)
+        v = verifier.hash_image(loaded.image).data if verifier is not None else None
     except ImageTooLarge as e:
         return ("err", e.reason, "too_large")
     except MatcherError as e:
         return ("err", e.reason, "unreadable")
-    return ("ok", r.hash.data, r.width, r.height, r.format)
+    return ("ok", r.hash.data, v, r.width, r.height, r.format)
 
 
 def hash_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[Outcome]:
     """Hash each path or body. Used by the process pool (and in-process when workers=0)."""
-    hasher = _hasher_for(spec)
-    return [hash_one(hasher, s, spec.limits) for s in sources]
+    hasher, verifier = _build(spec.hasher), _build(spec.verifier)
+    return [hash_one(hasher, verifier, s, spec.limits) for s in sources]
 

@@ -49,6 +49,10 @@ class Hasher(Protocol):
 
     def hash_loaded(self, loaded: LoadedImage) -> HashedFile: ...
 
+    def load(self, src, limits: Limits = DEFAULT_LIMITS) -> LoadedImage:
+        """Decode ``src`` (path or bytes) the way this hasher wants it."""
+        ...
+
     def hash_file(self, src, limits: Limits = DEFAULT_LIMITS) -> HashedFile:
         """Decode ``src`` (path or bytes) and hash it; raises UnreadableImage."""
         ...

@@ -82,6 +82,10 @@ class PHash:
     def hash_loaded(self, loaded: LoadedImage) -> HashedFile:
         return HashedFile(self.hash_image(loaded.image), loaded.width, loaded.height, loaded.format)
 
-    def hash_file(self, src, limits: Limits = DEFAULT_LIMITS) -> HashedFile:
+    def load(self, src, limits: Limits = DEFAULT_LIMITS) -> LoadedImage:
+        """Decode ``src`` as this hasher needs it (JPEG draft decoding when enabled)."""
         draft = ("L", self.draft) if self.draft else None
-        return self.hash_loaded(load_image(src, limits=limits, draft=draft))
+        return load_image(src, limits=limits, draft=draft)
+
+    def hash_file(self, src, limits: Limits = DEFAULT_LIMITS) -> HashedFile:
+        return self.hash_loaded(self.load(src, limits))
