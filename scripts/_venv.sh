@@ -1,5 +1,5 @@
 # Sourced by scripts/demo and scripts/test: make .venv if missing and install matcher into it.
-# Usage: . scripts/_venv.sh [EXTRAS]
+# Usage: extras=test . scripts/_venv.sh   (extras optional)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
@@ -8,7 +8,7 @@ if [ ! -x "$root/.venv/bin/python" ]; then
   "$py" -m venv "$root/.venv"
 fi
 venv_py="$root/.venv/bin/python"
-extras="${1:-}"
+extras="${extras:-}"
 spec="$root"
 [ -n "$extras" ] && spec="$root[$extras]"
 # Reinstall only when pyproject.toml changed since the last install.
