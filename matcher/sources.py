@@ -82,9 +82,11 @@ class FolderSource(Source):
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    """UTF-8 text (a BOM is skipped). Bytes that are not UTF-8 (a Latin-1 export, one corrupt byte)
+    become U+FFFD in that row instead of stopping the manifest."""
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _base_suffix(path: Path) -> str:

@@ -2,6 +2,8 @@
 
 Each task returns one outcome per input, in order, never raising for a bad image:
 ``("ok", code, verify code or None, width, height, format)`` or ``("err", reason, kind)``.
+Nearly uniform images (blank, placeholders) are ``("err", ..., "uniform")``: their hash bits
+are noise and would match every other blank image.
 The hasher is rebuilt once per worker process from its identity and decode options.
 """
 
@@ -11,6 +13,7 @@ from typing import Any, Sequence, Union
 
 from .errors import ImageTooLarge, MatcherError
 from .hashers import get_hasher
+from .hashers.base import MIN_DETAIL
 from .images import Limits
 
 __all__ = ["HashSpec", "hash_batch", "Outcome"]
@@ -61,6 +64,9 @@ def hash_one(hasher, verifier, src: Union[str, bytes], limits: Limits) -> Outcom
         return ("err", e.reason, "too_large")
     except MatcherError as e:
         return ("err", e.reason, "unreadable")
+    if not r.informative:
+        return ("err", f"nearly uniform image (grey-level spread {r.detail:.1f} < {MIN_DETAIL}): "
+                "too little detail to match by content", "uniform")
     return ("ok", r.hash.data, v, r.width, r.height, r.format)
 
 

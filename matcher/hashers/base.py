@@ -9,19 +9,33 @@ from PIL import Image
 from ..hashes import Hash
 from ..images import DEFAULT_LIMITS, Limits, LoadedImage
 
-__all__ = ["Hasher", "HashedFile"]
+__all__ = ["Hasher", "HashedFile", "MIN_DETAIL"]
+
+#: Grey-level standard deviation below which an image is too uniform to match (benchmarks/bench_threshold.py:
+#: blank and transparent wallpapers at std 0-0.9 moved 20-36 bits under mild edits; real photos sit above 3).
+MIN_DETAIL = 2.0
 
 
 class HashedFile:
-    """A file's hash plus the upright size of the original image."""
+    """A file's hash, the upright size of the original image, and how much detail the hash saw.
 
-    __slots__ = ("hash", "width", "height", "format")
+    ``detail`` is the standard deviation (in 8-bit grey levels) of the pixels the hash was
+    computed from. Below :data:`MIN_DETAIL` an image is nearly uniform (blank, a placeholder,
+    a transparent PNG) and its hash bits are decided by noise: such images are not matched.
+    """
 
-    def __init__(self, hash: Hash, width: int, height: int, format: str | None):
+    __slots__ = ("hash", "width", "height", "format", "detail")
+
+    def __init__(self, hash: Hash, width: int, height: int, format: str | None, detail: float = float("inf")):
         self.hash = hash
         self.width = width
         self.height = height
         self.format = format
+        self.detail = detail
+
+    @property
+    def informative(self) -> bool:
+        return self.detail >= MIN_DETAIL
 
     def __repr__(self) -> str:
         return f"HashedFile({self.hash!r}, {self.width}x{self.height}, {self.format})"

@@ -80,7 +80,9 @@ class PHash:
         return [Hash(row.tobytes(), self.bits) for row in packed]
 
     def hash_loaded(self, loaded: LoadedImage) -> HashedFile:
-        return HashedFile(self.hash_image(loaded.image), loaded.width, loaded.height, loaded.format)
+        px = self.pixels(loaded.image)
+        h = Hash.from_bits(phash_pixels(px, self.hash_size))
+        return HashedFile(h, loaded.width, loaded.height, loaded.format, float(px.std()))
 
     def load(self, src, limits: Limits = DEFAULT_LIMITS) -> LoadedImage:
         """Decode ``src`` as this hasher needs it (JPEG draft decoding when enabled)."""
