@@ -256,6 +256,8 @@ class ManifestSource(Source):
         error = None
         if not url and not path:
             error = f"row {n} has no image URL or path"
+        elif "\ufffd" in (url or "") + (path or ""):
+            error = f"row {n}: the image URL or path is not valid UTF-8"
         return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error)
 
 
