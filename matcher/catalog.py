@@ -115,6 +115,7 @@ class Catalog:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0')")
+                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0')")
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
@@ -139,6 +140,14 @@ class Catalog:
     @property
     def entries_seq(self) -> int:
         return int(self.get_meta("entries_seq") or 0)
+
+    @property
+    def entries_count(self) -> int:
+        """Number of entries, kept in meta so that it costs nothing at 100M rows."""
+        value = self.get_meta("entries_count")
+        if value is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        return int(value)
 
     # writing ----------------------------------------------------------------
     def record(self, records: Sequence[ItemRecord]) -> tuple[list[int], list[bytes], list[int]]:
@@ -200,6 +209,10 @@ class Catalog:
                     )
             if new_ids or removed:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'entries_seq'")
+                db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'entries_count'",
+                    (len(new_ids) - len(removed),),
+                )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

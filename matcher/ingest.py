@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from .fetch import FetchSettings, fetch_iter
 from .images import DEFAULT_LIMITS, Limits
 from .sources import Source, SourceItem
 from .store import IndexStore
-from .workers import HashSpec, hash_batch
+from .workers import HashSpec, hash_batch, make_pool
 
 __all__ = ["AddStats", "ingest", "default_workers"]
 
@@ -81,7 +81,7 @@ class _Pipeline:
         self.last_commit = time.monotonic()
         self.inflight: dict[Future, _Job] = {}
         self.max_inflight = max(2, 3 * workers)
-        self.pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self.pool = make_pool(workers) if workers > 0 else None
 
     # results ----------------------------------------------------------------------
     def _emit(self, rec: ItemRecord) -> None:
@@ -145,7 +145,7 @@ class _Pipeline:
         broken += list(self.inflight.values())
         self.inflight.clear()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = ProcessPoolExecutor(self.workers)
+        self.pool = make_pool(self.workers)
         for job in broken:
             if job.retried and len(job.items) == 1:
                 self.fail(job.items[0], "the image decoder crashed on this file", "crash")

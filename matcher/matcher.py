@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -15,7 +14,7 @@ from .ingest import AddStats, Progress, default_workers, ingest
 from .results import Match, QueryResult
 from .sources import Source
 from .store import IndexStore
-from .workers import HashSpec, hash_batch
+from .workers import HashSpec, hash_batch, make_pool
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_VERIFY_THRESHOLD", "add", "search", "iter_query_files"]
 
@@ -23,7 +22,7 @@ __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_VERIFY_THRESHOLD", "add", "search", "it
 #: Chosen from benchmarks/bench_threshold.py: see README "Choosing the thresholds".
 DEFAULT_THRESHOLD = 10
 #: Largest 256-bit verification distance (inclusive) a candidate must also pass.
-DEFAULT_VERIFY_THRESHOLD = 40
+DEFAULT_VERIFY_THRESHOLD = 44
 
 
 def add(
@@ -70,7 +69,7 @@ def search(
     spec = HashSpec.of(store.hasher, store.verifier, limits)
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 8] for i in range(0, len(files), 8)]
-    pool = ProcessPoolExecutor(workers) if workers > 0 and len(files) > 8 else None
+    pool = make_pool(workers) if workers > 0 and len(files) > 8 else None
     try:
         outcomes = (
             pool.map(hash_batch, [spec] * len(chunks), chunks) if pool else (hash_batch(spec, c) for c in chunks)

@@ -166,8 +166,8 @@ class IndexStore:
     def _reconcile_if_needed(self) -> None:
         seq = self.catalog.entries_seq
         saved = self.catalog.get_meta("faiss_seq")
-        if saved is not None and int(saved) == seq and (seq == 0 or (self.root / FAISS).exists()):
-            return  # FAISS was saved after the catalog's last change to entries
+        if saved is not None and int(saved) == seq and len(self.faiss) == self.catalog.entries_count:
+            return  # FAISS was saved after the catalog's last change to entries (and was not swapped since)
         if saved is None and seq == 0:
             return  # nothing hashed yet
         self.reconcile()

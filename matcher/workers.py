@@ -16,7 +16,20 @@ from .hashers import get_hasher
 from .hashers.base import MIN_DETAIL
 from .images import Limits
 
-__all__ = ["HashSpec", "hash_batch", "Outcome"]
+__all__ = ["HashSpec", "hash_batch", "Outcome", "make_pool"]
+
+
+def make_pool(workers: int):
+    """A process pool whose workers are started by a fork server, not forked from us.
+
+    Forked workers would inherit the index's write lock and the downloader's threads: a
+    killed ``add`` would leave its orphaned workers holding the lock. Fork-server workers
+    inherit neither, and exit when their parent dies.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
 
 Outcome = tuple  # ("ok", code, verify, w, h, fmt) | ("err", reason, kind)
 

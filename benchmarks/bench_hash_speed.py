@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Hashing speed on one core: matcher's hasher vs imagehash.phash(Image.open(p)) vs decode alone.
+
+Same photos, same process, interleaved, best of --repeat. Photos: the bench photos
+(../shared/get-bench-photos), re-encoded once into a temp folder as 12 MP JPEGs
+(4000x3000, q90) and as web-size JPEGs (640 px long side, q85), so both sizes are real photos.
+Also reports the bits by which draft decoding differs from a full decode.
+
+    .venv/bin/python benchmarks/bench_hash_speed.py [--photos DIR] [--n 30] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imagehash
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCH_PHOTOS, header, photos  # noqa: E402
+
+from matcher.hashers import PHash  # noqa: E402
+
+
+def make_set(src: list[Path], out: Path, size: tuple[int, int] | int, quality: int) -> list[Path]:
+    files = []
+    for i, p in enumerate(src):
+        im = ImageOps.exif_transpose(Image.open(p)).convert("RGB")
+        if isinstance(size, tuple):
+            im = ImageOps.fit(im, size, Image.Resampling.LANCZOS)
+        else:
+            im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        f = out / f"{i:03d}.jpg"
+        im.save(f, quality=quality)
+        files.append(f)
+    return files
+
+
+def timed(fn, files, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for f in files:
+            fn(f)
+        best = min(best, time.perf_counter() - t)
+    return best / len(files) * 1000  # ms per image
+
+
+def draft_decode(n):
+    def f(p):
+        with Image.open(p) as im:
+            im.draft("L", (n, n))
+            im.load()
+    return f
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", type=Path, default=BENCH_PHOTOS)
+    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    src = photos(a.photos, min_side=1000)[: a.n]
+    if not src:
+        sys.exit(f"no photos under {a.photos}: run ../shared/get-bench-photos first")
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    fast, full = PHash(), PHash(draft=None)
+    header("bench_hash_speed", photos=len(src), source=a.photos, repeat=a.repeat, cores=1,
+           hasher=f"{fast!r}", baseline="imagehash.phash(Image.open(p))")
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, size, q in (("12 MP JPEG (4000x3000 q90)", (4000, 3000), 90), ("web-size JPEG (640 px q85)", 640, 85)):
+            d = Path(tmp) / label.split()[0]
+            d.mkdir()
+            files = make_set(src, d, size, q)
+            base = timed(lambda p: imagehash.phash(Image.open(p)), files, a.repeat)
+            ours = timed(lambda p: fast.hash_file(p), files, a.repeat)
+            dec = timed(draft_decode(fast.draft), files, a.repeat)
+            nodraft = timed(lambda p: full.hash_file(p), files, a.repeat)
+            diffs = [fast.hash_file(f).hash - full.hash_file(f).hash for f in files]
+            print(f"\n{label}: {len(files)} photos, ms per photo (best of {a.repeat})")
+            print(f"  imagehash.phash(Image.open(p))   {base:7.2f}")
+            print(f"  matcher, full decode             {nodraft:7.2f}   {base / nodraft:5.2f}x baseline")
+            print(f"  matcher (draft {fast.draft})             {ours:7.2f}   {base / ours:5.2f}x baseline, "
+                  f"{ours / dec:4.2f}x its draft decode")
+            print(f"  Pillow draft decode alone        {dec:7.2f}")
+            dist = {k: diffs.count(k) for k in sorted(set(diffs))}
+            print(f"  bits differing, draft vs full decode: {dist} (max {max(diffs)}, mean {statistics.mean(diffs):.2f})")
+
+
+if __name__ == "__main__":
+    main()
