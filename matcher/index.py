@@ -8,7 +8,9 @@ Saving is atomic: write a temporary file in the same directory, fsync, rename.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
 import faiss
@@ -17,6 +19,9 @@ import numpy as np
 from .errors import CatalogError, InvalidHash
 
 __all__ = ["BinaryIndex"]
+
+# A trailer appended after FAISS's own bytes (FAISS ignores trailing data): JSON, its length, a magic.
+_TRAILER_MAGIC = b"MTCHTRL1"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -103,12 +108,18 @@ class BinaryIndex:
         return i, d
 
     # persistence ------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, trailer: dict | None = None) -> None:
+        """Write atomically; ``trailer`` (small JSON) is stored after the FAISS bytes, read back by :meth:`load`."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             faiss.write_index_binary(self._index, str(tmp))
             with open(tmp, "rb+") as f:
+                if trailer is not None:
+                    f.seek(0, os.SEEK_END)
+                    blob = json.dumps(trailer, sort_keys=True).encode()
+                    f.write(blob + struct.pack("<Q", len(blob)) + _TRAILER_MAGIC)
+                f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
@@ -122,4 +133,30 @@ class BinaryIndex:
             index = faiss.read_index_binary(str(path))
         except RuntimeError as e:
             raise CatalogError(f"cannot read FAISS index {path}: {str(e).splitlines()[0]}") from None
-        return cls(bits, index)
+        out = cls(bits, index)
+        out.trailer = read_trailer(path)
+        return out
+
+    trailer: dict | None = None
+
+
+def read_trailer(path: str | os.PathLike) -> dict | None:
+    """The JSON trailer written by :meth:`BinaryIndex.save`, or None if absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size < 16:
+                return None
+            f.seek(size - 16)
+            tail = f.read(16)
+            if tail[8:] != _TRAILER_MAGIC:
+                return None
+            (n,) = struct.unpack("<Q", tail[:8])
+            if n > min(size - 16, 1 << 20):
+                return None
+            f.seek(size - 16 - n)
+            data = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

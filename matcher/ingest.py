@@ -109,8 +109,8 @@ class _Pipeline:
 
     def flush(self) -> None:
         if self.pending:
-            self.store.record(self.pending)
-            self.pending = []
+            batch, self.pending = self.pending, []  # taken first: a failure after the commit must not re-record it
+            self.store.record(batch)
         self.last_commit = time.monotonic()
 
     # jobs -----------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 * ``meta.json`` names the format version and the hasher (name, bits, version,
   parameters); opening with another hasher raises :class:`IndexMismatch`.
 * The catalog is the truth; the FAISS file is a cache of the entries' codes, saved
-  atomically. The catalog's ``entries_seq`` is recorded as ``faiss_seq`` after each
-  save; when they differ on open (a crash between a catalog commit and a FAISS save,
-  or during a save), the FAISS ids are reconciled against the catalog: missing codes
-  are added from the catalog, ids the catalog no longer has are removed.
+  atomically. Each save appends a trailer naming the index (``index_id``) and the
+  catalog's ``entries_seq`` it reflects. On open, a FAISS file whose trailer does not
+  match the catalog exactly (a crash between a catalog commit and a FAISS save, an
+  older or foreign file copied in, no trailer) is reconciled against the catalog:
+  missing codes are added from the catalog, ids the catalog no longer has are removed.
+  (``faiss_seq`` in the catalog's meta records the last save, for humans and tests.)
 * One writer at a time (an exclusive ``flock`` on ``lock``); readers never block.
 """
 
@@ -16,6 +18,7 @@ import fcntl
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -51,8 +54,9 @@ class IndexStore:
     """An open index directory."""
 
     def __init__(self, root: Path, hasher: Hasher, verifier: Hasher | None, catalog: Catalog, faiss: BinaryIndex, *,
-                 writable: bool, lock_fd):
+                 writable: bool, lock_fd, index_id: str | None = None):
         self.root = root
+        self.index_id = index_id
         self.hasher = hasher
         self.verifier = verifier
         self.catalog = catalog
@@ -98,6 +102,7 @@ class IndexStore:
                     "format_version": FORMAT_VERSION,
                     "hasher": hasher.identity(),
                     "verifier": new_verifier.identity() if new_verifier else None,
+                    "index_id": uuid.uuid4().hex,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
             )
@@ -138,7 +143,8 @@ class IndexStore:
                 faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
             else:
                 faiss = BinaryIndex(index_hasher.bits)
-            store = cls(root, index_hasher, index_verifier, catalog, faiss, writable=writable, lock_fd=lock_fd)
+            store = cls(root, index_hasher, index_verifier, catalog, faiss, writable=writable, lock_fd=lock_fd,
+                        index_id=meta.get("index_id"))
             store._reconcile_if_needed()
         except BaseException:
             if lock_fd is not None:
@@ -165,11 +171,12 @@ class IndexStore:
     # consistency ----------------------------------------------------------------
     def _reconcile_if_needed(self) -> None:
         seq = self.catalog.entries_seq
-        saved = self.catalog.get_meta("faiss_seq")
-        if saved is not None and int(saved) == seq and len(self.faiss) == self.catalog.entries_count:
-            return  # FAISS was saved after the catalog's last change to entries (and was not swapped since)
-        if saved is None and seq == 0:
+        if seq == 0 and len(self.faiss) == 0:
             return  # nothing hashed yet
+        t = self.faiss.trailer or {}
+        if (t.get("index_id") == self.index_id and t.get("seq") == seq and t.get("count") == len(self.faiss)
+                and len(self.faiss) == self.catalog.entries_count):
+            return  # this FAISS file was saved from exactly the catalog's current entries
         self.reconcile()
 
     def reconcile(self) -> dict[str, int]:
@@ -198,7 +205,8 @@ class IndexStore:
         if not self.writable:
             raise CatalogError("index opened read-only")
         seq = self.catalog.entries_seq
-        self.faiss.save(self.root / FAISS)
+        self.faiss.save(self.root / FAISS, {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)})
+        self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
         self.catalog.set_meta("faiss_seq", str(seq))
         self._dirty = False
         self._last_save = time.monotonic()

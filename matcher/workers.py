@@ -9,6 +9,7 @@ The hasher is rebuilt once per worker process from its identity and decode optio
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence, Union
 
 from .errors import ImageTooLarge, MatcherError
@@ -29,7 +30,26 @@ def make_pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: leave as soon as the process that made the pool is gone (even if kill -9'ed)."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(3)
+            except PermissionError:  # alive, owned by someone else (cannot happen for our own parent)
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 Outcome = tuple  # ("ok", code, verify, w, h, fmt) | ("err", reason, kind)
 

@@ -73,3 +73,13 @@ def test_wrong_widths_are_refused(tmp_path):
     index.save(tmp_path / "x.faiss")
     with pytest.raises(Exception, match="64-bit codes, expected 256"):
         BinaryIndex.load(tmp_path / "x.faiss", 256)
+
+
+def test_trailer_round_trip_and_absence(tmp_path):
+    index = BinaryIndex(64)
+    index.add([5, 9], np.zeros((2, 8), np.uint8))
+    index.save(tmp_path / "a.faiss", {"index_id": "abc", "seq": 7, "count": 2})
+    index.save(tmp_path / "b.faiss")
+    a, b = BinaryIndex.load(tmp_path / "a.faiss", 64), BinaryIndex.load(tmp_path / "b.faiss", 64)
+    assert a.trailer == {"index_id": "abc", "seq": 7, "count": 2} and b.trailer is None
+    assert sorted(a.ids().tolist()) == sorted(b.ids().tolist()) == [5, 9]
