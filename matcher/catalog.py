@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS items (
     width      INTEGER,
     height     INTEGER,
     hash       TEXT,
-    verify     BLOB,
     status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     error      TEXT,
     error_kind TEXT,
@@ -65,7 +64,8 @@ CREATE TABLE IF NOT EXISTS entries (
     id      INTEGER PRIMARY KEY,
     item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
     kind    TEXT NOT NULL DEFAULT 'full',
-    code    BLOB NOT NULL
+    code    BLOB NOT NULL,
+    thumb   BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_item ON entries (item_id);
 """
@@ -85,8 +85,7 @@ class ItemRecord:
     width: int | None = None
     height: int | None = None
     hash_hex: str | None = None
-    codes: list[tuple[str, bytes]] = field(default_factory=list)  # (kind, packed code)
-    verify: bytes | None = None  # the longer verification hash, if the index has a verifier
+    codes: list[tuple] = field(default_factory=list)  # (kind, packed code[, verification thumbnail])
     error: str | None = None
     error_kind: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -173,10 +172,9 @@ class Catalog:
                     if row is None:
                         cur = db.execute(
                             "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
-                            " hash, verify, status, error, error_kind, attempts, added_at, updated_at, extra)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'ok', NULL, NULL, 1, ?, ?, ?)",
-                            (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, r.verify, now, now,
-                             extra),
+                            " hash, status, error, error_kind, attempts, added_at, updated_at, extra)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?,?, 'ok', NULL, NULL, 1, ?, ?, ?)",
+                            (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, now, now, extra),
                         )
                         item_id = cur.lastrowid
                     else:
@@ -185,13 +183,14 @@ class Catalog:
                         db.execute("DELETE FROM entries WHERE item_id = ?", (item_id,))
                         db.execute(
                             "UPDATE items SET url=?, page_url=?, path=?, owner=?, license=?, title=?, width=?, height=?,"
-                            " hash=?, verify=?, status='ok', error=NULL, error_kind=NULL, attempts=attempts+1,"
+                            " hash=?, status='ok', error=NULL, error_kind=NULL, attempts=attempts+1,"
                             " updated_at=?, extra=? WHERE id=?",
-                            (*values.values(), r.width, r.height, r.hash_hex, r.verify, now, extra, item_id),
+                            (*values.values(), r.width, r.height, r.hash_hex, now, extra, item_id),
                         )
-                    for kind, code in r.codes:
+                    for kind, code, *thumb in r.codes:
                         cur = db.execute(
-                            "INSERT INTO entries (item_id, kind, code) VALUES (?, ?, ?)", (item_id, kind, code)
+                            "INSERT INTO entries (item_id, kind, code, thumb) VALUES (?, ?, ?, ?)",
+                            (item_id, kind, code, thumb[0] if thumb else None),
                         )
                         new_ids.append(cur.lastrowid)
                         new_codes.append(code)
@@ -258,13 +257,13 @@ class Catalog:
         )
 
     def items_for_entries(self, entry_ids: Iterable[int]) -> dict[int, tuple[Item, str, bytes | None]]:
-        """{entry id: (item, entry kind, item's verification code)} for the given FAISS ids."""
+        """{entry id: (item, entry kind, the entry's verification thumbnail)} for the given FAISS ids."""
         ids = [int(i) for i in entry_ids]
         out: dict[int, tuple[Item, str, bytes | None]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             q = (
-                f"SELECT entries.id, entries.kind, items.verify, {self._ITEM_COLS} FROM entries"
+                f"SELECT entries.id, entries.kind, entries.thumb, {self._ITEM_COLS} FROM entries"
                 f" JOIN items ON items.id = entries.item_id WHERE entries.id IN ({','.join('?' * len(chunk))})"
             )
             for row in self.db.execute(q, chunk):

@@ -227,5 +227,46 @@ def info(index_dir, as_json, failures) -> None:
         out.print(t)
 
 
+@main.command()
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--distractors", type=click.Path(exists=True, file_okay=False),
+              help="Images added to the index as dataset 'distractors' (any match to one is false).")
+@click.option("--faces", type=click.Path(exists=True, file_okay=False),
+              help="Photos with boxes.csv (file,x,y,w,h): a face crop of each is planted, the full photo queried.")
+@click.option("--same-scene", "same_scene", type=click.Path(exists=True, file_okay=False),
+              help="NAME-a / NAME-b pairs: the b's are indexed, the a's queried and must not match them.")
+@click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (copies, manifest, index, reports).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random edit and of the split.")
+@click.option("--transforms", "transform_names", metavar="A,B,...", help="Only these transforms (default: all).")
+@click.option("--max-distractors", type=click.IntRange(0), default=None, help="Use at most N distractors (sorted order).")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Processes (default: one per core; 0 = in-process).")
+@click.option("--latency-sample", type=click.IntRange(0), default=50, show_default=True,
+              help="Queries also searched one at a time to measure single-photo latency.")
+def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_names, max_distractors, workers,
+          latency_sample) -> None:
+    """Measure recall: plant seeded copies of PHOTOS_DIR's images in an index, search for them, report.
+
+    Writes OUT/report.json, OUT/report.md and OUT/sweep.png, and prints the table.
+    """
+    from . import bench as B
+
+    out = Console()
+    err = Console(stderr=True)
+    names = [n.strip() for n in transform_names.split(",") if n.strip()] if transform_names else None
+    try:
+        report = B.run_bench(
+            photos_dir, out_dir, distractors=distractors, faces=faces, same_scene=same_scene, seed=seed,
+            transforms=names, max_distractors=max_distractors, workers=workers, latency_sample=latency_sample,
+            log=lambda msg: err.print(f"[dim]bench:[/] {msg}", highlight=False),
+        )
+        paths = B.write_reports(report, out_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    B.print_table(report, out)
+    err.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

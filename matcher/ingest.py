@@ -22,7 +22,7 @@ from .fetch import FetchSettings, fetch_iter
 from .images import DEFAULT_LIMITS, Limits
 from .sources import Source, SourceItem
 from .store import IndexStore
-from .workers import HashSpec, hash_batch, make_pool
+from .workers import HashSpec, index_batch, make_pool
 
 __all__ = ["AddStats", "ingest", "default_workers"]
 
@@ -72,7 +72,7 @@ class _Pipeline:
     def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
                  stats: AddStats, commit_every: int):
         self.store = store
-        self.spec = HashSpec.of(store.hasher, store.verifier, limits)
+        self.spec = HashSpec.of(store.hasher, store.regions, limits)
         self.workers = workers
         self.progress = progress
         self.stats = stats
@@ -101,9 +101,9 @@ class _Pipeline:
 
     def _outcome(self, item: SourceItem, out: tuple) -> None:
         if out[0] == "ok":
-            _, code, verify, w, h, _fmt = out
+            _, code, entries, w, h, _fmt = out
             self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
-                                  codes=[("full", code)], verify=verify, extra=item.extra))
+                                  codes=entries, extra=item.extra))
         else:
             self.fail(item, out[1], out[2])
 
@@ -116,12 +116,12 @@ class _Pipeline:
     # jobs -----------------------------------------------------------------------------
     def submit(self, job: _Job) -> None:
         if self.pool is None:
-            for item, out in zip(job.items, hash_batch(self.spec, job.payloads)):
+            for item, out in zip(job.items, index_batch(self.spec, job.payloads)):
                 self._outcome(item, out)
             return
         while len(self.inflight) >= self.max_inflight:
             self.harvest(block=True)
-        self.inflight[self.pool.submit(hash_batch, self.spec, job.payloads)] = job
+        self.inflight[self.pool.submit(index_batch, self.spec, job.payloads)] = job
 
     def harvest(self, block: bool = False) -> None:
         if not self.inflight:

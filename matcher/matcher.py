@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
+from PIL import Image
 
 from .fetch import FetchSettings
 from .images import DEFAULT_LIMITS, Limits, iter_image_files
@@ -14,15 +14,17 @@ from .ingest import AddStats, Progress, default_workers, ingest
 from .results import Match, QueryResult
 from .sources import Source
 from .store import IndexStore
-from .workers import HashSpec, hash_batch, make_pool
+from .regions import query_variants
+from .verify import DEFAULT_MIN_SCORE, align, decode_thumb
+from .workers import HashSpec, QueryHashes, make_pool, query_batch
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_VERIFY_THRESHOLD", "add", "search", "iter_query_files"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "MAX_CANDIDATES", "add", "search", "iter_query_files"]
 
-#: Largest 64-bit pHash distance (inclusive) that makes a dataset item a candidate.
-#: Chosen from benchmarks/bench_threshold.py: see README "Choosing the thresholds".
+#: Largest 64-bit pHash distance (inclusive) between a query variant and an index entry that
+#: makes the dataset item a candidate. Chosen with benchmarks/bench_recall.py (README).
 DEFAULT_THRESHOLD = 10
-#: Largest 256-bit verification distance (inclusive) a candidate must also pass.
-DEFAULT_VERIFY_THRESHOLD = 44
+#: Candidates verified per dataset item (nearest first) before giving up on it.
+MAX_CANDIDATES = 6
 
 
 def add(
@@ -54,65 +56,78 @@ def search(
     paths: Iterable[str | os.PathLike],
     *,
     threshold: int = DEFAULT_THRESHOLD,
-    verify_threshold: int | None = DEFAULT_VERIFY_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
     workers: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    batch: int = 64,
+    report_rejected: bool = False,
 ) -> Iterator[QueryResult]:
     """Hash each photo and yield its matches (in input order), or the reason it could not be read.
 
-    A dataset item matches when its 64-bit hash is within ``threshold`` and, if the index
-    has a verifier and ``verify_threshold`` is not None, its 256-bit verification hash is
-    within ``verify_threshold`` too. Both distances are in each match's ``evidence``.
+    Each photo is hashed as many *variants* (8 orientations x likely crops, small rotations,
+    crops around faces). Every index entry within ``threshold`` of a variant is a candidate;
+    a candidate is reported only when its region of the photo, aligned to the entry's stored
+    thumbnail, correlates at ``min_score`` or better (indexes built without thumbnails fall
+    back to the hash distance alone). The evidence of each match says which variant and
+    entry matched, the hash distance and the correlation. ``report_rejected`` (for
+    benchmarks) also returns candidates that failed verification, with
+    ``evidence["verified"] = False``.
     """
     files = [str(p) for p in iter_query_files(paths)]
-    spec = HashSpec.of(store.hasher, store.verifier, limits)
+    spec = HashSpec.of(store.hasher, store.regions, limits)
     workers = default_workers() if workers is None else workers
-    chunks = [files[i : i + 8] for i in range(0, len(files), 8)]
-    pool = make_pool(workers) if workers > 0 and len(files) > 8 else None
+    chunks = [files[i : i + 4] for i in range(0, len(files), 4)]
+    pool = make_pool(workers) if workers > 0 and len(files) > 4 else None
     try:
         outcomes = (
-            pool.map(hash_batch, [spec] * len(chunks), chunks) if pool else (hash_batch(spec, c) for c in chunks)
+            pool.map(query_batch, [spec] * len(chunks), chunks) if pool else (query_batch(spec, c) for c in chunks)
         )
-        flat = ((f, o) for c, outs in zip(chunks, outcomes) for f, o in zip(c, outs))
-        buf: list[tuple[str, tuple]] = []
-        for pair in flat:
-            buf.append(pair)
-            if len(buf) >= batch:
-                yield from _lookup(store, buf, threshold, verify_threshold)
-                buf = []
-        yield from _lookup(store, buf, threshold, verify_threshold)
+        for chunk, outs in zip(chunks, outcomes):
+            for f, o in zip(chunk, outs):
+                if o[0] != "ok":
+                    yield QueryResult(query=f, error=o[1])
+                    continue
+                matches = _matches(store, o[2], threshold, min_score, report_rejected)
+                yield QueryResult(query=f, matches=matches, hash=o[1].hex())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _hamming(a: bytes, b: bytes) -> int:
-    return int.bit_count(int.from_bytes(a, "big") ^ int.from_bytes(b, "big"))
-
-
-def _lookup(
-    store: IndexStore, batch: list[tuple[str, tuple]], threshold: int, verify_threshold: int | None
-) -> Iterator[QueryResult]:
-    ok = [(f, o[1]) for f, o in batch if o[0] == "ok"]
-    found = {}
-    if ok:
-        codes = np.frombuffer(b"".join(c for _, c in ok), dtype=np.uint8).reshape(len(ok), -1)
-        for (f, _), hits in zip(ok, store.search_codes(codes, threshold)):
-            found[f] = hits
-    for f, o in batch:
-        if o[0] != "ok":
-            yield QueryResult(query=f, error=o[1])
+def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float, report_rejected: bool) -> list[Match]:
+    hits = store.search_codes(q.codes, threshold)
+    by_item: dict[int, list] = {}
+    items = {}
+    for variant, row in zip(q.variants, hits):
+        for item, kind, d, thumb in row:
+            items[item.id] = item
+            by_item.setdefault(item.id, []).append((d, variant, kind, thumb))
+    if not by_item:
+        return []
+    sources = None
+    out: list[Match] = []
+    for item_id, cands in by_item.items():
+        cands.sort(key=lambda c: (c[0], "/rot" in c[1].name, c[1].name))
+        best = None
+        for d, variant, kind, thumb in cands[:MAX_CANDIDATES]:
+            if thumb is None:  # an index without thumbnails: the hash distance is all we have
+                best = (None, d, variant, kind)
+                break
+            if sources is None:
+                sources, _ = query_variants(Image.fromarray(q.image, "L"), q.faces)
+            score, _box = align(sources[variant.source], variant.box, decode_thumb(thumb))
+            if best is None or score > best[0]:
+                best = (score, d, variant, kind)
+            if score >= min_score:
+                break
+        score, d, variant, kind = best
+        verified = score is None or score >= min_score
+        if not verified and not report_rejected:
             continue
-        query_verify = o[2]
-        matches = []
-        for item, kind, d, item_verify in found.get(f, []):
-            evidence = {"entry": kind, "distance": d, "threshold": threshold}
-            if query_verify is not None and item_verify is not None and verify_threshold is not None:
-                vd = _hamming(query_verify, item_verify)
-                evidence.update(verify_distance=vd, verify_threshold=verify_threshold,
-                                verify_bits=store.verifier.bits)
-                if vd > verify_threshold:
-                    continue
-            matches.append(Match(item, d, evidence))
-        yield QueryResult(query=f, matches=matches, hash=o[1].hex())
+        evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
+        if score is not None:
+            evidence.update(score=round(score, 4), min_score=min_score)
+        if report_rejected:
+            evidence["verified"] = verified
+        out.append(Match(items[item_id], d, evidence))
+    out.sort(key=lambda m: (m.distance, -m.evidence.get("score", 0), m.item.id))
+    return out

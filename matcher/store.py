@@ -26,7 +26,7 @@ import numpy as np
 
 from .catalog import Catalog, ItemRecord
 from .errors import CatalogError, IndexMismatch
-from .hashers import DEFAULT_HASHER, Hasher, default_verifier, get_hasher, hasher_from_identity
+from .hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
 from .index import BinaryIndex
 from .results import Item
 
@@ -34,6 +34,8 @@ __all__ = ["IndexStore", "FORMAT_VERSION"]
 
 FORMAT = "matcher-index"
 FORMAT_VERSION = 1
+#: How candidates are verified: each entry keeps a 64x64 greyscale thumbnail of its region (matcher/verify.py).
+VERIFIER = {"name": "thumb-ncc", "size": 64, "version": 1}
 META = "meta.json"
 CATALOG = "catalog.sqlite"
 FAISS = "index.faiss"
@@ -53,12 +55,12 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class IndexStore:
     """An open index directory."""
 
-    def __init__(self, root: Path, hasher: Hasher, verifier: Hasher | None, catalog: Catalog, faiss: BinaryIndex, *,
+    def __init__(self, root: Path, hasher: Hasher, regions: bool, catalog: Catalog, faiss: BinaryIndex, *,
                  writable: bool, lock_fd, index_id: str | None = None):
         self.root = root
         self.index_id = index_id
         self.hasher = hasher
-        self.verifier = verifier
+        self.regions = regions  # entries for framed photos + pixel thumbnails for verification
         self.catalog = catalog
         self.faiss = faiss
         self.writable = writable
@@ -76,7 +78,7 @@ class IndexStore:
         create: bool = False,
         writable: bool = False,
         hasher: Hasher | str | None = None,
-        verifier: Hasher | None | bool = True,
+        regions: bool = True,
     ) -> "IndexStore":
         """Open (or with ``create``, create) an index directory.
 
@@ -94,14 +96,13 @@ class IndexStore:
                 raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
             root.mkdir(parents=True, exist_ok=True)
             hasher = hasher or get_hasher(DEFAULT_HASHER)
-            new_verifier = default_verifier() if verifier is True else (verifier or None)
             _write_json_atomic(
                 meta_path,
                 {
                     "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "hasher": hasher.identity(),
-                    "verifier": new_verifier.identity() if new_verifier else None,
+                    "verifier": VERIFIER if regions else None,
                     "index_id": uuid.uuid4().hex,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
@@ -126,7 +127,9 @@ class IndexStore:
         index_hasher = hasher_from_identity(stored)
         if hasher is not None:
             index_hasher = hasher  # same identity; keep the caller's decode options
-        index_verifier = hasher_from_identity(meta["verifier"]) if meta.get("verifier") else None
+        stored_verifier = meta.get("verifier")
+        if stored_verifier not in (None, VERIFIER):
+            raise IndexMismatch(f"index {root} verifies with {stored_verifier}; this matcher knows {VERIFIER}")
 
         lock_fd = None
         if writable:
@@ -143,7 +146,8 @@ class IndexStore:
                 faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
             else:
                 faiss = BinaryIndex(index_hasher.bits)
-            store = cls(root, index_hasher, index_verifier, catalog, faiss, writable=writable, lock_fd=lock_fd,
+            store = cls(root, index_hasher, stored_verifier is not None, catalog, faiss, writable=writable,
+                        lock_fd=lock_fd,
                         index_id=meta.get("index_id"))
             store._reconcile_if_needed()
         except BaseException:

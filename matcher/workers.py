@@ -1,23 +1,41 @@
-"""Work that runs in worker processes: decode + hash, one batch per task.
+"""Work that runs in worker processes: decode, find regions, hash. One batch of files per task.
 
 Each task returns one outcome per input, in order, never raising for a bad image:
-``("ok", code, verify code or None, width, height, format)`` or ``("err", reason, kind)``.
+
+* dataset side (:func:`index_batch`): ``("ok", full code, entries, width, height, format)``
+  where ``entries`` is ``[(kind, code, thumbnail png), ...]`` (the whole image, and the
+  photo inside padding or a frame when there is one), or ``("err", reason, kind)``;
+* query side (:func:`query_batch`): ``("ok", full code, QueryHashes)`` or ``("err", reason, kind)``.
+
 Nearly uniform images (blank, placeholders) are ``("err", ..., "uniform")``: their hash bits
 are noise and would match every other blank image.
-The hasher is rebuilt once per worker process from its identity and decode options.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
+import numpy as np
+from PIL import Image
+
 from .errors import ImageTooLarge, MatcherError
+from .faces import detect_faces
 from .hashers import get_hasher
 from .hashers.base import MIN_DETAIL
-from .images import Limits
+from .hashers.phash import phash_pixels
+from .images import Limits, load_image
+from .regions import Variant, index_boxes, query_variants
+from .verify import encode_thumb, thumb_array
 
-__all__ = ["HashSpec", "hash_batch", "Outcome", "make_pool"]
+__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE"]
+
+#: Long side of the working image a query photo is searched at.
+QUERY_SIDE = 512
+#: JPEG draft target for dataset images when regions/thumbnails are kept: frames and captions
+#: must still be resolvable (a 1280x800 screenshot decodes at 320x200 instead of 160x100).
+INDEX_DRAFT = 256
 
 
 def make_pool(workers: int):
@@ -51,8 +69,6 @@ def _exit_with_parent(parent_pid: int) -> None:
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
-Outcome = tuple  # ("ok", code, verify, w, h, fmt) | ("err", reason, kind)
-
 
 def _recipe(h) -> tuple | None:
     if h is None:
@@ -62,24 +78,22 @@ def _recipe(h) -> tuple | None:
 
 
 class HashSpec:
-    """Picklable description of how to hash: index hasher, optional verifier, decode options, limits."""
+    """Picklable description of how to hash: the index hasher, whether to keep regions/thumbnails, limits."""
 
-    def __init__(self, hasher: tuple, verifier: tuple | None, limits: Limits):
+    def __init__(self, hasher: tuple, regions: bool, limits: Limits):
         self.hasher = hasher
-        self.verifier = verifier
+        self.regions = regions
         self.limits = limits
 
     @classmethod
-    def of(cls, hasher, verifier, limits: Limits) -> "HashSpec":
-        return cls(_recipe(hasher), _recipe(verifier), limits)
+    def of(cls, hasher, regions: bool, limits: Limits) -> "HashSpec":
+        return cls(_recipe(hasher), regions, limits)
 
 
 _cache: dict[tuple, Any] = {}
 
 
-def _build(recipe: tuple | None):
-    if recipe is None:
-        return None
+def _build(recipe: tuple):
     h = _cache.get(recipe)
     if h is None:
         name, params, options = recipe
@@ -87,24 +101,93 @@ def _build(recipe: tuple | None):
     return h
 
 
-def hash_one(hasher, verifier, src: Union[str, bytes], limits: Limits) -> Outcome:
-    """Decode once, hash with the index hasher and (on the same pixels) the verifier."""
+def _uniform(detail: float) -> tuple:
+    return ("err", f"nearly uniform image (grey-level spread {detail:.1f} < {MIN_DETAIL}): "
+            "too little detail to match by content", "uniform")
+
+
+def _region_codes(img: Image.Image, boxes: Sequence[tuple[float, float, float, float]], size: int):
+    """pHash bits and detail of each pixel box of ``img`` (batched DCT)."""
+    px = np.stack([np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, box=b)) for b in boxes])
+    bits = phash_pixels(px)
+    return np.packbits(bits, axis=-1), px.reshape(len(boxes), -1).std(axis=1)
+
+
+# --- dataset side -----------------------------------------------------------------------
+def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
     try:
-        loaded = hasher.load(src, limits)
-        r = hasher.hash_loaded(loaded)
-        v = verifier.hash_image(loaded.image).data if verifier is not None else None
+        loaded = load_image(src, limits=limits, draft=("L", INDEX_DRAFT)) if regions else hasher.load(src, limits)
     except ImageTooLarge as e:
         return ("err", e.reason, "too_large")
     except MatcherError as e:
         return ("err", e.reason, "unreadable")
-    if not r.informative:
-        return ("err", f"nearly uniform image (grey-level spread {r.detail:.1f} < {MIN_DETAIL}): "
-                "too little detail to match by content", "uniform")
-    return ("ok", r.hash.data, v, r.width, r.height, r.format)
+    img = loaded.image.convert("L")
+    w, h = img.size
+    kinds = {"full": (0.0, 0.0, 1.0, 1.0)}
+    if regions:
+        kinds = index_boxes(np.asarray(img))
+    boxes = [(l * w, t * h, r * w, b * h) for (l, t, r, b) in kinds.values()]
+    codes, detail = _region_codes(img, boxes, hasher.img_size)
+    if detail[0] < MIN_DETAIL:
+        return _uniform(float(detail[0]))
+    entries = []
+    for (kind, box), code, d in zip(zip(kinds, boxes), codes, detail):
+        if d < MIN_DETAIL:
+            continue
+        thumb = encode_thumb(thumb_array(img, box)) if regions else None
+        entries.append((kind, code.tobytes(), thumb))
+    return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
 
-def hash_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[Outcome]:
-    """Hash each path or body. Used by the process pool (and in-process when workers=0)."""
-    hasher, verifier = _build(spec.hasher), _build(spec.verifier)
-    return [hash_one(hasher, verifier, s, spec.limits) for s in sources]
+def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
+    """Hash each dataset path or body. Used by the process pool (and in-process when workers=0)."""
+    hasher = _build(spec.hasher)
+    return [index_one(hasher, spec.regions, s, spec.limits) for s in sources]
 
+
+# --- query side -------------------------------------------------------------------------
+@dataclass
+class QueryHashes:
+    """What a query photo was searched with: its working image, faces, and one code per variant."""
+
+    image: np.ndarray  # upright greyscale working image (uint8)
+    faces: list[tuple[int, int, int, int]]
+    variants: list[Variant]
+    codes: np.ndarray  # (len(variants), bytes) uint8
+    width: int
+    height: int
+
+
+def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
+    try:
+        loaded = load_image(src, limits=limits, draft=("L", QUERY_SIDE))
+    except ImageTooLarge as e:
+        return ("err", e.reason, "too_large")
+    except MatcherError as e:
+        return ("err", e.reason, "unreadable")
+    img = loaded.image.convert("L")
+    img.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)
+    arr = np.asarray(img)
+    faces = detect_faces(arr) if regions else []
+    if regions:
+        sources, variants = query_variants(img, faces)
+    else:
+        sources, variants = {"id": img}, [Variant("id/full", "id", (0.0, 0.0, float(img.width), float(img.height)))]
+    by_source: dict[str, list[int]] = {}
+    for i, v in enumerate(variants):
+        by_source.setdefault(v.source, []).append(i)
+    codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
+    keep = np.ones(len(variants), bool)
+    for key, idx in by_source.items():
+        c, d = _region_codes(sources[key], [variants[i].box for i in idx], hasher.img_size)
+        codes[idx] = c
+        keep[idx] = d >= MIN_DETAIL
+    if not keep[0]:
+        return _uniform(float(_region_codes(img, [variants[0].box], hasher.img_size)[1][0]))
+    variants = [v for v, k in zip(variants, keep) if k]
+    return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height))
+
+
+def query_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
+    hasher = _build(spec.hasher)
+    return [query_one(hasher, spec.regions, s, spec.limits) for s in sources]

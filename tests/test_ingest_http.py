@@ -28,7 +28,7 @@ from matcher.images import DEFAULT_LIMITS
 from matcher.matcher import add
 from matcher.sources import ManifestSource
 from matcher.store import IndexStore
-from matcher.workers import HashSpec, hash_batch
+from matcher.workers import HashSpec, index_batch
 
 SLOW_SECONDS = 3.0  # how long the slow URL makes the client wait; the fetch timeout is 0.5 s
 MAX_BYTES = 200_000
@@ -322,8 +322,8 @@ def test_library_ingest_records_every_outcome_and_resumes(tmp_path, server, bodi
 
     # stored hash == hash of the body served at that row's URL
     with IndexStore.open(index) as store:
-        spec = HashSpec.of(store.hasher, store.verifier, DEFAULT_LIMITS)
-    outs = hash_batch(spec, [bodies[k] for k in GOOD])
+        spec = HashSpec.of(store.hasher, store.regions, DEFAULT_LIMITS)
+    outs = index_batch(spec, [bodies[k] for k in GOOD])
     rows = _rows(index)
     assert [rows[k]["hash"] for k in GOOD] == [o[1].hex() for o in outs]
 

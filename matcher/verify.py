@@ -1,0 +1,136 @@
+"""Pixel verification: align a candidate's region of the query photo to the dataset copy, then correlate.
+
+A 64-bit hash finds candidates; it cannot tell a copy from a different shot of the same
+scene (a stereo pair, a burst, two cabinets photographed alike): all of them agree on the
+coarse structure. Counting matching local features has the same weakness. What differs
+is the fine detail at the *same* place: so every dataset entry keeps a 64x64 greyscale
+thumbnail of its region, and a candidate is accepted only when some small shift/scale of
+the query region reproduces that thumbnail, measured by normalised cross-correlation.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["THUMB", "thumb_array", "encode_thumb", "decode_thumb", "ncc", "align", "DEFAULT_MIN_SCORE"]
+
+THUMB = 64
+#: Score (median local correlation after alignment) a candidate needs to be reported;
+#: chosen with benchmarks/bench_recall.py (two cabinets photographed alike score 0.92).
+DEFAULT_MIN_SCORE = 0.95
+#: Local correlation is measured in CELLS x CELLS cells of the 64x64 thumbnails.
+CELLS = 8
+
+
+def thumb_array(img: Image.Image, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """64x64 uint8 greyscale of ``img`` (or of ``box`` = pixel (l, t, r, b) inside it), aspect ignored."""
+    g = img if img.mode == "L" else img.convert("L")
+    return np.asarray(g.resize((THUMB, THUMB), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0))
+
+
+def encode_thumb(a: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(a, "L").save(b, "PNG", optimize=False, compress_level=6)
+    return b.getvalue()
+
+
+def decode_thumb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    x = a.astype(np.float32).ravel()
+    x -= x.mean()
+    n = float(np.linalg.norm(x))
+    return x / n if n > 1e-6 else x
+
+
+def ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two equal-size images, in [-1, 1]."""
+    return float(np.dot(_normalise(a), _normalise(b)))
+
+
+#: Share of pixels left out of the correlation: those where the two images disagree most.
+TRIM = 0.10
+
+
+def robust_score(za: np.ndarray, zb: np.ndarray) -> float:
+    """Correlation of two normalised images over the pixels where they agree best.
+
+    A caption, a watermark or a sticker changes a few places a lot; a different shot of the
+    same scene changes detail everywhere a little. Leaving out the worst 10% of pixels
+    forgives the first and not the second.
+    """
+    r = np.abs(za - zb)
+    k = int(r.size * (1 - TRIM))
+    keep = np.argpartition(r, k)[:k]
+    a, b = za[keep], zb[keep]
+    a = a - a.mean()
+    b = b - b.mean()
+    n = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / n) if n > 1e-9 else 0.0
+
+
+def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS) -> float:
+    """Median, over a grid of cells, of the local correlation of two aligned thumbnails.
+
+    A copy agrees almost everywhere (a watermark or caption spoils a few cells); a different
+    shot of the same scene (a stereo pair, a burst, twin objects) disagrees in the fine detail
+    of most cells even when the picture as a whole correlates well. Cells without texture on
+    either side are skipped; with fewer than 8 textured cells the global correlation is used.
+    """
+    n = a.shape[0] // cells
+    x = a[: n * cells, : n * cells].astype(np.float32).reshape(cells, n, cells, n).transpose(0, 2, 1, 3)
+    y = b[: n * cells, : n * cells].astype(np.float32).reshape(cells, n, cells, n).transpose(0, 2, 1, 3)
+    x = x.reshape(cells * cells, n * n)
+    y = y.reshape(cells * cells, n * n)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    sx, sy = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
+    ok = (x.std(axis=1) > 2) & (y.std(axis=1) > 2)
+    if ok.sum() < 8:
+        return ncc(a, b)
+    r = (x[ok] * y[ok]).sum(axis=1) / (sx[ok] * sy[ok])
+    return float(np.median(r))
+
+
+def align(src: Image.Image, box: tuple[float, float, float, float], target: np.ndarray) -> tuple[float, tuple]:
+    """Verification score of ``target`` against the best-aligned region near ``box`` (pixels) of ``src``.
+
+    Returns (:func:`cell_score` at the aligned region, that region).
+
+    A pattern search over the box's four edges: each edge moves in or out by a step (first
+    ~5% of the box, halved down to ~0.3%) while the correlation improves. Crops, padding
+    and stretches change edges independently, so this reaches them in ~100 evaluations.
+    """
+    tgt = _normalise(target)
+    g = src if src.mode == "L" else src.convert("L")
+    W, H = g.size
+
+    def score(b) -> float:
+        return robust_score(_normalise(thumb_array(g, b)), tgt)
+
+    cur = tuple(float(v) for v in box)
+    best = score(cur)
+    w, h = cur[2] - cur[0], cur[3] - cur[1]
+    step = 0.05
+    while step >= 0.003:
+        improved = False
+        for edge in range(4):
+            unit = w if edge in (0, 2) else h
+            for sign in (-1, 1):
+                nb = list(cur)
+                nb[edge] += sign * step * unit
+                if nb[2] - nb[0] < 8 or nb[3] - nb[1] < 8:
+                    continue
+                nb = [max(0.0, nb[0]), max(0.0, nb[1]), min(float(W), nb[2]), min(float(H), nb[3])]
+                s = score(tuple(nb))
+                if s > best + 1e-5:
+                    best, cur, improved = s, tuple(nb), True
+        if not improved:
+            step /= 2
+    return cell_score(thumb_array(g, cur), target), cur
