@@ -34,7 +34,7 @@ def detect_faces(gray: np.ndarray, *, max_faces: int = 8) -> list[tuple[int, int
     if c is None or min(gray.shape) < 48:
         return []
     min_side = max(20, int(min(gray.shape) * 0.04))
-    found = c.detectMultiScale(np.ascontiguousarray(gray), scaleFactor=1.1, minNeighbors=6,
+    found = c.detectMultiScale(np.ascontiguousarray(gray), scaleFactor=1.15, minNeighbors=6,
                                minSize=(min_side, min_side))
     boxes = [tuple(int(v) for v in f) for f in (found if len(found) else [])]
     boxes.sort(key=lambda b: -b[2] * b[3])

@@ -114,7 +114,8 @@ def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float
                 break
             if sources is None:
                 sources, _ = query_variants(Image.fromarray(q.image, "L"), q.faces)
-            score, _box = align(sources[variant.source], variant.box, decode_thumb(thumb))
+            score, _box = align(sources[variant.source], variant.box, decode_thumb(thumb),
+                                filled_corners=variant.name.endswith(("-black", "-white")))
             if best is None or score > best[0]:
                 best = (score, d, variant, kind)
             if score >= min_score:

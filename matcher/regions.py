@@ -22,7 +22,7 @@ from scipy import ndimage
 
 __all__ = [
     "Box", "content_box", "trim_box", "index_boxes", "query_boxes", "DIHEDRAL", "dihedral", "crop", "ROTATIONS",
-    "Variant", "query_variants", "FACE_SCALES",
+    "Variant", "Sources", "query_variants", "FACE_SCALES",
 ]
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of width/height
@@ -182,8 +182,10 @@ def index_boxes(gray: np.ndarray) -> dict[str, Box]:
     return boxes
 
 
-#: Face crops tried around each detected face: square side = scale x the face box.
-FACE_SCALES = (1.6, 2.0, 2.5)
+#: Face crops tried around each detected face: square side = scale x the face box, centred on
+#: the face and shifted by FACE_SHIFT of the box (another detector puts the box elsewhere).
+FACE_SCALES = (1.6, 1.85, 2.1, 2.4)
+FACE_SHIFT = 0.08
 
 
 @dataclass(frozen=True)
@@ -201,37 +203,65 @@ def _inner_rect(w: int, h: int, angle: float) -> tuple[float, float, float, floa
     return ((w - w * s) / 2, (h - h * s) / 2, (w + w * s) / 2, (h + h * s) / 2)
 
 
-def query_variants(img: Image.Image, faces: list[tuple[int, int, int, int]] = ()) -> tuple[dict, list[Variant]]:
-    """Sources (oriented/rotated images) and the variants to hash for one query photo.
+class Sources(dict):
+    """The oriented/rotated versions of a query's working image, made on first use.
+
+    Keys: an orientation name (``"id"``, ``"mirror"``, ... see :data:`DIHEDRAL`),
+    ``"<orientation>@<angle>"`` (rotated, black corners) and ``"<orientation>@<angle>/white"``.
+    """
+
+    def __init__(self, img: Image.Image):
+        super().__init__()
+        self.img = img
+        self._masks: dict[float, Image.Image] = {}
+
+    def __missing__(self, key: str) -> Image.Image:
+        if "@" not in key:
+            out = dihedral(self.img, key)
+        else:
+            orient, rest = key.split("@", 1)
+            angle_s, _, fill = rest.partition("/")
+            angle = float(angle_s)
+            black = self[f"{orient}@{angle_s}"] if fill else self[orient].rotate(angle, resample=Image.Resampling.BILINEAR)
+            if fill == "white":
+                mask = self._masks.get(angle)
+                if mask is None:
+                    full = Image.new("L", black.size, 255)
+                    mask = self._masks[angle] = full.rotate(angle, resample=Image.Resampling.BILINEAR)
+                out = Image.composite(black, Image.new(black.mode, black.size, 255 if black.mode == "L" else (255,) * 3),
+                                      mask)
+            else:
+                out = black
+        self[key] = out
+        return out
+
+
+def query_variants(img: Image.Image, faces: list[tuple[int, int, int, int]] = ()) -> tuple[Sources, list[Variant]]:
+    """Sources (oriented/rotated images, made lazily) and the variants to hash for one query photo.
 
     ``img`` is the upright working image (a few hundred pixels); ``faces`` are (x, y, w, h)
     boxes in its pixels.
     """
-    sources: dict[str, Image.Image] = {}
+    sources = Sources(img)
     variants: list[Variant] = []
     for dn in DIHEDRAL:
-        src = dihedral(img, dn)
-        sources[dn] = src
-        w, h = src.size
+        w, h = img.size if dn in ("id", "mirror", "rot180", "flipv") else img.size[::-1]
         for bn, (l, t, r, b) in query_boxes(fine=dn in ("id", "mirror")).items():
             variants.append(Variant(f"{dn}/{bn}", dn, (l * w, t * h, r * w, b * h)))
+    w, h = img.size
     for dn in ("id", "mirror"):
-        base = sources[dn]
-        w, h = base.size
         for angle in ROTATIONS:
             key = f"{dn}@{angle:+g}"
-            sources[key] = base.rotate(angle, resample=Image.Resampling.BICUBIC)
             variants.append(Variant(f"{dn}/rot{angle:+g}", key, _inner_rect(w, h, angle)))
-            for fill, colour in (("black", 0), ("white", 255)):
-                fkey = f"{key}/{fill}"
-                fillcolor = colour if base.mode == "L" else (colour,) * 3
-                sources[fkey] = base.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fillcolor)
-                variants.append(Variant(f"{dn}/rot{angle:+g}-{fill}", fkey, (0.0, 0.0, float(w), float(h))))
+            variants.append(Variant(f"{dn}/rot{angle:+g}-black", key, (0.0, 0.0, float(w), float(h))))
+            variants.append(Variant(f"{dn}/rot{angle:+g}-white", f"{key}/white", (0.0, 0.0, float(w), float(h))))
     W, H = img.size
+    shifts = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
     for i, (x, y, fw, fh) in enumerate(faces):
-        cx, cy = x + fw / 2, y + fh / 2
         for k in FACE_SCALES:
             s = max(fw, fh) * k / 2
-            box = (max(0.0, cx - s), max(0.0, cy - s), min(float(W), cx + s), min(float(H), cy + s))
-            variants.append(Variant(f"face{i}/x{k:g}", "id", box))
+            for sx, sy in shifts:
+                cx, cy = x + fw / 2 + sx * FACE_SHIFT * fw, y + fh / 2 + sy * FACE_SHIFT * fh
+                box = (max(0.0, cx - s), max(0.0, cy - s), min(float(W), cx + s), min(float(H), cy + s))
+                variants.append(Variant(f"face{i}/x{k:g}{'' if (sx, sy) == (0, 0) else f'@{sx:+d}{sy:+d}'}", "id", box))
     return sources, variants

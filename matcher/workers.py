@@ -106,9 +106,11 @@ def _uniform(detail: float) -> tuple:
             "too little detail to match by content", "uniform")
 
 
-def _region_codes(img: Image.Image, boxes: Sequence[tuple[float, float, float, float]], size: int):
+def _region_codes(img: Image.Image, boxes: Sequence[tuple[float, float, float, float]], size: int,
+                  reducing_gap: float | None = None):
     """pHash bits and detail of each pixel box of ``img`` (batched DCT)."""
-    px = np.stack([np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, box=b)) for b in boxes])
+    px = np.stack([np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, box=b, reducing_gap=reducing_gap))
+                   for b in boxes])
     bits = phash_pixels(px)
     return np.packbits(bits, axis=-1), px.reshape(len(boxes), -1).std(axis=1)
 
@@ -179,7 +181,7 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
     keep = np.ones(len(variants), bool)
     for key, idx in by_source.items():
-        c, d = _region_codes(sources[key], [variants[i].box for i in idx], hasher.img_size)
+        c, d = _region_codes(sources[key], [variants[i].box for i in idx], hasher.img_size, reducing_gap=3.0)
         codes[idx] = c
         keep[idx] = d >= MIN_DETAIL
     if not keep[0]:
