@@ -180,7 +180,11 @@ class IndexStore:
         t = self.faiss.trailer or {}
         if (t.get("index_id") == self.index_id and t.get("seq") == seq and t.get("count") == len(self.faiss)
                 and len(self.faiss) == self.catalog.entries_count):
-            return  # this FAISS file was saved from exactly the catalog's current entries
+            # this FAISS file was saved from exactly the catalog's current entries (a kill after the
+            # file was replaced but before faiss_seq was written leaves only the record behind)
+            if self.writable and self.catalog.get_meta("faiss_seq") != str(seq):
+                self.catalog.set_meta("faiss_seq", str(seq))
+            return
         self.reconcile()
 
     def reconcile(self) -> dict[str, int]:
@@ -233,7 +237,7 @@ class IndexStore:
 
     # reading --------------------------------------------------------------------
     def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int, bytes | None]]]:
-        """For each code: [(item, entry kind, distance, item's verify code)] within ``threshold``.
+        """For each code: [(item, entry kind, distance, entry's verification thumbnail)] within ``threshold``.
 
         Nearest first, one row per item (its nearest entry).
         """

@@ -9,17 +9,28 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import struct
 import zlib
 from pathlib import Path
 
+import faiss
 import pytest
 from PIL import Image
 
 from conftest import run_matcher
+from matcher.regions import FACE_SCALES, query_variants
 from matcher.report import CSV_COLUMNS
+from matcher.verify import DEFAULT_MIN_SCORE
 
 MATCH_KEYS = {"dataset", "key", "url", "path", "distance", "owner", "license", "evidence"}
+#: Items in sample/manifest.csv (one per row).
+SAMPLE_ITEMS = 27
+#: What an index entry can be computed from: the whole image, the photo inside padding, or inside a frame.
+ENTRY_KINDS = {"full", "trim", "content"}
+#: Every name a query variant can have (they do not depend on the photo), faces aside.
+VARIANT_NAMES = {v.name for v in query_variants(Image.new("L", (64, 48)))[1]}
+FACE_VARIANT = re.compile(r"face\d+/x(%s)(@[+-]\d[+-]\d)?" % "|".join(re.escape(f"{k:g}") for k in FACE_SCALES))
 
 
 def _flat(text: str) -> str:
@@ -46,14 +57,65 @@ def _no_traceback(p) -> None:
     assert "Traceback" not in p.stdout
 
 
+def _sql(index: Path, query: str, *args) -> list[tuple]:
+    db = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, isolation_level=None)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def _entry_ids(index: Path) -> list[int]:
+    return [i for (i,) in _sql(index, "SELECT id FROM entries ORDER BY id")]
+
+
+def _entry_kinds(index: Path, dataset: str, key: str) -> list[str]:
+    return [k for (k,) in _sql(index, "SELECT entries.kind FROM entries JOIN items ON items.id = entries.item_id"
+                                      " WHERE items.dataset = ? AND items.key = ? ORDER BY entries.kind", dataset, key)]
+
+
+def _check_entries(index: Path, data: dict) -> None:
+    """``info --json`` against the catalog, and the FAISS file against the catalog.
+
+    Each hashed item has one ``full`` entry and at most one entry of each other kind (the
+    photo inside padding or a frame); a failed item has none. FAISS holds exactly the
+    catalog's entry ids, so ``entries`` counts entries, not items.
+    """
+    ids = _entry_ids(index)
+    assert data["entries"] == len(ids)
+    raw = faiss.read_index_binary(str(index / "index.faiss"))
+    assert sorted(faiss.vector_to_array(raw.id_map).tolist()) == ids
+    kinds: dict[int, list[str]] = {}
+    status: dict[int, str] = {}
+    for item_id, st, kind in _sql(index, "SELECT items.id, items.status, entries.kind FROM items"
+                                         " LEFT JOIN entries ON entries.item_id = items.id"):
+        status[item_id] = st
+        if kind is not None:
+            kinds.setdefault(item_id, []).append(kind)
+    for item_id, st in status.items():
+        k = kinds.get(item_id, [])
+        if st == "ok":
+            assert k.count("full") == 1 and len(set(k)) == len(k) and set(k) <= ENTRY_KINDS, (item_id, k)
+        else:
+            assert k == [], (item_id, k)
+    per_ds = dict(_sql(index, "SELECT items.dataset, COUNT(*) FROM entries JOIN items ON items.id = entries.item_id"
+                              " GROUP BY items.dataset"))
+    assert sum(d["entries"] for d in data["datasets"]) == len(ids)
+    for d in data["datasets"]:
+        assert d["entries"] == per_ds.get(d["dataset"], 0)
+        assert d["entries"] >= d["hashed"]
+
+
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, sample) -> Path:
     """An index of the sample manifest, built once with the real CLI; tests only read it."""
+    with open(sample / "manifest.csv", newline="") as f:
+        assert sum(1 for _ in csv.DictReader(f)) == SAMPLE_ITEMS
     d = tmp_path_factory.mktemp("cli") / "D"
     p = run_matcher("add", "--index", str(d), "--dataset", "sample", str(sample / "manifest.csv"))
     assert p.returncode == 0, p.stderr
     _no_traceback(p)
-    assert "27 added" in _flat(p.stderr)
+    assert f"{SAMPLE_ITEMS} added" in _flat(p.stderr)
     assert "0 failed" in _flat(p.stderr)
     return d
 
@@ -71,11 +133,13 @@ def test_info_after_add(index):
     data = _info(index)
     assert data["hasher"]["name"] == "phash"
     assert data["hasher"]["bits"] == 64
-    assert data["entries"] == 27
     assert data["size_bytes"] > 0
+    n = data["entries"]  # one or more entries per item: exactly the catalog's (checked below)
+    assert n >= SAMPLE_ITEMS
     assert data["datasets"] == [
-        {"dataset": "sample", "items": 27, "hashed": 27, "failed": 0, "entries": 27, "failures": {}}
+        {"dataset": "sample", "items": SAMPLE_ITEMS, "hashed": SAMPLE_ITEMS, "failed": 0, "entries": n, "failures": {}}
     ]
+    _check_entries(index, data)
     assert "failed" not in data
     assert _info(index, "--failures")["failed"] == []
 
@@ -116,9 +180,13 @@ def test_search_json_matches_ground_truth(index, sample, expected):
             assert Path(m["path"]).is_file() and Path(m["path"]).parent == (sample / "dataset").resolve()
             assert m["owner"] and m["license"]
             ev = m["evidence"]
-            assert type(ev["verify_distance"]) is int and 0 <= ev["verify_distance"] <= ev["verify_threshold"]
-            assert ev["verify_bits"] == 256
-            assert ev["distance"] == m["distance"]
+            assert set(ev) == {"variant", "entry", "distance", "threshold", "score", "min_score"}, ev
+            assert ev["variant"] in VARIANT_NAMES or FACE_VARIANT.fullmatch(ev["variant"]), ev
+            assert ev["entry"] in _entry_kinds(index, "sample", m["key"]), ev  # an entry this item has
+            assert type(ev["distance"]) is int and ev["distance"] == m["distance"]
+            assert ev["threshold"] == 10
+            assert ev["min_score"] == DEFAULT_MIN_SCORE
+            assert isinstance(ev["score"], float) and ev["min_score"] <= ev["score"] <= 1, ev
 
     one = next(r for r in results if Path(r["query"]).name == "IMG_0001.jpg")["matches"][0]
     assert one["key"] == "ds-0014"
@@ -258,7 +326,7 @@ def test_search_threshold_validated(index, sample, value):
 def test_search_threshold_bounds_accepted(index, sample):
     p = run_matcher("search", "--index", str(index), "--json", "--threshold", "64",
                     str(sample / "my-photos" / "IMG_0007.jpg"))
-    # every item is a 64-bit candidate; the 256-bit verification still rejects the stereo pair
+    # every item is a 64-bit candidate; the pixel verification still rejects the stereo pair
     assert p.returncode == 1, p.stderr
     [r] = _jsonl(p.stdout)
     assert r["matches"] == []
@@ -267,15 +335,18 @@ def test_search_threshold_bounds_accepted(index, sample):
 # --------------------------------------------------------------------------- re-adding, failures
 
 def test_add_same_manifest_again(index_copy, sample):
+    before = _entry_ids(index_copy)
     p = run_matcher("add", "--index", str(index_copy), "--dataset", "sample", str(sample / "manifest.csv"))
     assert p.returncode == 0, p.stderr
     err = _flat(p.stderr)
     assert "0 added" in err
     assert "0 failed" in err
-    assert "27 already in the index" in err
+    assert f"{SAMPLE_ITEMS} already in the index" in err
     data = _info(index_copy)
-    assert data["entries"] == 27
-    assert data["datasets"][0]["items"] == 27 and data["datasets"][0]["hashed"] == 27
+    assert data["entries"] == len(before)
+    assert data["datasets"][0]["items"] == SAMPLE_ITEMS and data["datasets"][0]["hashed"] == SAMPLE_ITEMS
+    assert _entry_ids(index_copy) == before  # nothing was re-hashed under new entry ids
+    _check_entries(index_copy, data)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -315,7 +386,14 @@ def test_add_folder_of_broken_files(index_copy, sample, tmp_path):
     assert by_ds["junk"]["hashed"] == 2
     assert by_ds["junk"]["failed"] == 5
     assert by_ds["junk"]["failures"] == {"unreadable": 4, "too_large": 1}
-    assert data["entries"] == 29
+    assert by_ds["junk"]["entries"] >= 2
+    assert data["entries"] == before["entries"] + by_ds["junk"]["entries"]
+    _check_entries(index_copy, data)
+    # good.jpg is byte for byte ds-0014: the same entries, with the same codes
+    same = "SELECT entries.kind, entries.code FROM entries JOIN items ON items.id = entries.item_id" \
+           " WHERE items.dataset = ? AND items.key = ? ORDER BY entries.kind"
+    assert _sql(index_copy, same, "junk", "good.jpg") == _sql(index_copy, same, "sample", "ds-0014")
+    entries = _entry_ids(index_copy)
 
     failed = {f["key"]: f for f in data["failed"]}
     assert set(failed) == {"empty.jpg", "truncated.jpg", "text.jpg", "random.png", "bomb.png"}
@@ -338,7 +416,9 @@ def test_add_folder_of_broken_files(index_copy, sample, tmp_path):
     assert p.returncode == 0, p.stderr
     err = _flat(p.stderr)
     assert "0 added" in err and "5 failed" in err and "2 already in the index" in err
-    assert _info(index_copy)["entries"] == 29
+    data = _info(index_copy)
+    assert _entry_ids(index_copy) == entries  # unchanged
+    _check_entries(index_copy, data)
 
 
 def test_add_missing_source(tmp_path):
@@ -396,9 +476,12 @@ def test_add_gzip_manifest(tmp_path, sample):
     p = run_matcher("add", "--index", str(tmp_path / "D"), str(m))
     assert p.returncode == 0, p.stderr
     data = _info(tmp_path / "D")
+    n = data["entries"]
+    assert n >= 3
     assert data["datasets"] == [
-        {"dataset": "man", "items": 3, "hashed": 3, "failed": 0, "entries": 3, "failures": {}}
+        {"dataset": "man", "items": 3, "hashed": 3, "failed": 0, "entries": n, "failures": {}}
     ]
+    _check_entries(tmp_path / "D", data)
 
 
 # --------------------------------------------------------------------------- hasher identity
