@@ -8,21 +8,9 @@ from ..errors import IndexMismatch
 from .base import HashedFile, Hasher
 from .phash import PHash
 
-__all__ = [
-    "Hasher", "HashedFile", "PHash", "DEFAULT_HASHER", "get_hasher", "hasher_from_identity", "default_verifier",
-]
+__all__ = ["Hasher", "HashedFile", "PHash", "DEFAULT_HASHER", "get_hasher", "hasher_from_identity"]
 
 DEFAULT_HASHER = "phash"
-
-
-def default_verifier() -> "PHash":
-    """The longer hash every candidate must also agree on: 256-bit pHash (16x16 DCT of a 64x64 image).
-
-    A 64-bit pHash keeps only the coarsest 8x8 frequencies, so different shots of one scene
-    (a stereo pair, two cabinets photographed alike) land 4 bits apart, like copies do. The
-    16x16 block sees the finer structure that tells them apart (benchmarks/bench_threshold.py).
-    """
-    return PHash(hash_size=16)
 
 _REGISTRY = {"phash": PHash}
 
