@@ -4,7 +4,8 @@
 Same photos, same process, interleaved, best of --repeat. Photos: the bench photos
 (../shared/get-bench-photos), re-encoded once into a temp folder as 12 MP JPEGs
 (4000x3000, q90) and as web-size JPEGs (640 px long side, q85), so both sizes are real photos.
-Also reports the bits by which draft decoding differs from a full decode.
+Also reports the bits by which draft decoding differs from a full decode, and the whole per-image
+work of `matcher add` (regions, codes, thumbnails) and of `matcher search` (faces, ~120 variants).
 
     .venv/bin/python benchmarks/bench_hash_speed.py [--photos DIR] [--n 30] [--repeat 3]
 """
@@ -26,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, header, photos  # noqa: E402
 
 from matcher.hashers import PHash  # noqa: E402
+from matcher.images import DEFAULT_LIMITS  # noqa: E402
+from matcher.workers import index_one, query_one  # noqa: E402
 
 
 def make_set(src: list[Path], out: Path, size: tuple[int, int] | int, quality: int) -> list[Path]:
@@ -82,6 +85,8 @@ def main() -> None:
             ours = timed(lambda p: fast.hash_file(p), files, a.repeat)
             dec = timed(draft_decode(fast.draft), files, a.repeat)
             nodraft = timed(lambda p: full.hash_file(p), files, a.repeat)
+            add_cost = timed(lambda p: index_one(fast, True, str(p), DEFAULT_LIMITS), files, a.repeat)
+            query_cost = timed(lambda p: query_one(fast, True, str(p), DEFAULT_LIMITS), files, a.repeat)
             diffs = [fast.hash_file(f).hash - full.hash_file(f).hash for f in files]
             print(f"\n{label}: {len(files)} photos, ms per photo (best of {a.repeat})")
             print(f"  imagehash.phash(Image.open(p))   {base:7.2f}")
@@ -89,6 +94,8 @@ def main() -> None:
             print(f"  matcher (draft {fast.draft})             {ours:7.2f}   {base / ours:5.2f}x baseline, "
                   f"{ours / dec:4.2f}x its draft decode")
             print(f"  Pillow draft decode alone        {dec:7.2f}")
+            print(f"  matcher add, per dataset image   {add_cost:7.2f}   (decode at >=256 px, regions, codes, thumbnails)")
+            print(f"  matcher search, hashing a photo  {query_cost:7.2f}   (decode at 512 px, faces, ~120 variants)")
             dist = {k: diffs.count(k) for k in sorted(set(diffs))}
             print(f"  bits differing, draft vs full decode: {dist} (max {max(diffs)}, mean {statistics.mean(diffs):.2f})")
 

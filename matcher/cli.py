@@ -14,7 +14,7 @@ from .errors import MatcherError
 from .fetch import FetchSettings
 from .images import Limits
 from .ingest import AddStats
-from .matcher import DEFAULT_THRESHOLD, add as add_items, search as search_photos
+from .matcher import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
 from .sources import FIELD_ALIASES, open_source
 from .store import IndexStore
 
@@ -123,13 +123,15 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
-              help="Largest Hamming distance that counts as a match.")
+              help="Largest 64-bit Hamming distance that makes a dataset image a candidate.")
+@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
+              help="Verification score a candidate needs (aligned pixels, cell by cell).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout: one object per photo.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per match.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def search(index_dir, threshold, as_json, as_csv, html_path, workers, paths) -> None:
+def search(index_dir, threshold, min_score, as_json, as_csv, html_path, workers, paths) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     Exit status as grep: 0 if a photo matched, 1 if none did, 2 if an error occurred.
@@ -148,7 +150,7 @@ def search(index_dir, threshold, as_json, as_csv, html_path, workers, paths) -> 
         sys.exit(EXIT_ERROR)
     results = []
     with store:
-        stream = search_photos(store, paths, threshold=threshold, workers=workers)
+        stream = search_photos(store, paths, threshold=threshold, min_score=min_score, workers=workers)
 
         def tee():
             for r in stream:
@@ -164,7 +166,7 @@ def search(index_dir, threshold, as_json, as_csv, html_path, workers, paths) -> 
         summary = report.summarise(results)
         if html_path:
             report.write_html(results, html_path, index_info={"index": str(Path(index_dir).resolve()),
-                                                              "threshold": threshold})
+                                                              "threshold": threshold, "min_score": min_score})
     err.print(
         f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
         f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"
