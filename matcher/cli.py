@@ -251,10 +251,16 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
 
     Writes OUT/report.json, OUT/report.md and OUT/sweep.png, and prints the table.
     """
+    from importlib.util import find_spec
+
     from . import bench as B
 
     out = Console()
     err = Console(stderr=True)
+    missing = [m for m in ("pdqhash", "matplotlib") if find_spec(m) is None]
+    if missing:
+        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'matcher[bench]'")
+        sys.exit(EXIT_ERROR)
     names = [n.strip() for n in transform_names.split(",") if n.strip()] if transform_names else None
     try:
         report = B.run_bench(
