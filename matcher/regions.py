@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 
 __all__ = [
-    "Box", "content_box", "trim_box", "index_boxes", "query_boxes", "DIHEDRAL", "dihedral", "crop", "ROTATIONS",
+    "Box", "content_box", "content_boxes", "trim_box", "index_boxes", "query_boxes", "DIHEDRAL", "dihedral", "crop", "ROTATIONS",
     "Variant", "Sources", "query_variants", "FACE_SCALES",
 ]
 
@@ -39,8 +39,11 @@ DIHEDRAL: dict[str, Image.Transpose | None] = {
     "transverse": Image.Transpose.TRANSVERSE,
 }
 
-#: Small rotations (degrees) tried on the upright and mirrored photo, each cropped to the inner rectangle.
+#: Rotations (degrees) tried on the upright and mirrored photo: each cropped to the inner rectangle, on
+#: the same canvas with black or white corners, and on a canvas grown to hold the whole rotated photo.
 ROTATIONS = (-4.0, -2.0, 2.0, 4.0)
+#: Larger rotations, tried on the upright photo only (inner rectangle and grown canvas).
+WIDE_ROTATIONS = (-10.0, -7.0, 7.0, 10.0)
 
 
 def dihedral(img: Image.Image, name: str) -> Image.Image:
@@ -61,7 +64,7 @@ def query_boxes(fine: bool = False) -> dict[str, Box]:
     for the upright and mirrored photo, where uneven crops are common.
     """
     boxes: dict[str, Box] = {"full": (0.0, 0.0, 1.0, 1.0)}
-    for keep in (0.9, 0.8, 0.7):
+    for keep in (0.9, 0.8, 0.7) + ((0.6, 0.5) if fine else ()):
         m = (1 - keep) / 2
         boxes[f"c{round(keep * 100)}"] = (m, m, 1 - m, 1 - m)
     boxes["l85"] = (0.15, 0.0, 1.0, 1.0)
@@ -77,18 +80,25 @@ def query_boxes(fine: bool = False) -> dict[str, Box]:
 
 
 def content_box(gray: np.ndarray, *, min_area: float = 0.08, max_area: float = 0.92) -> Box | None:
+    """The largest photo-like block inside a frame (see :func:`content_boxes`), or None."""
+    boxes = content_boxes(gray, min_area=min_area, max_area=max_area, most=1)
+    return boxes[0] if boxes else None
+
+
+def content_boxes(gray: np.ndarray, *, min_area: float = 0.08, max_area: float = 0.92, most: int = 3) -> list[Box]:
     """The photo inside a frame of flat colour (padding, letterbox, caption bar, screenshot UI), or None.
 
     ``gray`` is a uint8 image, ideally 128-512 px on its long side. The *background* is made
     of flat regions that touch the image border and hold one colour (a padding bar, a UI
     panel; not a photo's smooth sky, whose colour drifts). What is left, after an opening
     that erases thin strokes of text, is the content; the largest block's bounding box is
-    returned when it covers between ``min_area`` and ``max_area`` of the image.
+    returned when it covers between ``min_area`` and ``max_area`` of the image; up to ``most``
+    blocks, largest first (a collage holds several photos).
     """
     g = gray.astype(np.int16)
     h, w = g.shape
     if h < 16 or w < 16:
-        return None
+        return []
     diff = np.zeros_like(g)
     diff[:, 1:] = np.abs(g[:, 1:] - g[:, :-1])
     diff[:, :-1] = np.maximum(diff[:, :-1], diff[:, 1:])
@@ -98,7 +108,7 @@ def content_box(gray: np.ndarray, *, min_area: float = 0.08, max_area: float = 0
     flat = np.maximum(diff, dv) <= 2
     labels, n = ndimage.label(flat)
     if n == 0:
-        return None
+        return []
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]
     background = np.zeros_like(flat)
@@ -108,21 +118,24 @@ def content_box(gray: np.ndarray, *, min_area: float = 0.08, max_area: float = 0
         if vals.size >= 0.01 * h * w and np.percentile(vals, 95) - np.percentile(vals, 5) <= 6:
             background |= region
     if not background.any():
-        return None
+        return []
     content = ~background
     k = max(3, round(min(h, w) * 0.025))
     core = ndimage.binary_opening(content, structure=np.ones((k, k)))
     labels, n = ndimage.label(core)
     if n == 0:
-        return None
+        return []
     sizes = ndimage.sum(core, labels, index=np.arange(1, n + 1))
-    best = int(np.argmax(sizes)) + 1
-    ys, xs = np.nonzero(labels == best)
-    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    area = (bottom - top) * (right - left) / (h * w)
-    if not (min_area <= area <= max_area):
-        return None
-    return (left / w, top / h, right / w, bottom / h)
+    out: list[Box] = []
+    for best in np.argsort(-sizes)[: most * 2] + 1:
+        ys, xs = np.nonzero(labels == best)
+        top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        area = (bottom - top) * (right - left) / (h * w)
+        if min_area <= area <= max_area:
+            out.append((left / w, top / h, right / w, bottom / h))
+        if len(out) >= most:
+            break
+    return out
 
 
 def trim_box(gray: np.ndarray, *, max_std: float = 5.0, max_step: float = 8.0) -> Box | None:
@@ -169,8 +182,9 @@ def index_boxes(gray: np.ndarray) -> dict[str, Box]:
     """Regions of a dataset image that get their own index entry: the whole image, and the photo
     inside any padding/letterbox (``trim``) or caption/screenshot frame (``content``) when distinct."""
     boxes: dict[str, Box] = {"full": (0.0, 0.0, 1.0, 1.0)}
-    for kind, fn in (("trim", trim_box), ("content", content_box)):
-        b = fn(gray)
+    found = [("trim", trim_box(gray))]
+    found += [("content" if i == 0 else f"content{i + 1}", b) for i, b in enumerate(content_boxes(gray))]
+    for kind, b in found:
         if b is None:
             continue
         # step 2% inside: the frame's edge pixels (JPEG ringing, a bar's last row) must not be part of
@@ -213,7 +227,12 @@ class Sources(dict):
     def __init__(self, img: Image.Image):
         super().__init__()
         self.img = img
-        self._masks: dict[float, Image.Image] = {}
+        self._masks: dict[tuple, Image.Image] = {}
+
+    def expanded_size(self, angle: float) -> tuple[int, int]:
+        w, h = self.img.size
+        a = np.deg2rad(abs(angle))
+        return (int(np.ceil(w * np.cos(a) + h * np.sin(a))), int(np.ceil(w * np.sin(a) + h * np.cos(a))))
 
     def __missing__(self, key: str) -> Image.Image:
         if "@" not in key:
@@ -221,17 +240,20 @@ class Sources(dict):
         else:
             orient, rest = key.split("@", 1)
             angle_s, _, fill = rest.partition("/")
-            angle = float(angle_s)
-            black = self[f"{orient}@{angle_s}"] if fill else self[orient].rotate(angle, resample=Image.Resampling.BILINEAR)
-            if fill == "white":
-                mask = self._masks.get(angle)
+            expand = angle_s.endswith("e")
+            angle = float(angle_s.rstrip("e"))
+            base = self[orient]
+            if fill:
+                black = self[f"{orient}@{angle_s}"]
+                mask_key = (angle, expand)
+                mask = self._masks.get(mask_key)
                 if mask is None:
-                    full = Image.new("L", black.size, 255)
-                    mask = self._masks[angle] = full.rotate(angle, resample=Image.Resampling.BILINEAR)
-                out = Image.composite(black, Image.new(black.mode, black.size, 255 if black.mode == "L" else (255,) * 3),
-                                      mask)
+                    full = Image.new("L", base.size, 255)
+                    mask = self._masks[mask_key] = full.rotate(angle, resample=Image.Resampling.BILINEAR, expand=expand)
+                white = Image.new(black.mode, black.size, 255 if black.mode == "L" else (255,) * 3)
+                out = Image.composite(black, white, mask)
             else:
-                out = black
+                out = base.rotate(angle, resample=Image.Resampling.BILINEAR, expand=expand)
         self[key] = out
         return out
 
@@ -249,12 +271,17 @@ def query_variants(img: Image.Image, faces: list[tuple[int, int, int, int]] = ()
         for bn, (l, t, r, b) in query_boxes(fine=dn in ("id", "mirror")).items():
             variants.append(Variant(f"{dn}/{bn}", dn, (l * w, t * h, r * w, b * h)))
     w, h = img.size
-    for dn in ("id", "mirror"):
-        for angle in ROTATIONS:
+    for dn, angles in (("id", ROTATIONS + WIDE_ROTATIONS), ("mirror", ROTATIONS)):
+        for angle in angles:
             key = f"{dn}@{angle:+g}"
             variants.append(Variant(f"{dn}/rot{angle:+g}", key, _inner_rect(w, h, angle)))
-            variants.append(Variant(f"{dn}/rot{angle:+g}-black", key, (0.0, 0.0, float(w), float(h))))
-            variants.append(Variant(f"{dn}/rot{angle:+g}-white", f"{key}/white", (0.0, 0.0, float(w), float(h))))
+            if abs(angle) <= 5:
+                variants.append(Variant(f"{dn}/rot{angle:+g}-black", key, (0.0, 0.0, float(w), float(h))))
+                variants.append(Variant(f"{dn}/rot{angle:+g}-white", f"{key}/white", (0.0, 0.0, float(w), float(h))))
+            ekey = f"{dn}@{angle:+g}e"
+            ew, eh = sources.expanded_size(angle)
+            variants.append(Variant(f"{dn}/rot{angle:+g}-grown-black", ekey, (0.0, 0.0, float(ew), float(eh))))
+            variants.append(Variant(f"{dn}/rot{angle:+g}-grown-white", f"{ekey}/white", (0.0, 0.0, float(ew), float(eh))))
     W, H = img.size
     shifts = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
     for i, (x, y, fw, fh) in enumerate(faces):
