@@ -207,7 +207,7 @@ def _sorted_matches(matches: list[Match]) -> list[Match]:
     return sorted(matches, key=lambda m: m.distance)  # stable: ties keep engine order
 
 
-def _match_table(show_header: bool) -> Table:
+def _match_table(show_header: bool, wide: bool = True) -> Table:
     # Fixed ratios + expand: every per-query table gets the same column widths, so the
     # successive tables line up like one table while still printing as results arrive.
     t = Table(box=box.SIMPLE_HEAD, show_header=show_header,
@@ -215,8 +215,9 @@ def _match_table(show_header: bool) -> Table:
     t.add_column("photo", ratio=3, overflow="fold")
     t.add_column("match (dataset/key)", ratio=3, overflow="fold")
     t.add_column("dist", justify="right", ratio=1, min_width=4, no_wrap=True)
-    t.add_column("owner", ratio=2, overflow="fold")
-    t.add_column("licence", ratio=2, overflow="fold")
+    if wide:  # narrow terminals: owner and licence are in --json/--csv/--html
+        t.add_column("owner", ratio=2, overflow="fold")
+        t.add_column("licence", ratio=2, overflow="fold")
     t.add_column("url", ratio=5, overflow="fold")
     return t
 
@@ -238,18 +239,20 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
             if show_unmatched and r.error is None:
                 console.print(Text(f"  {_visible(_name(r.query))}: no match", style="dim"), soft_wrap=True)
             continue
-        t = _match_table(show_header=not header_done)
+        wide = console.width >= 120
+        t = _match_table(show_header=not header_done, wide=wide)
         header_done = True
         for i, m in enumerate(_sorted_matches(r.matches)):
             it = m.item
-            t.add_row(
+            cells = [
                 Text(_visible(_name(r.query)) if i == 0 else "", style="bold"),
                 Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
                 Text(str(m.distance), style="green" if m.distance == 0 else ""),
-                Text(_visible(it.owner)),
-                Text(_visible(it.license)),
-                Text(_visible(it.url or it.page_url or it.path), style="cyan"),
-            )
+            ]
+            if wide:
+                cells += [Text(_visible(it.owner)), Text(_visible(it.license))]
+            cells.append(Text(_visible(it.url or it.page_url or it.path), style="cyan"))
+            t.add_row(*cells)
         console.print(t)
 
 
