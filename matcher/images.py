@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageTooLarge, UnreadableImage
 

@@ -11,12 +11,11 @@ the query region reproduces that thumbnail, measured by normalised cross-correla
 from __future__ import annotations
 
 import io
-from typing import Iterable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["THUMB", "thumb_array", "encode_thumb", "decode_thumb", "ncc", "align", "DEFAULT_MIN_SCORE"]
+__all__ = ["THUMB", "thumb_array", "encode_thumb", "decode_thumb", "ncc", "cell_score", "align", "DEFAULT_MIN_SCORE"]
 
 THUMB = 64
 #: Score (median local correlation after alignment) a candidate needs to be reported;
@@ -54,27 +53,6 @@ def _normalise(a: np.ndarray) -> np.ndarray:
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
     """Normalised cross-correlation of two equal-size images, in [-1, 1]."""
     return float(np.dot(_normalise(a), _normalise(b)))
-
-
-#: Share of pixels left out of the correlation: those where the two images disagree most.
-TRIM = 0.10
-
-
-def robust_score(za: np.ndarray, zb: np.ndarray) -> float:
-    """Correlation of two normalised images over the pixels where they agree best.
-
-    A caption, a watermark or a sticker changes a few places a lot; a different shot of the
-    same scene changes detail everywhere a little. Leaving out the worst 10% of pixels
-    forgives the first and not the second.
-    """
-    r = np.abs(za - zb)
-    k = int(r.size * (1 - TRIM))
-    keep = np.argpartition(r, k)[:k]
-    a, b = za[keep], zb[keep]
-    a = a - a.mean()
-    b = b - b.mean()
-    n = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / n) if n > 1e-9 else 0.0
 
 
 def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0) -> float:

@@ -1,6 +1,5 @@
 """Opening the photos people really have: every format normalises to the same upright 8-bit picture."""
 
-import io
 import struct
 import zlib
 

@@ -2,7 +2,6 @@
 
 import imagehash
 import numpy as np
-from PIL import Image
 
 from matcher import Hash
 from matcher.hashers import PHash, get_hasher
