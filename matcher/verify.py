@@ -5,7 +5,9 @@ scene (a stereo pair, a burst, two cabinets photographed alike): all of them agr
 coarse structure. Counting matching local features has the same weakness. What differs
 is the fine detail at the *same* place: so every dataset entry keeps a 64x64 greyscale
 thumbnail of its region, and a candidate is accepted only when some small shift/scale of
-the query region reproduces that thumbnail, measured by normalised cross-correlation.
+the query region reproduces that thumbnail: aligned by normalised cross-correlation, then
+scored cell by cell (:func:`cell_score`), so that a watermark spoils a few cells while a
+different shot disagrees in most.
 """
 
 from __future__ import annotations
