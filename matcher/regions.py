@@ -222,15 +222,23 @@ class Sources(dict):
 
     Keys: an orientation name (``"id"``, ``"mirror"``, ... see :data:`DIHEDRAL`),
     ``"<orientation>@<angle>"`` (rotated, black corners) and ``"<orientation>@<angle>/white"``.
+    Rotated versions are made from :attr:`small` (half size, at most 256 px): plenty for a
+    32x32 hash and a 64x64 thumbnail of a region that covers most of the photo, and 4x cheaper.
     """
 
     def __init__(self, img: Image.Image):
         super().__init__()
         self.img = img
+        if max(img.size) > 256:
+            f = 256 / max(img.size)
+            self.small = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))),
+                                    Image.Resampling.BOX)
+        else:
+            self.small = img
         self._masks: dict[tuple, Image.Image] = {}
 
     def expanded_size(self, angle: float) -> tuple[int, int]:
-        w, h = self.img.size
+        w, h = self.small.size
         a = np.deg2rad(abs(angle))
         return (int(np.ceil(w * np.cos(a) + h * np.sin(a))), int(np.ceil(w * np.sin(a) + h * np.cos(a))))
 
@@ -242,7 +250,7 @@ class Sources(dict):
             angle_s, _, fill = rest.partition("/")
             expand = angle_s.endswith("e")
             angle = float(angle_s.rstrip("e"))
-            base = self[orient]
+            base = dihedral(self.small, orient)
             if fill:
                 black = self[f"{orient}@{angle_s}"]
                 mask_key = (angle, expand)
@@ -270,7 +278,7 @@ def query_variants(img: Image.Image, faces: list[tuple[int, int, int, int]] = ()
         w, h = img.size if dn in ("id", "mirror", "rot180", "flipv") else img.size[::-1]
         for bn, (l, t, r, b) in query_boxes(fine=dn in ("id", "mirror")).items():
             variants.append(Variant(f"{dn}/{bn}", dn, (l * w, t * h, r * w, b * h)))
-    w, h = img.size
+    w, h = sources.small.size
     for dn, angles in (("id", ROTATIONS + WIDE_ROTATIONS), ("mirror", ROTATIONS)):
         for angle in angles:
             key = f"{dn}@{angle:+g}"

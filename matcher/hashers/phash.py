@@ -12,6 +12,7 @@ Speed: the decode dominates. ``draft`` (on by default) lets libjpeg decode JPEGs
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from .base import HashedFile
 __all__ = ["PHash", "phash_pixels", "dct_matrix"]
 
 
+@lru_cache(maxsize=8)
 def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     """Rows k < n_out of the unnormalised DCT-II matrix of size n_in (scipy.fftpack convention)."""
     k = np.arange(n_out)[:, None]
