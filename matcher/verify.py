@@ -96,6 +96,9 @@ def align(src: Image.Image, box: tuple[float, float, float, float], target: np.n
     A pattern search over the box's four edges: each edge moves in or out by a step (first
     ~5% of the box, halved down to ~0.3%) while the correlation improves. Crops, padding
     and stretches change edges independently, so this reaches them in ~100 evaluations.
+    The region may reach up to 15% beyond the photo (edge pixels repeated): a dataset region
+    that holds a strip of something else (the line of text under a photo in a screenshot)
+    then still lines up everywhere else, and only that strip disagrees.
     """
     tgt = _normalise(target)
     g = src if src.mode == "L" else src.convert("L")
@@ -106,6 +109,9 @@ def align(src: Image.Image, box: tuple[float, float, float, float], target: np.n
         box = tuple(v * f for v in box)
     else:
         f = 1.0
+    pad = max(1, round(0.15 * max(g.size)))
+    g = Image.fromarray(np.pad(np.asarray(g), pad, mode="edge"))
+    box = tuple(v + pad for v in box)
     W, H = g.size
 
     def score(b) -> float:
@@ -130,4 +136,5 @@ def align(src: Image.Image, box: tuple[float, float, float, float], target: np.n
                     best, cur, improved = s, tuple(nb), True
         if not improved:
             step /= 2
-    return cell_score(thumb_array(g, cur), target, ring=1 if filled_corners else 0), tuple(v / f for v in cur)
+    return (cell_score(thumb_array(g, cur), target, ring=1 if filled_corners else 0),
+            tuple((v - pad) / f for v in cur))

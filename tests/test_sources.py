@@ -472,7 +472,7 @@ def test_open_source_dispatch_and_missing(tmp_path):
 
 def test_sample_manifest(sample):
     items = _items(open_source(sample / "manifest.csv"))
-    assert len(items) == 27
+    assert len(items) == 32  # 27 plain re-hosts and distractors + 5 edited copies
     assert all(i.error is None for i in items)
     assert all(i.key.startswith("ds-") for i in items)
     first = items[0]
