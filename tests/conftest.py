@@ -47,3 +47,38 @@ def run_matcher(*args: str, check: bool = False, timeout: float = 300, **kw) -> 
 @pytest.fixture
 def matcher_cli():
     return run_matcher
+
+
+#: What an index entry can be computed from: the whole image, the photo inside padding, or one of up
+#: to three photos inside a frame (caption bar, screenshot, collage).
+ENTRY_KINDS = {"full", "trim", "content", "content2", "content3"}
+
+
+def catalog_sql(index: Path, query: str, *args) -> list[tuple]:
+    """Run a query on an index's catalog, read-only (as another process would)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, isolation_level=None)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def check_entry_kinds(index: Path) -> None:
+    """Every hashed item has exactly one 'full' entry, plus at most one of each other kind; a failed
+    item has none; no entry belongs to no item."""
+    kinds: dict[int, list[str]] = {}
+    status: dict[int, str] = {}
+    for item_id, st, kind in catalog_sql(index, "SELECT items.id, items.status, entries.kind FROM items"
+                                                " LEFT JOIN entries ON entries.item_id = items.id"):
+        status[item_id] = st
+        if kind is not None:
+            kinds.setdefault(item_id, []).append(kind)
+    for item_id, st in status.items():
+        k = kinds.get(item_id, [])
+        if st == "ok":
+            assert k.count("full") == 1 and len(set(k)) == len(k) and set(k) <= ENTRY_KINDS, (item_id, k)
+        else:
+            assert k == [], (item_id, k)
+    assert catalog_sql(index, "SELECT COUNT(*) FROM entries WHERE item_id NOT IN (SELECT id FROM items)") == [(0,)]

@@ -18,7 +18,7 @@ import faiss
 import pytest
 from PIL import Image
 
-from conftest import run_matcher
+from conftest import check_entry_kinds, run_matcher
 from matcher.regions import FACE_SCALES, query_variants
 from matcher.report import CSV_COLUMNS
 from matcher.verify import DEFAULT_MIN_SCORE
@@ -26,8 +26,6 @@ from matcher.verify import DEFAULT_MIN_SCORE
 MATCH_KEYS = {"dataset", "key", "url", "path", "distance", "owner", "license", "evidence"}
 #: Items in sample/manifest.csv (one per row).
 SAMPLE_ITEMS = sum(1 for _ in csv.DictReader(open(Path(__file__).resolve().parent.parent / "sample" / "manifest.csv")))
-#: What an index entry can be computed from: the whole image, the photo inside padding, or inside a frame.
-ENTRY_KINDS = {"full", "trim", "content"}
 #: Every name a query variant can have (they do not depend on the photo), faces aside.
 VARIANT_NAMES = {v.name for v in query_variants(Image.new("L", (64, 48)))[1]}
 FACE_VARIANT = re.compile(r"face\d+/x(%s)(@[+-]\d[+-]\d)?" % "|".join(re.escape(f"{k:g}") for k in FACE_SCALES))
@@ -85,19 +83,7 @@ def _check_entries(index: Path, data: dict) -> None:
     assert data["entries"] == len(ids)
     raw = faiss.read_index_binary(str(index / "index.faiss"))
     assert sorted(faiss.vector_to_array(raw.id_map).tolist()) == ids
-    kinds: dict[int, list[str]] = {}
-    status: dict[int, str] = {}
-    for item_id, st, kind in _sql(index, "SELECT items.id, items.status, entries.kind FROM items"
-                                         " LEFT JOIN entries ON entries.item_id = items.id"):
-        status[item_id] = st
-        if kind is not None:
-            kinds.setdefault(item_id, []).append(kind)
-    for item_id, st in status.items():
-        k = kinds.get(item_id, [])
-        if st == "ok":
-            assert k.count("full") == 1 and len(set(k)) == len(k) and set(k) <= ENTRY_KINDS, (item_id, k)
-        else:
-            assert k == [], (item_id, k)
+    check_entry_kinds(index)
     per_ds = dict(_sql(index, "SELECT items.dataset, COUNT(*) FROM entries JOIN items ON items.id = entries.item_id"
                               " GROUP BY items.dataset"))
     assert sum(d["entries"] for d in data["datasets"]) == len(ids)

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import run_matcher
+from conftest import check_entry_kinds, run_matcher
 from matcher.errors import CatalogError
 from matcher.index import read_trailer
 from matcher.matcher import add, search
@@ -34,7 +34,6 @@ from matcher.store import IndexStore
 
 N_FILES = 360
 #: What an index entry can be computed from: the whole image, the photo inside padding, or inside a frame.
-ENTRY_KINDS = {"full", "trim", "content"}
 
 # ---------------------------------------------------------------------------
 # data
@@ -184,22 +183,7 @@ def _entry_ids(index: Path) -> list[int]:
 
 
 def _check_entry_kinds(index: Path) -> None:
-    """Every hashed item has exactly one 'full' entry, plus at most one of each other kind (the photo
-    inside padding or a frame); a failed item has none; no entry belongs to no item."""
-    kinds: dict[int, list[str]] = {}
-    status: dict[int, str] = {}
-    for item_id, st, kind in _sql(index, "SELECT items.id, items.status, entries.kind FROM items"
-                                         " LEFT JOIN entries ON entries.item_id = items.id"):
-        status[item_id] = st
-        if kind is not None:
-            kinds.setdefault(item_id, []).append(kind)
-    for item_id, st in status.items():
-        k = kinds.get(item_id, [])
-        if st == "ok":
-            assert k.count("full") == 1 and len(set(k)) == len(k) and set(k) <= ENTRY_KINDS, (item_id, k)
-        else:
-            assert k == [], (item_id, k)
-    assert _sql(index, "SELECT COUNT(*) FROM entries WHERE item_id NOT IN (SELECT id FROM items)") == [(0,)]
+    check_entry_kinds(index)
 
 
 def _check_consistent(index: Path, items: int) -> list[int]:
