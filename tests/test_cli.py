@@ -9,7 +9,6 @@ import io
 import json
 import re
 import shutil
-import sqlite3
 import struct
 import zlib
 from pathlib import Path
@@ -18,7 +17,7 @@ import faiss
 import pytest
 from PIL import Image
 
-from conftest import check_entry_kinds, run_matcher
+from conftest import catalog_sql, check_entry_kinds, run_matcher
 from matcher.regions import FACE_SCALES, query_variants
 from matcher.report import CSV_COLUMNS
 from matcher.verify import DEFAULT_MIN_SCORE
@@ -56,11 +55,7 @@ def _no_traceback(p) -> None:
 
 
 def _sql(index: Path, query: str, *args) -> list[tuple]:
-    db = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True, isolation_level=None)
-    try:
-        return db.execute(query, args).fetchall()
-    finally:
-        db.close()
+    return catalog_sql(index, query, *args)
 
 
 def _entry_ids(index: Path) -> list[int]:
