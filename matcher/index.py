@@ -102,11 +102,6 @@ class BinaryIndex:
             out.append((ids[a:b][order].astype(np.int64), d[order]))
         return out
 
-    def knn(self, codes, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self._codes(codes)
-        d, i = self._index.search(q, k)
-        return i, d
-
     # persistence ------------------------------------------------------------
     def save(self, path: str | os.PathLike, trailer: dict | None = None) -> None:
         """Write atomically; ``trailer`` (small JSON) is stored after the FAISS bytes, read back by :meth:`load`."""

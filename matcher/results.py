@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Item", "Match", "QueryResult"]
@@ -79,6 +79,3 @@ class QueryResult:
             "error": self.error,
         }
 
-
-def item_to_dict(item: Item) -> dict[str, Any]:
-    return asdict(item)

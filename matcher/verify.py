@@ -17,7 +17,7 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["THUMB", "thumb_array", "encode_thumb", "decode_thumb", "ncc", "cell_score", "align", "DEFAULT_MIN_SCORE"]
+__all__ = ["THUMB", "thumb_array", "encode_thumb", "decode_thumb", "cell_score", "align", "DEFAULT_MIN_SCORE"]
 
 THUMB = 64
 #: Score (median local correlation after alignment) a candidate needs to be reported;
@@ -50,11 +50,6 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     x -= x.mean()
     n = float(np.linalg.norm(x))
     return x / n if n > 1e-6 else x
-
-
-def ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised cross-correlation of two equal-size images, in [-1, 1]."""
-    return float(np.dot(_normalise(a), _normalise(b)))
 
 
 def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0) -> float:
