@@ -14,7 +14,7 @@ from .errors import MatcherError
 from .fetch import FetchSettings
 from .images import Limits
 from .ingest import AddStats
-from .matcher import DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
+from .matcher import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
 from .sources import FIELD_ALIASES, open_source
 from .store import IndexStore
 
@@ -126,12 +126,17 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
               help="Largest 64-bit Hamming distance that makes a dataset image a candidate.")
 @click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
               help="Verification score a candidate needs (aligned pixels, cell by cell).")
+@click.option("--max-motion", type=click.FloatRange(0.0), default=DEFAULT_MAX_MOTION, show_default=True,
+              help="Full-detail check, when the dataset image is a local file: largest residual motion "
+                   "(1/256 of the picture) a copy may show; another frame of a burst moves more.")
+@click.option("--no-detail", is_flag=True, help="Skip the full-detail check (thumbnail verification only).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout: one object per photo.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per match.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def search(index_dir, threshold, min_score, as_json, as_csv, html_path, workers, paths) -> None:
+def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
+           paths) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     Exit status as grep: 0 if a photo matched, 1 if none did, 2 if an error occurred.
@@ -150,7 +155,8 @@ def search(index_dir, threshold, min_score, as_json, as_csv, html_path, workers,
         sys.exit(EXIT_ERROR)
     results = []
     with store:
-        stream = search_photos(store, paths, threshold=threshold, min_score=min_score, workers=workers)
+        stream = search_photos(store, paths, threshold=threshold, min_score=min_score,
+                               max_motion=None if no_detail else max_motion, workers=workers)
 
         def tee():
             for r in stream:
@@ -166,7 +172,8 @@ def search(index_dir, threshold, min_score, as_json, as_csv, html_path, workers,
         summary = report.summarise(results)
         if html_path:
             report.write_html(results, html_path, index_info={"index": str(Path(index_dir).resolve()),
-                                                              "threshold": threshold, "min_score": min_score})
+                                                              "threshold": threshold, "min_score": min_score,
+                                                              "max_motion": None if no_detail else max_motion})
     err.print(
         f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
         f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"

@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 from PIL import Image
+
+from .detail import DEFAULT_MAX_MOTION, residual_motion
 
 from .fetch import FetchSettings
 from .images import DEFAULT_LIMITS, Limits, iter_image_files
@@ -16,9 +19,9 @@ from .sources import Source
 from .store import IndexStore
 from .regions import query_variants
 from .verify import DEFAULT_MIN_SCORE, align, decode_thumb
-from .workers import HashSpec, QueryHashes, make_pool, query_batch
+from .workers import HashSpec, QueryHashes, dataset_region, make_pool, query_batch
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "MAX_CANDIDATES", "add", "search", "iter_query_files"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files"]
 
 #: Largest 64-bit pHash distance (inclusive) between a query variant and an index entry that
 #: makes the dataset item a candidate. Chosen with benchmarks/bench_recall.py (README).
@@ -57,6 +60,7 @@ def search(
     *,
     threshold: int = DEFAULT_THRESHOLD,
     min_score: float = DEFAULT_MIN_SCORE,
+    max_motion: float | None = DEFAULT_MAX_MOTION,
     workers: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     report_rejected: bool = False,
@@ -67,7 +71,10 @@ def search(
     crops around faces). Every index entry within ``threshold`` of a variant is a candidate;
     a candidate is reported only when its region of the photo, aligned to the entry's stored
     thumbnail, correlates at ``min_score`` or better (indexes built without thumbnails fall
-    back to the hash distance alone). The evidence of each match says which variant and
+    back to the hash distance alone). When the dataset image is a local file that still
+    hashes as indexed, the match must also pass the full-detail check of :mod:`matcher.detail`:
+    residual motion at most ``max_motion`` (another frame of a burst fails it; ``None`` skips
+    the check). The evidence of each match says which variant and
     entry matched, the hash distance and the correlation. ``report_rejected`` (for
     benchmarks) also returns candidates that failed verification, with
     ``evidence["verified"] = False``.
@@ -86,14 +93,37 @@ def search(
                 if o[0] != "ok":
                     yield QueryResult(query=f, error=o[1])
                     continue
-                matches = _matches(store, o[2], threshold, min_score, report_rejected)
+                matches = _matches(store, o[2], threshold, min_score, max_motion, limits, report_rejected)
                 yield QueryResult(query=f, matches=matches, hash=o[1].hex())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float, report_rejected: bool) -> list[Match]:
+def _pixels(img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Greyscale pixels of ``box`` in ``img``; parts outside the image repeat its edge pixels."""
+    a = np.asarray(img if img.mode == "L" else img.convert("L"))
+    h, w = a.shape
+    l, t, r, b = (round(v) for v in box)
+    pl, pt, pr, pb = max(0, -l), max(0, -t), max(0, r - w), max(0, b - h)
+    if pl or pt or pr or pb:
+        a = np.pad(a, ((pt, pb), (pl, pr)), mode="edge")
+    return a[t + pt : b + pt, l + pl : r + pl]
+
+
+def _detail(store: IndexStore, item, kind: str, region: np.ndarray, limits: Limits) -> tuple[float | None, str | None]:
+    """(residual motion, None), or (None, why the full-detail check could not run)."""
+    if not item.path or not os.path.isfile(item.path):
+        return None, "dataset image not available locally"
+    d = dataset_region(store.hasher, item.path, kind, item.hash, limits)
+    if isinstance(d, str):
+        return None, d
+    motion = residual_motion(region, d)
+    return (motion, None) if motion is not None else (None, "too small or flat to measure motion")
+
+
+def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float, max_motion: float | None,
+             limits: Limits, report_rejected: bool) -> list[Match]:
     hits = store.search_codes(q.codes, threshold)
     by_item: dict[int, list] = {}
     items = {}
@@ -110,23 +140,32 @@ def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float
         best = None
         for d, variant, kind, thumb in cands[:MAX_CANDIDATES]:
             if thumb is None:  # an index without thumbnails: the hash distance is all we have
-                best = (None, d, variant, kind)
+                best = (None, d, variant, kind, None)
                 break
             if sources is None:
                 sources, _ = query_variants(Image.fromarray(q.image, "L"), q.faces)
-            score, _box = align(sources[variant.source], variant.box, decode_thumb(thumb),
-                                filled_corners=variant.name.endswith(("-black", "-white")))
+            score, box = align(sources[variant.source], variant.box, decode_thumb(thumb),
+                               filled_corners=variant.name.endswith(("-black", "-white")))
             if best is None or score > best[0]:
-                best = (score, d, variant, kind)
+                best = (score, d, variant, kind, box)
             if score >= min_score:
                 break
-        score, d, variant, kind = best
+        score, d, variant, kind, box = best
         verified = score is None or score >= min_score
+        detail: dict = {}
+        if verified and score is not None and max_motion is not None:
+            motion, why = _detail(store, items[item_id], kind, _pixels(sources[variant.source], box), limits)
+            if motion is None:
+                detail = {"detail": why}
+            else:
+                detail = {"motion": round(motion, 3), "max_motion": max_motion}
+                verified = motion <= max_motion
         if not verified and not report_rejected:
             continue
         evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
         if score is not None:
             evidence.update(score=round(score, 4), min_score=min_score)
+        evidence.update(detail)
         if report_rejected:
             evidence["verified"] = verified
         out.append(Match(items[item_id], d, evidence))

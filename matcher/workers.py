@@ -29,7 +29,7 @@ from .images import Limits, load_image
 from .regions import Variant, index_boxes, query_variants
 from .verify import encode_thumb, thumb_array
 
-__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE"]
+__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region"]
 
 #: Long side of the working image a query photo is searched at.
 QUERY_SIDE = 512
@@ -139,6 +139,28 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
         thumb = encode_thumb(thumb_array(img, box)) if regions else None
         entries.append((kind, code.tobytes(), thumb))
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
+
+
+def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limits: Limits) -> np.ndarray | str:
+    """The greyscale pixels of entry ``kind`` of the dataset image at ``path``, decoded as at index time.
+
+    Returns a reason (str) instead when the file cannot be read, or no longer hashes to
+    ``expected_hash`` (it was replaced since it was indexed), or has no such region.
+    """
+    try:
+        loaded = load_image(path, limits=limits, draft=("L", INDEX_DRAFT))
+    except MatcherError as e:
+        return f"dataset image unreadable: {e.reason}"
+    img = loaded.image.convert("L")
+    w, h = img.size
+    code, _ = _region_codes(img, [(0.0, 0.0, float(w), float(h))], hasher.img_size)
+    if expected_hash is not None and code[0].tobytes().hex() != expected_hash:
+        return "dataset image changed since it was indexed"
+    box = index_boxes(np.asarray(img)).get(kind)
+    if box is None:
+        return f"dataset image has no {kind} region any more"
+    l, t, r, b = box
+    return np.asarray(img.crop((round(l * w), round(t * h), round(r * w), round(b * h))))
 
 
 def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
