@@ -24,7 +24,7 @@ from .sources import Source, SourceItem
 from .store import IndexStore
 from .workers import HashSpec, index_batch, make_pool
 
-__all__ = ["AddStats", "ingest", "default_workers"]
+__all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record"]
 
 
 def default_workers() -> int:
@@ -41,6 +41,12 @@ class AddStats:
     skipped: int = 0
     failures: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    # sharded engines only (matcher.shards): shards applied to the index, taken from an earlier
+    # interrupted run's results instead of recomputed, in flight, and task attempts that were retried
+    shards_done: int = 0
+    shards_reused: int = 0
+    shards_in_flight: int = 0
+    shard_retries: int = 0
 
     @property
     def done(self) -> int:
@@ -57,6 +63,20 @@ class AddStats:
 
 
 Progress = Callable[[AddStats], None]
+
+
+def failure_record(item: SourceItem, reason: str, kind: str) -> ItemRecord:
+    """The catalog record of an item that could not be hashed (shared by every engine)."""
+    return ItemRecord(item.dataset, item.key, fields=item.fields, error=reason, error_kind=kind, extra=item.extra)
+
+
+def outcome_record(item: SourceItem, out: tuple) -> ItemRecord:
+    """The catalog record of a :func:`matcher.workers.index_batch` outcome, the same for every engine."""
+    if out[0] == "ok":
+        _, code, entries, w, h, _fmt = out
+        return ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
+                          codes=entries, extra=item.extra)
+    return failure_record(item, out[1], out[2])
 
 
 class _Job:
@@ -97,15 +117,10 @@ class _Pipeline:
             self.progress(self.stats)
 
     def fail(self, item: SourceItem, reason: str, kind: str) -> None:
-        self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, error=reason, error_kind=kind, extra=item.extra))
+        self._emit(failure_record(item, reason, kind))
 
     def _outcome(self, item: SourceItem, out: tuple) -> None:
-        if out[0] == "ok":
-            _, code, entries, w, h, _fmt = out
-            self._emit(ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
-                                  codes=entries, extra=item.extra))
-        else:
-            self.fail(item, out[1], out[2])
+        self._emit(outcome_record(item, out))
 
     def flush(self) -> None:
         if self.pending:
@@ -192,10 +207,18 @@ def _unhashed(store: IndexStore, items: Iterable[SourceItem], stats: AddStats, p
     yield from drain()
 
 
-def _is_local(item: SourceItem) -> bool:
-    if item.path is None:
+def is_local(url: str | None, path: str | None) -> bool:
+    """Hash the file at ``path`` rather than download ``url``: it has no URL, or the file is here.
+
+    The sharded engines ask this on the worker that hashes the row, where the file must be.
+    """
+    if path is None:
         return False
-    return item.url is None or Path(item.path).exists()
+    return url is None or Path(path).exists()
+
+
+def _is_local(item: SourceItem) -> bool:
+    return is_local(item.url, item.path)
 
 
 def ingest(
