@@ -65,10 +65,11 @@ class _AddProgress:
         if s.elapsed - self._last < 0.1:
             return
         self._last = s.elapsed
+        shards = f" shards: {s.shards_done:,} done, {s.shards_in_flight:,} running" if s.shards_done or s.shards_in_flight else ""
         self.progress.update(
             self.task,
             description=f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
-            f"[cyan]{s.rate:,.0f}/s[/]",
+            f"[cyan]{s.rate:,.0f}/s[/]{shards}",
         )
 
 
@@ -91,33 +92,63 @@ def main() -> None:
 @click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
 @click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
 @click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: this machine's processes; dask: shards of rows hashed on a Dask cluster (--scheduler).")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")
+@click.option("--shard-size", type=click.IntRange(1), default=None,
+              help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, retries, max_bytes, max_pixels,
-        allow_private_urls, sources) -> None:
+        allow_private_urls, engine, scheduler, shard_size, sources) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
     """
     err = Console(stderr=True)
+    if engine == "dask" and not scheduler:
+        _err(err, "--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        sys.exit(EXIT_ERROR)
+    if engine == "local" and (scheduler or shard_size is not None):
+        _err(err, f"{'--scheduler' if scheduler else '--shard-size'} is for --engine dask")
+        sys.exit(EXIT_ERROR)
+    failed_shards = None
     try:
         cols = _parse_columns(columns)
         srcs = [open_source(s, dataset, cols) for s in sources]
         settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
                                  max_bytes=max_bytes, allow_private=allow_private_urls)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
-        with _AddProgress(err) as progress:
-            stats = add_items(index_dir, srcs, workers=workers, fetch=settings, limits=limits, progress=progress)
+        if engine == "local":
+            with _AddProgress(err) as progress:
+                stats = add_items(index_dir, srcs, workers=workers, fetch=settings, limits=limits, progress=progress)
+        else:
+            from .shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
+
+            with DaskEngine(scheduler) as cluster:  # connect first: a bad address leaves no index behind
+                with _AddProgress(err) as progress:
+                    try:
+                        stats = add_sharded(index_dir, srcs, cluster, fetch=settings, limits=limits, progress=progress,
+                                            shard_size=shard_size or SHARD_SIZE)
+                    except ShardsFailed as e:
+                        stats, failed_shards = e.stats, e.reason
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     failures = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
+    shards = ""
+    if engine != "local":
+        shards = (f"; {stats.shards_done:,} shards ({stats.shards_reused:,} from an interrupted run, "
+                  f"{stats.shard_retries:,} task retries)")
     err.print(
         f"{stats.added:,} added, {stats.failed:,} failed{f' ({failures})' if failures else ''}, "
-        f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s)",
+        f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s){shards}",
         highlight=False,
     )
     if stats.failed:
         err.print(f"failures are listed by `matcher info --index {index_dir} --failures`", highlight=False)
+    if failed_shards:
+        _err(err, failed_shards)
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()
