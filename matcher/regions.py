@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -44,6 +45,9 @@ DIHEDRAL: dict[str, Image.Transpose | None] = {
 ROTATIONS = (-4.0, -2.0, 2.0, 4.0)
 #: Larger rotations, tried on the upright photo only (inner rectangle and grown canvas).
 WIDE_ROTATIONS = (-10.0, -7.0, 7.0, 10.0)
+#: Long side of the copy rotated variants are made from (a rotation costs per pixel; the hash needs 32 px
+#: and the verification thumbnail 64 px of a region that covers most of the photo).
+SMALL_SIDE = 160
 
 
 def dihedral(img: Image.Image, name: str) -> Image.Image:
@@ -222,20 +226,19 @@ class Sources(dict):
 
     Keys: an orientation name (``"id"``, ``"mirror"``, ... see :data:`DIHEDRAL`),
     ``"<orientation>@<angle>"`` (rotated, black corners) and ``"<orientation>@<angle>/white"``.
-    Rotated versions are made from :attr:`small` (half size, at most 256 px): plenty for a
-    32x32 hash and a 64x64 thumbnail of a region that covers most of the photo, and 4x cheaper.
+    Rotated versions are made from :attr:`small` (at most SMALL_SIDE px): plenty for a
+    32x32 hash and a 64x64 thumbnail of a region that covers most of the photo, and ~10x cheaper.
     """
 
     def __init__(self, img: Image.Image):
         super().__init__()
         self.img = img
-        if max(img.size) > 256:
-            f = 256 / max(img.size)
+        if max(img.size) > SMALL_SIDE:
+            f = SMALL_SIDE / max(img.size)
             self.small = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))),
                                     Image.Resampling.BOX)
         else:
             self.small = img
-        self._masks: dict[tuple, Image.Image] = {}
 
     def expanded_size(self, angle: float) -> tuple[int, int]:
         w, h = self.small.size
@@ -250,18 +253,17 @@ class Sources(dict):
             angle_s, _, fill = rest.partition("/")
             expand = angle_s.endswith("e")
             angle = float(angle_s.rstrip("e"))
-            base = dihedral(self.small, orient)
-            if fill:
-                black = self[f"{orient}@{angle_s}"]
-                mask_key = (angle, expand)
-                mask = self._masks.get(mask_key)
-                if mask is None:
-                    full = Image.new("L", base.size, 255)
-                    mask = self._masks[mask_key] = full.rotate(angle, resample=Image.Resampling.BILINEAR, expand=expand)
-                white = Image.new(black.mode, black.size, 255 if black.mode == "L" else (255,) * 3)
-                out = Image.composite(black, white, mask)
-            else:
-                out = base.rotate(angle, resample=Image.Resampling.BILINEAR, expand=expand)
+            base = np.asarray(dihedral(self.small, orient).convert("L"))
+            h, w = base.shape
+            size = self.expanded_size(angle) if expand else (w, h)
+            if (w, h) != self.small.size:  # a quarter turn: the expanded canvas is the transposed one
+                size = size[::-1] if expand else size
+            # counter-clockwise by ``angle`` degrees about the centre (as PIL's rotate), on a canvas of ``size``
+            m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+            m[0, 2] += (size[0] - w) / 2
+            m[1, 2] += (size[1] - h) / 2
+            out = Image.fromarray(cv2.warpAffine(base, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                                 borderValue=255 if fill == "white" else 0), "L")
         self[key] = out
         return out
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -26,13 +27,15 @@ from .hashers import get_hasher
 from .hashers.base import MIN_DETAIL
 from .hashers.phash import phash_pixels
 from .images import Limits, load_image
-from .regions import Variant, index_boxes, query_variants
+from .regions import Variant, dihedral, index_boxes, query_variants
 from .verify import encode_thumb, thumb_array
 
 __all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region"]
 
 #: Long side of the working image a query photo is searched at.
 QUERY_SIDE = 512
+#: Long side of the copy the orientation x crop variants of a query are hashed from.
+HASH_SIDE = 160
 #: JPEG draft target for dataset images when regions/thumbnails are kept: frames and captions
 #: must still be resolvable (a 1280x800 screenshot decodes at 320x200 instead of 160x100).
 INDEX_DRAFT = 256
@@ -113,6 +116,25 @@ def _region_codes(img: Image.Image, boxes: Sequence[tuple[float, float, float, f
                    for b in boxes])
     bits = phash_pixels(px)
     return np.packbits(bits, axis=-1), px.reshape(len(boxes), -1).std(axis=1)
+
+
+def _oriented(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` (H x W) in one of the 8 orientations of :data:`matcher.regions.DIHEDRAL` (a numpy view)."""
+    ops = {"id": lambda x: x, "mirror": lambda x: x[:, ::-1], "rot90": lambda x: np.rot90(x, 1),
+           "rot180": lambda x: x[::-1, ::-1], "rot270": lambda x: np.rot90(x, -1), "flipv": lambda x: x[::-1],
+           "transpose": lambda x: x.T, "transverse": lambda x: x[::-1, ::-1].T}
+    return ops[name](a)
+
+
+def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int):
+    """pHash bits and detail of each pixel box of the uint8 array ``a``, resampled by area averaging."""
+    h, w = a.shape
+    px = np.empty((len(boxes), size, size), np.uint8)
+    for k, (l, t, r, b) in enumerate(boxes):
+        l, t = min(max(0, round(l)), w - 1), min(max(0, round(t)), h - 1)
+        r, b = max(l + 1, min(w, round(r))), max(t + 1, min(h, round(b)))
+        px[k] = cv2.resize(np.ascontiguousarray(a[t:b, l:r]), (size, size), interpolation=cv2.INTER_AREA)
+    return np.packbits(phash_pixels(px), axis=-1), px.reshape(len(boxes), -1).std(axis=1)
 
 
 # --- dataset side -----------------------------------------------------------------------
@@ -197,13 +219,29 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
         sources, variants = query_variants(img, faces)
     else:
         sources, variants = {"id": img}, [Variant("id/full", "id", (0.0, 0.0, float(img.width), float(img.height)))]
-    by_source: dict[str, list[int]] = {}
+    # Orientation x crop variants are hashed from a HASH_SIDE copy (a crop keeps >= half of each side,
+    # so >= 2x the 32 px the hash needs), resampled by area averaging in OpenCV: ~20x cheaper than
+    # Pillow's Lanczos from the working image, and as close to the dataset side's hash (measured:
+    # benchmarks/bench_hash_speed.py). Face crops can be small: they come from the working image.
+    f = min(1.0, HASH_SIDE / max(img.size))
+    medium = arr if f == 1.0 else cv2.resize(arr, (max(1, round(img.width * f)), max(1, round(img.height * f))),
+                                             interpolation=cv2.INTER_AREA)
+    fx, fy = medium.shape[1] / img.width, medium.shape[0] / img.height
+    groups: dict[tuple[str, bool], list[int]] = {}
     for i, v in enumerate(variants):
-        by_source.setdefault(v.source, []).append(i)
+        groups.setdefault((v.source, "@" not in v.source and not v.name.startswith("face")), []).append(i)
     codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
     keep = np.ones(len(variants), bool)
-    for key, idx in by_source.items():
-        c, d = _region_codes(sources[key], [variants[i].box for i in idx], hasher.img_size, reducing_gap=3.0)
+    for (key, from_medium), idx in groups.items():
+        if from_medium:
+            src = _oriented(medium, key)
+            sx, sy = (fx, fy) if key in ("id", "mirror", "rot180", "flipv") else (fy, fx)
+            c, d = _area_codes(src, [(l * sx, t * sy, r * sx, b * sy) for (l, t, r, b) in (variants[i].box for i in idx)],
+                               hasher.img_size)
+        else:
+            src = sources[key]
+            c, d = _area_codes(np.asarray(src if src.mode == "L" else src.convert("L")),
+                               [variants[i].box for i in idx], hasher.img_size)
         codes[idx] = c
         keep[idx] = d >= MIN_DETAIL
     if not keep[0]:

@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import catalog_sql, check_entry_kinds, run_matcher
 from matcher.regions import FACE_SCALES, query_variants
 from matcher.report import CSV_COLUMNS
+from matcher.detail import DEFAULT_MAX_MOTION
 from matcher.verify import DEFAULT_MIN_SCORE
 
 MATCH_KEYS = {"dataset", "key", "url", "path", "distance", "owner", "license", "evidence"}
@@ -161,7 +162,13 @@ def test_search_json_matches_ground_truth(index, sample, expected):
             assert Path(m["path"]).is_file() and Path(m["path"]).parent == (sample / "dataset").resolve()
             assert m["owner"] and m["license"]
             ev = m["evidence"]
-            assert set(ev) == {"variant", "entry", "distance", "threshold", "score", "min_score"}, ev
+            base = {"variant", "entry", "distance", "threshold", "score", "min_score"}
+            # the sample's dataset images are local files: every match passed the full-detail check
+            assert set(ev) in (base | {"motion", "max_motion"}, base | {"detail"}), ev
+            if "motion" in ev:
+                assert 0 <= ev["motion"] <= ev["max_motion"] == DEFAULT_MAX_MOTION, ev
+            else:
+                assert ev["detail"] == "too small or flat to measure motion", ev
             assert ev["variant"] in VARIANT_NAMES or FACE_VARIANT.fullmatch(ev["variant"]), ev
             assert ev["entry"] in _entry_kinds(index, "sample", m["key"]), ev  # an entry this item has
             assert type(ev["distance"]) is int and ev["distance"] == m["distance"]
