@@ -1,0 +1,327 @@
+"""``matcher add --engine dask``: a real Dask LocalCluster (2 worker processes) and a real HTTP server.
+
+The manifest lists the 32 real photos of ``sample/dataset`` served on 127.0.0.1, plus rows that
+fail per item (404, an HTML page, a truncated JPEG, a blank image, a row without a URL). Its
+first row is served by a "gate" route that holds the response until the test opens the gate,
+which is how a run is caught with shard 0 unfinished and every later shard finished.
+
+The reference is the same manifest added by the default local engine; each Dask-built index
+must hold the same items, codes, thumbnails and failure records.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import faiss
+import pytest
+from PIL import Image
+
+from conftest import catalog_sql, check_entry_kinds, run_matcher
+from matcher.fetch import FetchSettings
+from matcher.shards import PoolEngine, add_sharded
+from matcher.sources import ManifestSource
+
+distributed = pytest.importorskip("distributed")
+
+SHARD = 4  # rows per shard: the 38-row manifest makes 10 shards
+FAILURES = {"http": 1, "not_image": 1, "unreadable": 1, "uniform": 1, "bad_row": 1}
+
+
+# ---------------------------------------------------------------------------
+# the server
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        path = self.path.split("?", 1)[0]
+        with self.server.lock:
+            self.server.hits[path] += 1
+        route = self.server.routes.get(path)
+        if route is None:
+            status, body, ctype = 404, b"<html>Not Found</html>", "text/html"
+        else:
+            what, body = route
+            status, ctype = 200, "image/jpeg"
+            if what == "gate":
+                self.server.gate.wait(timeout=30)
+            elif what == "html":
+                ctype = "text/html"
+            time.sleep(self.server.delay)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, routes: dict[str, tuple[str, bytes]]):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.routes = routes
+        self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.delay = 0.0
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+    def snapshot(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.hits)
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(sample: Path):
+    photos = sorted((sample / "dataset").iterdir())
+    assert len(photos) == 32
+    jpeg = next(p for p in photos if p.suffix == ".jpg" and p.stat().st_size > 50_000).read_bytes()
+    routes: dict[str, tuple[str, bytes]] = {"/gate.jpg": ("gate", (sample / "my-photos" / "IMG_0001.jpg").read_bytes())}
+    for p in photos:
+        routes[f"/img/{p.name}"] = ("image", p.read_bytes())
+    routes["/bad/page.jpg"] = ("html", b"<!DOCTYPE html><html><body>Photo removed</body></html>")
+    routes["/bad/truncated.jpg"] = ("image", jpeg[: len(jpeg) // 3])
+    routes["/bad/blank.png"] = ("image", _png(Image.new("L", (200, 150), 128)))
+    srv = _Server(routes)
+    srv.thread.start()
+    yield srv
+    srv.gate.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def rows(server: _Server, sample: Path) -> list[tuple[str, str]]:
+    """(id, url) in manifest order: the gate first, failures spread over later shards."""
+    out = [("gate-0", server.url("/gate.jpg"))]
+    out += [(f"ds-{p.stem}", server.url(f"/img/{p.name}")) for p in sorted((sample / "dataset").iterdir())]
+    for pos, row in [(6, ("missing", server.url("/bad/missing.jpg"))), (12, ("html", server.url("/bad/page.jpg"))),
+                     (18, ("truncated", server.url("/bad/truncated.jpg"))),
+                     (24, ("blank", server.url("/bad/blank.png"))), (30, ("no-url", ""))]:
+        out.insert(pos, row)
+    assert len(out) == 38
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, rows) -> Path:
+    path = tmp_path_factory.mktemp("dask-manifest") / "served.csv"
+    lines = ["id,url,owner,license"] + [f"{k},{u},owner-{i},CC BY 2.0" for i, (k, u) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _snapshot(index: Path) -> tuple[dict, list]:
+    """Everything an index says about its items and entries, independent of the ids it gave them."""
+    items = {(r[0], r[1]): r[2:] for r in catalog_sql(
+        index, "SELECT dataset, key, url, page_url, path, owner, license, title, width, height, hash, status, error,"
+               " error_kind, attempts, extra FROM items")}
+    entries = sorted(catalog_sql(index, "SELECT items.key, entries.kind, entries.code, entries.thumb FROM entries"
+                                        " JOIN items ON items.id = entries.item_id"))
+    return items, entries
+
+
+def _check_faiss(index: Path) -> None:
+    ids = sorted(i for (i,) in catalog_sql(index, "SELECT id FROM entries"))
+    raw = faiss.read_index_binary(str(index / "index.faiss"))
+    assert sorted(faiss.vector_to_array(raw.id_map).tolist()) == ids
+    check_entry_kinds(index)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, server, manifest) -> tuple[dict, list]:
+    """The default local engine's index of the manifest."""
+    index = tmp_path_factory.mktemp("dask-reference") / "index"
+    proc = run_matcher("add", "--index", str(index), "--workers", "2", "--allow-private-urls", str(manifest))
+    assert proc.returncode == 0, proc.stderr
+    snap = _snapshot(index)
+    statuses = Counter(v[9] for v in snap[0].values())
+    assert statuses == {"ok": 33, "failed": 5}, statuses
+    assert Counter(v[11] for v in snap[0].values() if v[9] == "failed") == FAILURES
+    _check_faiss(index)
+    return snap
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit="2GiB") as lc, Client(lc) as client:
+        yield lc, client
+
+
+def _dask_add(index: Path, manifest: Path, scheduler: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "matcher", "add", "--index", str(index), "--engine", "dask",
+            "--scheduler", scheduler, "--shard-size", str(SHARD), "--allow-private-urls", *extra, str(manifest)]
+
+
+def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"))
+
+
+def _item_order(index: Path) -> list[str]:
+    return [k for (k,) in catalog_sql(index, "SELECT key FROM items ORDER BY id")]
+
+
+# ---------------------------------------------------------------------------
+# tests
+
+
+def test_dask_builds_the_same_index_as_local_and_rerun_downloads_nothing_hashed(
+        tmp_path, cluster, server, manifest, rows, reference):
+    lc, _ = cluster
+    index = tmp_path / "index"
+    proc = _run(_dask_add(index, manifest, lc.scheduler_address))
+    assert proc.returncode == 0, proc.stderr
+    assert "33 added, 5 failed" in proc.stderr and "10 shards" in proc.stderr, proc.stderr
+    assert _snapshot(index) == reference
+    assert _item_order(index) == [k for k, _ in rows]  # applied in shard order, whatever finished first
+    _check_faiss(index)
+    assert not (index / "shards").exists()  # every shard applied: nothing left to resume
+
+    before = server.snapshot()
+    proc = _run(_dask_add(index, manifest, lc.scheduler_address))
+    assert proc.returncode == 0, proc.stderr
+    assert "0 added, 5 failed" in proc.stderr and "33 already in the index" in proc.stderr, proc.stderr
+    delta = server.snapshot() - before
+    # hashed items are not downloaded again; the failed ones are retried, as with the local engine
+    assert delta == Counter({"/bad/missing.jpg": 1, "/bad/page.jpg": 1, "/bad/truncated.jpg": 1,
+                             "/bad/blank.png": 1}), delta
+    items, entries = _snapshot(index)
+    assert entries == reference[1]
+    assert {k: v[12] for k, v in items.items() if v[9] == "failed"} == {k: 2 for k, v in reference[0].items()
+                                                                           if v[9] == "failed"}
+
+
+def test_worker_killed_mid_run_loses_nothing(tmp_path, cluster, server, manifest, reference):
+    lc, client = cluster
+    client.wait_for_workers(2, timeout=30)
+    pids = client.run(os.getpid)
+    index = tmp_path / "index"
+    server.delay = 0.3  # every image takes 0.3 s: shards last long enough to be caught running
+    try:
+        proc = subprocess.Popen(_dask_add(index, manifest, lc.scheduler_address), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        victim = None
+        deadline = time.monotonic() + 30
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            busy = [w for w, keys in client.processing().items() if any("run_shard" in str(k) for k in keys)]
+            if busy:
+                victim = pids[busy[0]]
+                os.kill(victim, signal.SIGKILL)
+            else:
+                time.sleep(0.02)
+        assert victim is not None, "no shard task was ever seen running"
+        out, err = proc.communicate(timeout=90)
+    finally:
+        server.delay = 0.0
+    assert proc.returncode == 0, err
+    assert "33 added, 5 failed" in err, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    assert _snapshot(index) == reference
+    _check_faiss(index)
+    client.wait_for_workers(2, timeout=30)  # the nanny restarted it for the next tests
+
+
+def test_rerun_after_interrupted_run_skips_finished_shards(tmp_path, cluster, server, manifest, rows, reference):
+    lc, client = cluster
+    client.wait_for_workers(2, timeout=30)
+    index = tmp_path / "index"
+    server.gate.clear()  # shard 0 cannot finish: shards 1-9 finish and wait for it, on disk
+    try:
+        before = server.snapshot()
+        proc = subprocess.Popen(_dask_add(index, manifest, lc.scheduler_address), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 40
+        while len(list((index / "shards").glob("*.done"))) < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list((index / "shards").glob("*.done"))) == 9
+        proc.send_signal(signal.SIGKILL)  # the client machine dies
+        proc.wait(timeout=10)
+    finally:
+        server.gate.set()
+    assert catalog_sql(index, "SELECT COUNT(*) FROM items") == [(0,)]  # shard 0 first: nothing applied yet
+    later = {urlsplit(u).path for _, u in rows[SHARD:] if u}
+    fetched = server.snapshot() - before
+    assert all(fetched[p] == 1 for p in later), fetched
+
+    before = server.snapshot()
+    proc = _run(_dask_add(index, manifest, lc.scheduler_address))
+    assert proc.returncode == 0, proc.stderr
+    assert "33 added, 5 failed" in proc.stderr and "9 from an interrupted run" in proc.stderr, proc.stderr
+    fetched = server.snapshot() - before
+    assert all(fetched[p] == 0 for p in later), fetched  # finished shards were not redone
+    assert fetched["/gate.jpg"] >= 1
+    assert _snapshot(index) == reference
+    assert _item_order(index) == [k for k, _ in rows]
+    _check_faiss(index)
+    assert not (index / "shards").exists()
+
+
+def test_local_pool_runs_the_same_shard_tasks(tmp_path, manifest, reference):
+    index = tmp_path / "index"
+    with PoolEngine(2) as engine:
+        stats = add_sharded(index, [ManifestSource(manifest)], engine, fetch=FetchSettings(allow_private=True),
+                            shard_size=SHARD)
+    assert (stats.added, stats.failed, stats.shards_done) == (33, 5, 10)
+    assert dict(stats.failures) == FAILURES
+    assert _snapshot(index) == reference
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheduler, message", [
+    (None, "--engine dask needs --scheduler"),
+    ("tcp://127.0.0.1:{port}", "cannot reach the Dask scheduler at tcp://127.0.0.1:"),
+    ("nonsense", "invalid Dask scheduler address 'nonsense'"),
+])
+def test_bad_scheduler_is_a_clear_error(tmp_path, manifest, scheduler, message):
+    index = tmp_path / "index"
+    args = ["add", "--index", str(index), "--engine", "dask", str(manifest)]
+    if scheduler:
+        args[5:5] = ["--scheduler", scheduler.format(port=_free_port())]
+    t0 = time.monotonic()
+    proc = run_matcher(*args, timeout=60)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - t0 < 20
+    assert not index.exists()  # nothing was created
