@@ -4,11 +4,24 @@ Metadata lives in the catalog; this file only answers "which ids lie within Hamm
 distance t of this code". FAISS's range search radius is strict (``d < radius``), so a
 threshold ``t`` (inclusive, what users think in) is searched with radius ``t + 1``.
 Saving is atomic: write a temporary file in the same directory, fsync, rename.
+
+Two layouts, chosen by size (:func:`choose_layout`), both measured by
+``benchmarks/bench_search_scale.py`` (figures in docs/drafts/scale-search.md):
+
+* ``flat``: ``IndexBinaryIDMap`` over ``IndexBinaryFlat``, an exact scan. Fastest while
+  small; a single query costs ~0.5 ns per entry (0.5 ms at 1M, 51 ms at 100M).
+* ``ivf``: ``IndexBinaryIVF``; the codes are split into ``nlist`` lists around centroids
+  (a seeded sample of the codes: k-means buys nothing on evenly spread 64-bit codes and
+  costs minutes at 100M) and a query scans the ``nprobe`` lists nearest to it. Not exact:
+  ``nprobe`` is set so that recall at the engine's default threshold (10 bits) is >= 0.99
+  in the benchmark. A search with a larger threshold than that scans every list, which
+  is exact again (and as slow as flat), so results are always either exact or measured.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -18,10 +31,43 @@ import numpy as np
 
 from .errors import CatalogError, InvalidHash
 
-__all__ = ["BinaryIndex"]
+__all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer"]
 
 # A trailer appended after FAISS's own bytes (FAISS ignores trailing data): JSON, its length, a magic.
 _TRAILER_MAGIC = b"MTCHTRL1"
+
+#: Up to this many entries the index is an exact flat scan; above it, IVF. At 1M entries a flat
+#: scan costs 0.5 ms per query against IVF's ~0.25 ms (benchmarks/bench_search_scale.py).
+FLAT_MAX_ENTRIES = 300_000
+#: The largest threshold (bits, inclusive) at which IVF's recall was measured (>= 0.99); this is the
+#: engine's default threshold (matcher.matcher.DEFAULT_THRESHOLD; tests check they agree). Larger
+#: thresholds scan every list (exact).
+MEASURED_THRESHOLD = 10
+#: IVF lists: the power of two at or above sqrt(n) (1M -> 1,024; 10M -> 4,096; 100M -> 16,384),
+#: at most this many: adding costs ~1 ns per entry per list (the nearest centroid is found by a
+#: scan), so 16,384 lists make a 100M build take ~30 min on one core.
+IVF_MAX_LISTS = 16_384
+#: Lists probed per query = this x sqrt(nlist): recall >= 0.99 at 10 bits on planted near-copies
+#: (bench_search_scale.py; 1,024 lists -> 224 probed, 4,096 -> 448, 16,384 -> 896).
+IVF_PROBE_FACTOR = 7.0
+#: An IVF index is laid out again (new lists for the new size) when it has grown this much.
+IVF_REGROW = 4.0
+
+
+def ivf_nlist(n: int) -> int:
+    """IVF lists for ``n`` entries (see :data:`IVF_MAX_LISTS`)."""
+    return min(1 << max(0, math.ceil(math.log2(math.sqrt(max(n, 1))))), IVF_MAX_LISTS)
+
+
+def choose_layout(n: int) -> tuple[str, int]:
+    """(layout, nlist) for an index of ``n`` entries: ("flat", 0) or ("ivf", nlist)."""
+    if n <= FLAT_MAX_ENTRIES:
+        return "flat", 0
+    return "ivf", ivf_nlist(n)
+
+
+def ivf_nprobe(nlist: int) -> int:
+    return max(1, min(nlist, round(IVF_PROBE_FACTOR * math.sqrt(nlist))))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -37,8 +83,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _new_flat(bits: int) -> faiss.IndexBinary:
+    return faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+
+
 class BinaryIndex:
-    """Exact Hamming search over ``bits``-bit codes keyed by int64 ids."""
+    """Hamming range search over ``bits``-bit codes keyed by int64 ids (flat or IVF, see the module doc)."""
 
     def __init__(self, bits: int, index: faiss.IndexBinary | None = None):
         if bits <= 0 or bits % 8:
@@ -46,18 +96,96 @@ class BinaryIndex:
         self.bits = bits
         self.nbytes = bits // 8
         if index is None:
-            index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+            index = _new_flat(bits)
         elif index.d != bits:
             raise CatalogError(f"FAISS index holds {index.d}-bit codes, expected {bits}")
+        if isinstance(index, faiss.IndexBinaryIVF):
+            index.nprobe = ivf_nprobe(index.nlist)
+        elif not isinstance(index, faiss.IndexBinaryIDMap):
+            raise CatalogError(f"unexpected FAISS index type {type(index).__name__}")
         self._index = index
 
-    # size -----------------------------------------------------------------
+    @classmethod
+    def build(cls, bits: int, ids, codes, *, layout: str | None = None, nlist: int | None = None,
+              seed: int = 0, chunk: int = 1 << 20) -> "BinaryIndex":
+        """A new index over ``ids``/``codes``, laid out for their number unless ``layout`` (and ``nlist``) say.
+
+        IVF centroids are a seeded sample of the codes, so a build is reproducible.
+        """
+        out = cls(bits)
+        ids = np.ascontiguousarray(ids, dtype=np.int64).ravel()
+        codes = out._codes(codes) if len(ids) else np.empty((0, out.nbytes), np.uint8)
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
+        layout = layout or choose_layout(len(ids))[0]
+        if layout == "ivf":
+            nlist = int(nlist or ivf_nlist(len(ids)))
+            if len(ids) < nlist:
+                raise ValueError(f"an IVF index over {len(ids)} codes cannot have {nlist} lists")
+            quantizer = faiss.IndexBinaryFlat(bits)
+            rng = np.random.default_rng(seed)
+            quantizer.add(codes[np.sort(rng.choice(len(codes), nlist, replace=False))])
+            index = faiss.IndexBinaryIVF(quantizer, bits, nlist)  # keeps a Python reference to quantizer
+            index.is_trained = True
+            out = cls(bits, index)
+        elif layout != "flat":
+            raise ValueError(f"unknown layout {layout!r}")
+        for start in range(0, len(ids), chunk):
+            out.add(ids[start : start + chunk], codes[start : start + chunk])
+        return out
+
+    # size and layout ------------------------------------------------------------
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    @property
+    def layout(self) -> str:
+        return "ivf" if isinstance(self._index, faiss.IndexBinaryIVF) else "flat"
+
+    @property
+    def nlist(self) -> int:
+        return int(self._index.nlist) if self.layout == "ivf" else 0
+
+    def wants_relayout(self) -> bool:
+        """Whether the size has moved far enough from the layout's design to rebuild (hysteresis: no flapping)."""
+        n = len(self)
+        want, want_nlist = choose_layout(n)
+        if self.layout == "flat":
+            return want == "ivf"
+        if want == "flat":
+            return n <= FLAT_MAX_ENTRIES / 2
+        return want_nlist >= 2 * self.nlist or want_nlist * 4 <= self.nlist
+
+    def relayout(self, *, seed: int = 0) -> "BinaryIndex":
+        """The same ids and codes in the layout :func:`choose_layout` picks for their number."""
+        ids, codes = self.contents()
+        out = BinaryIndex.build(self.bits, ids, codes, seed=seed)
+        out.trailer = self.trailer
+        return out
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, codes) of every entry held (copies), in storage order."""
+        if self.layout == "flat":
+            flat = faiss.downcast_IndexBinary(self._index.index)
+            codes = faiss.vector_to_array(flat.xb).reshape(-1, self.nbytes)
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64), codes.copy()
+        inv = self._index.invlists
+        id_parts, code_parts = [], []
+        for lst in range(self._index.nlist):
+            size = inv.list_size(lst)
+            if size:
+                id_parts.append(faiss.rev_swig_ptr(inv.get_ids(lst), size).copy())
+                code_parts.append(faiss.rev_swig_ptr(inv.get_codes(lst), size * self.nbytes).copy())
+        if not id_parts:
+            return np.empty(0, np.int64), np.empty((0, self.nbytes), np.uint8)
+        return (np.concatenate(id_parts).astype(np.int64),
+                np.concatenate(code_parts).reshape(-1, self.nbytes))
+
     def ids(self) -> np.ndarray:
         """All ids held, as int64 (a copy)."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        if self.layout == "flat":
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        return self.contents()[0]
 
     # mutation -------------------------------------------------------------
     def _codes(self, codes) -> np.ndarray:
@@ -77,6 +205,7 @@ class BinaryIndex:
             self._index.add_with_ids(codes, ids)
 
     def remove(self, ids) -> int:
+        """Remove ``ids`` (a scan of the whole index: use for repairs and batches, not item by item)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64).ravel()
         if not len(ids):
             return 0
@@ -84,7 +213,11 @@ class BinaryIndex:
 
     # search ---------------------------------------------------------------
     def range_search(self, codes, threshold: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each query code, (ids, distances) of every entry at distance <= threshold, nearest first."""
+        """For each query code, (ids, distances) of every entry at distance <= threshold, nearest first.
+
+        Exact for the flat layout and, with IVF, for thresholds above :data:`MEASURED_THRESHOLD`
+        (every list is scanned); IVF at or below it has the recall measured by the benchmark.
+        """
         q = self._codes(codes)
         if threshold < 0:
             raise ValueError("threshold must be >= 0")
@@ -93,7 +226,10 @@ class BinaryIndex:
         if len(self) == 0:
             empty = (np.empty(0, np.int64), np.empty(0, np.int32))
             return [empty for _ in range(len(q))]
-        lims, dist, ids = self._index.range_search(q, int(threshold) + 1)  # FAISS radius is strict
+        index = self._index
+        if self.layout == "ivf":
+            index.nprobe = ivf_nprobe(index.nlist) if threshold <= MEASURED_THRESHOLD else index.nlist
+        lims, dist, ids = index.range_search(q, int(threshold) + 1)  # FAISS radius is strict
         out = []
         for i in range(len(q)):
             a, b = lims[i], lims[i + 1]
