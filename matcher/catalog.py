@@ -7,8 +7,15 @@ the id stored in FAISS. The FAISS file is a cache that can always be rebuilt fro
 entries' codes.
 
 WAL mode, one transaction per batch: a crash loses at most the batch in flight, never
-earlier batches. Every change to entries bumps ``meta.entries_seq`` so the index can
-tell cheaply whether its FAISS file is up to date.
+earlier batches. Every change to the ids FAISS must hold bumps ``meta.entries_seq`` so the
+index can tell cheaply whether its FAISS file is up to date.
+
+Removing an item (:meth:`Catalog.remove_items`) deletes it and its entries and records each
+entry id in ``tombstones``: FAISS keeps those ids until it is compacted, and searches drop
+them. The ids FAISS must hold (entries + tombstones) do not change, so a removal does not
+bump ``entries_seq`` and needs no FAISS save; compaction clears the tombstones and bumps it.
+Entry ids are never reused (``meta.entry_id_max``), so a tombstoned id can never come to
+name a new entry.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from .results import Item
 
 __all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS"]
 
-SCHEMA_VERSION = 1
+#: 2 added ``tombstones`` and ``meta.entry_id_max``; a version 1 catalog is upgraded when opened for writing.
+SCHEMA_VERSION = 2
 
 # Provenance fields a source may fill in (besides dataset and key).
 ITEM_FIELDS = ("url", "page_url", "path", "owner", "license", "title")
@@ -68,6 +76,13 @@ CREATE TABLE IF NOT EXISTS entries (
     thumb   BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_item ON entries (item_id);
+CREATE TABLE IF NOT EXISTS tombstones (
+    entry_id   INTEGER PRIMARY KEY,
+    item_id    INTEGER NOT NULL,
+    dataset    TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    removed_at TEXT NOT NULL
+);
 """
 
 
@@ -115,6 +130,8 @@ class Catalog:
                 )
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0')")
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0')")
+                if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION:  # the schema above upgraded it
+                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
@@ -162,6 +179,7 @@ class Catalog:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            next_id = self._entry_id_floor() + 1
             for r in records:
                 row = db.execute(
                     "SELECT id, status, attempts FROM items WHERE dataset = ? AND key = ?", (r.dataset, r.key)
@@ -188,12 +206,13 @@ class Catalog:
                             (*values.values(), r.width, r.height, r.hash_hex, now, extra, item_id),
                         )
                     for kind, code, *thumb in r.codes:
-                        cur = db.execute(
-                            "INSERT INTO entries (item_id, kind, code, thumb) VALUES (?, ?, ?, ?)",
-                            (item_id, kind, code, thumb[0] if thumb else None),
+                        db.execute(
+                            "INSERT INTO entries (id, item_id, kind, code, thumb) VALUES (?, ?, ?, ?, ?)",
+                            (next_id, item_id, kind, code, thumb[0] if thumb else None),
                         )
-                        new_ids.append(cur.lastrowid)
+                        new_ids.append(next_id)
                         new_codes.append(code)
+                        next_id += 1
                 elif row is None:
                     db.execute(
                         "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
@@ -206,6 +225,8 @@ class Catalog:
                         "UPDATE items SET error=?, error_kind=?, attempts=attempts+1, updated_at=? WHERE id=?",
                         (r.error, r.error_kind, now, row[0]),
                     )
+            if new_ids:
+                self.set_meta("entry_id_max", str(new_ids[-1]))
             if new_ids or removed:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'entries_seq'")
                 db.execute(
@@ -217,6 +238,105 @@ class Catalog:
             db.execute("ROLLBACK")
             raise
         return new_ids, new_codes, removed
+
+    def _entry_id_floor(self) -> int:
+        """The largest entry id ever given out: ids above it are free (tombstoned ids are never reused)."""
+        high = [self.db.execute("SELECT MAX(id) FROM entries").fetchone()[0], self.get_meta("entry_id_max")]
+        if self._has_tombstones_table():
+            high.append(self.db.execute("SELECT MAX(entry_id) FROM tombstones").fetchone()[0])
+        return max(int(h) for h in high if h is not None) if any(h is not None for h in high) else 0
+
+    def _has_tombstones_table(self) -> bool:
+        # a version 1 catalog opened read-only has none (writable opens create it)
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tombstones'").fetchone() is not None
+
+    def find_items(self, *, dataset: str | None = None, keys: Sequence[str] = (), urls: Sequence[str] = ()) -> list[int]:
+        """Ids of the items selected the way ``matcher remove`` selects them.
+
+        ``keys`` or ``urls`` (each value must name at least one item), optionally narrowed to
+        ``dataset``; or ``dataset`` alone: every item of it. Raises CatalogError naming what
+        matched nothing, so that a typo changes nothing.
+        """
+        if keys and urls:
+            raise CatalogError("select items by key or by URL, not both")
+        column, values = ("key", list(keys)) if keys else ("url", list(urls))
+        where, args = "", []
+        if dataset is not None:
+            where, args = " AND dataset = ?", [dataset]
+        if not values:
+            if dataset is None:
+                raise CatalogError("nothing selected: give a key, a URL or a dataset")
+            ids = [r[0] for r in self.db.execute("SELECT id FROM items WHERE dataset = ?", (dataset,))]
+            if not ids:
+                known = ", ".join(sorted(r[0] for r in self.db.execute("SELECT DISTINCT dataset FROM items"))) or "none"
+                raise CatalogError(f"no dataset {dataset!r} in the index (datasets: {known})")
+            return ids
+        ids: list[int] = []
+        missing = []
+        for v in dict.fromkeys(values):
+            found = [r[0] for r in self.db.execute(f"SELECT id FROM items WHERE {column} = ?{where}", (v, *args))]
+            if not found:
+                missing.append(v)
+            ids += found
+        if missing:
+            scope = f" in dataset {dataset!r}" if dataset is not None else ""
+            raise CatalogError(f"no item with {column} {', '.join(repr(m) for m in missing)}{scope}; nothing removed")
+        return sorted(set(ids))
+
+    def remove_items(self, item_ids: Sequence[int]) -> tuple[int, np.ndarray]:
+        """Delete these items and their entries in one transaction; their entry ids become tombstones.
+
+        Returns (items removed, the tombstoned entry ids). ``entries_seq`` is not bumped: FAISS
+        still holds exactly entries + tombstones.
+        """
+        db = self.db
+        now = _now()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            floor = self._entry_id_floor()
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS _remove (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM _remove")
+            db.executemany("INSERT OR IGNORE INTO _remove (id) VALUES (?)", ((int(i),) for i in item_ids))
+            db.execute(
+                "INSERT INTO tombstones (entry_id, item_id, dataset, key, removed_at)"
+                " SELECT entries.id, items.id, items.dataset, items.key, ? FROM entries"
+                " JOIN items ON items.id = entries.item_id WHERE entries.item_id IN (SELECT id FROM _remove)",
+                (now,),
+            )
+            dead = np.fromiter(
+                (r[0] for r in db.execute("SELECT entries.id FROM entries WHERE item_id IN (SELECT id FROM _remove)")),
+                dtype=np.int64,
+            )
+            db.execute("DELETE FROM entries WHERE item_id IN (SELECT id FROM _remove)")
+            n_items = db.execute("DELETE FROM items WHERE id IN (SELECT id FROM _remove)").rowcount
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'entries_count'", (len(dead),))
+            self.set_meta("entry_id_max", str(floor))
+            db.execute("DELETE FROM _remove")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n_items, np.sort(dead)
+
+    def tombstone_ids(self) -> np.ndarray:
+        """Entry ids removed from the catalog but maybe still in FAISS, sorted."""
+        if not self._has_tombstones_table():
+            return np.empty(0, np.int64)
+        return np.fromiter((r[0] for r in self.db.execute("SELECT entry_id FROM tombstones ORDER BY entry_id")),
+                           dtype=np.int64)
+
+    def clear_tombstones(self, ids: np.ndarray) -> None:
+        """Forget these tombstones (FAISS no longer holds them) and bump ``entries_seq``: the ids FAISS must
+        hold changed."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM tombstones WHERE entry_id = ?", ((int(i),) for i in ids))
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'entries_seq'")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # reading ------------------------------------------------------------------
     def status_of(self, dataset: str, keys: Sequence[str]) -> dict[str, str]:
@@ -230,8 +350,8 @@ class Catalog:
         return out
 
     def entry_ids(self) -> np.ndarray:
-        rows = self.db.execute("SELECT id FROM entries ORDER BY id").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        """Every live entry id, sorted (streamed: no list of 100M tuples)."""
+        return np.fromiter((r[0] for r in self.db.execute("SELECT id FROM entries ORDER BY id")), dtype=np.int64)
 
     def entry_codes(self, ids: Iterable[int] | None = None) -> Iterator[tuple[int, bytes]]:
         if ids is None:
