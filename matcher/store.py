@@ -9,6 +9,12 @@
   older or foreign file copied in, no trailer) is reconciled against the catalog:
   missing codes are added from the catalog, ids the catalog no longer has are removed.
   (``faiss_seq`` in the catalog's meta records the last save, for humans and tests.)
+* Removed items (:meth:`IndexStore.remove_items`) leave their entry ids in FAISS as
+  tombstones, recorded in the catalog and dropped from every search result at once.
+  Compaction (:meth:`IndexStore.compact`, and any save once tombstones are
+  :data:`COMPACT_FRACTION` of FAISS) takes them out of FAISS; a reconcile does too.
+* The FAISS layout (flat or IVF, :mod:`matcher.index`) follows the size: a save lays the
+  index out again when it has outgrown its layout.
 * One writer at a time (an exclusive ``flock`` on ``lock``); readers never block.
 """
 
@@ -40,6 +46,9 @@ META = "meta.json"
 CATALOG = "catalog.sqlite"
 FAISS = "index.faiss"
 LOCK = "lock"
+#: A save compacts FAISS (drops tombstoned ids) once they are this share of it: below, filtering them
+#: costs less than the O(n) removal.
+COMPACT_FRACTION = 0.1
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -68,6 +77,7 @@ class IndexStore:
         self._dirty = False
         self._last_save = time.monotonic()
         self.reconciled: dict[str, int] = {"added": 0, "removed": 0}
+        self.dead = catalog.tombstone_ids()  # sorted ids FAISS holds for removed items: never returned
 
     # opening --------------------------------------------------------------------
     @classmethod
@@ -179,7 +189,7 @@ class IndexStore:
             return  # nothing hashed yet
         t = self.faiss.trailer or {}
         if (t.get("index_id") == self.index_id and t.get("seq") == seq and t.get("count") == len(self.faiss)
-                and len(self.faiss) == self.catalog.entries_count):
+                and len(self.faiss) == self.catalog.entries_count + len(self.dead)):
             # this FAISS file was saved from exactly the catalog's current entries (a kill after the
             # file was replaced but before faiss_seq was written leaves only the record behind)
             if self.writable and self.catalog.get_meta("faiss_seq") != str(seq):
@@ -188,7 +198,7 @@ class IndexStore:
         self.reconcile()
 
     def reconcile(self) -> dict[str, int]:
-        """Make FAISS hold exactly the catalog's entries. Saves if writable."""
+        """Make FAISS hold exactly the catalog's live entries (tombstoned ids go too). Saves if writable."""
         want = self.catalog.entry_ids()
         have = self.faiss.ids()
         if len(np.unique(have)) != len(have):  # duplicated ids: rebuild from scratch
@@ -206,12 +216,21 @@ class IndexStore:
                 self.faiss.add(ids, codes)
         self.reconciled = {"added": int(len(missing)), "removed": int(len(extra))}
         if self.writable:
+            if len(self.dead):
+                self.catalog.clear_tombstones(self.dead)  # FAISS holds none of them any more
+            self.dead = np.empty(0, np.int64)
             self.save()
         return self.reconciled
 
     def save(self) -> None:
+        """Write FAISS (atomic), first compacting it when tombstones have piled up and laying it out
+        again when its size has outgrown the layout."""
         if not self.writable:
             raise CatalogError("index opened read-only")
+        if len(self.dead) and len(self.dead) >= COMPACT_FRACTION * max(len(self.faiss), 1):
+            self._drop_dead()
+        if self.faiss.wants_relayout():
+            self.faiss = self.faiss.relayout()
         seq = self.catalog.entries_seq
         self.faiss.save(self.root / FAISS, {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)})
         self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
@@ -219,7 +238,45 @@ class IndexStore:
         self._dirty = False
         self._last_save = time.monotonic()
 
+    def _drop_dead(self) -> int:
+        """Take the tombstoned ids out of FAISS (in memory), then out of the catalog (bumping entries_seq).
+
+        A kill before the following save leaves the old FAISS file, whose trailer no longer matches
+        the catalog: the next open reconciles, which removes the same ids.
+        """
+        dead = self.dead
+        removed = self.faiss.remove(dead)
+        self.catalog.clear_tombstones(dead)
+        self.dead = np.empty(0, np.int64)
+        self._dirty = True
+        return removed
+
+    def compact(self) -> dict[str, int | str]:
+        """Rebuild FAISS without the removed items' ids (and in the layout its size calls for), then save."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        before = len(self.faiss)
+        dropped = self._drop_dead() if len(self.dead) else 0
+        self.save()
+        return {"dropped": int(dropped), "before": before, "after": len(self.faiss), "layout": self.faiss.layout}
+
     # writing ------------------------------------------------------------------
+    def remove_items(self, *, dataset: str | None = None, keys: Sequence[str] = (),
+                     urls: Sequence[str] = ()) -> dict[str, int]:
+        """Remove items (by key or URL, optionally within ``dataset``; or a whole dataset) without a rebuild.
+
+        One catalog transaction deletes them and records their entry ids as tombstones; from then on
+        no search returns them (this process filters the ids; other processes no longer find the
+        entries in the catalog). FAISS is untouched until compaction. Raises CatalogError, changing
+        nothing, when a key, URL or dataset matches no item.
+        """
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        item_ids = self.catalog.find_items(dataset=dataset, keys=keys, urls=urls)
+        n_items, dead = self.catalog.remove_items(item_ids)
+        self.dead = np.union1d(self.dead, dead)
+        return {"items": int(n_items), "entries": int(len(dead)), "tombstones": int(len(self.dead))}
+
     def record(self, records: Sequence[ItemRecord], *, save_every: float = 30.0) -> None:
         """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
         if not self.writable:
@@ -242,6 +299,8 @@ class IndexStore:
         Nearest first, one row per item (its nearest entry).
         """
         hits = self.faiss.range_search(codes, threshold)
+        if len(self.dead):  # removed items: their ids stay in FAISS until compaction
+            hits = [(ids[keep], d[keep]) for ids, d in hits for keep in [~np.isin(ids, self.dead)]]
         all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
         items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
         out: list[list[tuple[Item, str, int, bytes | None]]] = []
