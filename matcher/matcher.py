@@ -21,7 +21,8 @@ from .regions import query_variants
 from .verify import DEFAULT_MIN_SCORE, align, decode_thumb
 from .workers import HashSpec, QueryHashes, dataset_region, make_pool, query_batch
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
+           "remove", "compact"]
 
 #: Largest 64-bit pHash distance (inclusive) between a query variant and an index entry that
 #: makes the dataset item a candidate. Chosen with benchmarks/bench_recall.py (README).
@@ -42,6 +43,30 @@ def add(
     """Create or extend the index at ``index_dir`` with every item of ``sources``."""
     with IndexStore.open(index_dir, create=True, writable=True) as store:
         return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress)
+
+
+def remove(
+    index_dir: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    keys: Sequence[str] = (),
+    urls: Sequence[str] = (),
+) -> dict[str, int]:
+    """Remove items from the index at ``index_dir`` without rebuilding it (see :meth:`IndexStore.remove_items`).
+
+    Select by ``keys`` or ``urls`` (optionally within ``dataset``), or a whole ``dataset``. Searches stop
+    returning them at once; :func:`compact` later drops their ids from FAISS. Raises CatalogError and
+    changes nothing when a selector matches no item. A later ``add`` of a source that still lists an
+    item adds it back (with new entry ids).
+    """
+    with IndexStore.open(index_dir, writable=True) as store:
+        return store.remove_items(dataset=dataset, keys=keys, urls=urls)
+
+
+def compact(index_dir: str | os.PathLike) -> dict:
+    """Rebuild the FAISS file of ``index_dir`` without removed items' ids, in the layout its size calls for."""
+    with IndexStore.open(index_dir, writable=True) as store:
+        return store.compact()
 
 
 def iter_query_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
