@@ -268,6 +268,55 @@ def info(index_dir, as_json, failures) -> None:
 
 
 @main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--key", "keys", multiple=True, help="Remove the item with this key (repeatable).")
+@click.option("--url", "urls", multiple=True, help="Remove the item(s) with this image URL (repeatable).")
+@click.option("--dataset", help="Remove every item of this dataset; with --key/--url, only look in it.")
+def remove(index_dir, keys, urls, dataset) -> None:
+    """Remove items from an index without rebuilding it.
+
+    Searches stop returning them at once; `matcher compact` later drops them from the FAISS file.
+    A later `add` of a source that still lists an item adds it back. Exit 2, changing nothing,
+    when a key, URL or dataset matches no item.
+    """
+    from .matcher import remove as remove_items
+
+    err = Console(stderr=True)
+    if keys and urls:
+        _err(err, "choose one of --key and --url")
+        sys.exit(EXIT_ERROR)
+    if not (keys or urls or dataset):
+        _err(err, "say what to remove: --key, --url or --dataset")
+        sys.exit(EXIT_ERROR)
+    try:
+        stats = remove_items(index_dir, dataset=dataset, keys=keys, urls=urls)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    err.print(
+        f"removed {stats['items']:,} items ({stats['entries']:,} index entries); searches no longer return them. "
+        f"{stats['tombstones']:,} removed entries wait for `matcher compact --index {index_dir}`",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+def compact(index_dir) -> None:
+    """Rebuild an index's FAISS file without removed items (and in the layout its size calls for)."""
+    from .matcher import compact as compact_index
+
+    err = Console(stderr=True)
+    try:
+        stats = compact_index(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    err.print(f"FAISS: {stats['before']:,} -> {stats['after']:,} entries ({stats['dropped']:,} removed items' "
+              f"entries dropped), layout {stats['layout']}", highlight=False)
+
+
+@main.command()
 @click.argument("photos_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--distractors", type=click.Path(exists=True, file_okay=False),
               help="Images added to the index as dataset 'distractors' (any match to one is false).")
