@@ -32,10 +32,15 @@ from .verify import encode_thumb, thumb_array
 
 __all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region"]
 
+# One process per core does the work: OpenCV's own thread pool would only add contention.
+cv2.setNumThreads(1)
+
 #: Long side of the working image a query photo is searched at.
 QUERY_SIDE = 512
 #: Long side of the copy the orientation x crop variants of a query are hashed from.
 HASH_SIDE = 160
+#: Long side at which a dataset image's regions (padding, caption bars, screenshot frames) are found.
+BOXES_SIDE = 192
 #: JPEG draft target for dataset images when regions/thumbnails are kept: frames and captions
 #: must still be resolvable (a 1280x800 screenshot decodes at 320x200 instead of 160x100).
 INDEX_DRAFT = 256
@@ -137,6 +142,15 @@ def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]
     return np.packbits(phash_pixels(px), axis=-1), px.reshape(len(boxes), -1).std(axis=1)
 
 
+def _entry_boxes(a: np.ndarray) -> dict:
+    """:func:`matcher.regions.index_boxes` of a dataset image, found on a copy of at most BOXES_SIDE px
+    (frames, bars and panels are large structures; 4x fewer pixels than the decoded image)."""
+    f = min(1.0, BOXES_SIDE / max(a.shape))
+    if f < 1.0:
+        a = cv2.resize(a, (max(1, round(a.shape[1] * f)), max(1, round(a.shape[0] * f))), interpolation=cv2.INTER_AREA)
+    return index_boxes(a)
+
+
 # --- dataset side -----------------------------------------------------------------------
 def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
     try:
@@ -149,7 +163,7 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     w, h = img.size
     kinds = {"full": (0.0, 0.0, 1.0, 1.0)}
     if regions:
-        kinds = index_boxes(np.asarray(img))
+        kinds = _entry_boxes(np.asarray(img))
     boxes = [(l * w, t * h, r * w, b * h) for (l, t, r, b) in kinds.values()]
     codes, detail = _region_codes(img, boxes, hasher.img_size)
     if detail[0] < MIN_DETAIL:
@@ -178,7 +192,7 @@ def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limi
     code, _ = _region_codes(img, [(0.0, 0.0, float(w), float(h))], hasher.img_size)
     if expected_hash is not None and code[0].tobytes().hex() != expected_hash:
         return "dataset image changed since it was indexed"
-    box = index_boxes(np.asarray(img)).get(kind)
+    box = _entry_boxes(np.asarray(img)).get(kind)
     if box is None:
         return f"dataset image has no {kind} region any more"
     l, t, r, b = box
