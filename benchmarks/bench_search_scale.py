@@ -8,8 +8,9 @@ single-query p50/p99 at the engine's default threshold (10 bits inclusive = FAIS
 ``--threads`` OpenMP threads, batch throughput (batches of ``--batch`` codes, as one photo search
 issues) with ``--batch-threads``, recall against the flat scan and recall of the planted copies.
 
-FAISS runs with one OpenMP thread by default everywhere: on this shared 2-core machine, two threads
-made a 1M IVF build 27x slower and batches 5x slower (OpenMP spin-waits when cores are busy).
+Single queries run with one OpenMP thread (``--threads``), batches and builds with all cores. OpenMP
+threads sleep while waiting (OMP_WAIT_POLICY=PASSIVE, as matcher/index.py sets): with spinning threads a
+1M IVF build on this shared 2-core machine took 28 s with 2 threads against 1 s with one.
 
 Then (``--catalog-rows``) a real SQLite catalog (matcher.catalog's schema) of that many synthetic
 items, one entry each, built under ``--work`` (kept and reused between runs): the time to look up
@@ -28,8 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as matcher/index.py does; before FAISS loads
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,6 +92,7 @@ def measure(index: BinaryIndex, q: np.ndarray, t: int, args) -> dict:
         index.range_search(x[None], t)
         lat.append(time.perf_counter() - t0)
     faiss.omp_set_num_threads(args.batch_threads)
+    index.range_search(q[: args.batch], t)  # warm-up: starts the OpenMP threads
     t0 = time.perf_counter()
     results = []
     for start in range(0, len(q), args.batch):
@@ -246,15 +250,15 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1e6,1e7,1e8", help="index sizes, comma-separated (e.g. 3e5,1e6,1e7,1e8)")
+    ap.add_argument("--sizes", default="1e6,1e7,1e8",
+                    help="index sizes, comma-separated (e.g. 3e5,1e6,1e7,1e8); '' for the catalog only")
     ap.add_argument("--layouts", default="ivf", help="layouts besides the flat baseline: 'ivf' or '' (flat only)")
     ap.add_argument("--queries", type=int, default=300, help="query codes (each with 11 planted copies)")
     ap.add_argument("--latency-queries", type=int, default=200, help="of them, searched one at a time")
     ap.add_argument("--batch", type=int, default=150, help="codes per batch (one photo search issues ~150)")
     ap.add_argument("--threads", type=int, default=1, help="OpenMP threads for single-query latency")
-    ap.add_argument("--batch-threads", type=int, default=1, help="OpenMP threads for batches")
-    ap.add_argument("--build-threads", type=int, default=1,
-                    help="OpenMP threads for building (on a loaded 2-core machine 2 threads build IVF ~25x slower)")
+    ap.add_argument("--batch-threads", type=int, default=os.cpu_count(), help="OpenMP threads for batches")
+    ap.add_argument("--build-threads", type=int, default=os.cpu_count(), help="OpenMP threads for building")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=str(Path.home() / ".cache/matcher/scale-bench"),
                     help="scratch folder for saved indexes and the catalog (never the repository)")
@@ -269,12 +273,14 @@ def main() -> None:
            queries=args.queries, latency_queries=args.latency_queries, batch=args.batch,
            threads=f"single query {args.threads}, batch {args.batch_threads}, build {args.build_threads}",
            seed=args.seed, work=args.work, catalog_rows=args.catalog_rows, page=args.page,
+           omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
            load_average=" ".join(f"{x:.2f}" for x in os.getloadavg()))
     rows = []
     for n in sizes:
         rows += run_size(n, args)
-    print()
-    print(table(rows))
+    if rows:
+        print()
+        print(table(rows))
     if int(float(args.catalog_rows)):
         c = run_catalog(args)
         print()

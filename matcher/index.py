@@ -26,10 +26,14 @@ import os
 import struct
 from pathlib import Path
 
-import faiss
-import numpy as np
+# OpenMP threads that wait for work sleep instead of spinning: on a busy machine spinning threads made
+# an IVF build 8x slower with 2 threads than with 1 (bench_search_scale.py). Read when FAISS loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import CatalogError, InvalidHash
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .errors import CatalogError, InvalidHash  # noqa: E402
 
 __all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer"]
 
