@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from matcher.errors import InvalidHash
-from matcher.index import BinaryIndex
+from matcher.index import FLAT_MAX_ENTRIES, MEASURED_THRESHOLD, BinaryIndex, choose_layout, ivf_nprobe
+from matcher.matcher import DEFAULT_THRESHOLD
 
 
 def flip_bits(code: np.ndarray, k: int, rng) -> np.ndarray:
@@ -83,3 +84,87 @@ def test_trailer_round_trip_and_absence(tmp_path):
     a, b = BinaryIndex.load(tmp_path / "a.faiss", 64), BinaryIndex.load(tmp_path / "b.faiss", 64)
     assert a.trailer == {"index_id": "abc", "seq": 7, "count": 2} and b.trailer is None
     assert sorted(a.ids().tolist()) == sorted(b.ids().tolist()) == [5, 9]
+
+
+# --------------------------------------------------------------------------- layouts (flat, IVF)
+
+def planted_set(bits: int, t: int, queries: int, noise: int, seed: int):
+    """Query codes, and a database holding neighbours of each at every distance 0..t+2 plus random codes."""
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 256, (queries, bits // 8), dtype=np.uint8)
+    codes = [flip_bits(x, k, rng) for x in q for k in range(t + 3)]
+    codes += list(rng.integers(0, 256, (noise, bits // 8), dtype=np.uint8))
+    codes = np.array(codes, dtype=np.uint8)
+    ids = rng.permutation(len(codes)).astype(np.int64) * 5 + 11  # ids unrelated to positions
+    return q, ids, codes
+
+
+@pytest.mark.parametrize("layout, nlist", [("flat", None), ("ivf", 8), ("ivf", 64)])
+def test_every_layout_against_brute_force(layout, nlist):
+    """Each layout the index can choose, forced at a small size: no result is wrong (ids and distances
+    are exact); flat, and IVF above the measured threshold, find everything; IVF at the default
+    threshold finds the planted neighbours with the recall the benchmark promises."""
+    t = MEASURED_THRESHOLD
+    q, ids, codes = planted_set(64, t, 40, 4000, seed=5)
+    index = BinaryIndex.build(64, ids, codes, layout=layout, nlist=nlist)
+    assert index.layout == layout and len(index) == len(ids)
+    got_ids, got_codes = index.contents()
+    assert sorted(got_ids.tolist()) == sorted(ids.tolist())
+    by_id = dict(zip(ids.tolist(), map(bytes, codes)))
+    assert all(by_id[i] == bytes(c) for i, c in zip(got_ids.tolist(), got_codes))
+    found = total = 0
+    for threshold in (t, t + 2):
+        for x, (r_ids, r_d) in zip(q, index.range_search(q, threshold)):
+            want = brute_force(ids, codes, x, threshold)
+            got = dict(zip(r_ids.tolist(), r_d.tolist()))
+            assert len(got) == len(r_ids)  # no id twice
+            assert all(want.get(i) == d for i, d in got.items())  # nothing outside the radius, exact distances
+            assert list(r_d) == sorted(r_d)
+            if threshold > MEASURED_THRESHOLD or layout == "flat":
+                assert got == want  # exact: flat, or IVF scanning every list
+            else:
+                found, total = found + len(got), total + len(want)
+    if layout == "ivf" and nlist == 64:  # 7 x sqrt(64) = 56 of 64 lists probed
+        assert index._index.nprobe == 64  # the last search (t + 2) scanned every list
+        assert 0.97 <= found / total
+
+
+def test_ivf_probes_fewer_lists_at_the_default_threshold():
+    """With many lists IVF really is approximate at t=10 (that is what makes it fast), yet its recall
+    on planted near-copies stays >= 0.99, the benchmark's target."""
+    t = MEASURED_THRESHOLD
+    q, ids, codes = planted_set(64, t - 2, 100, 60_000, seed=9)  # neighbours up to distance 10
+    index = BinaryIndex.build(64, ids, codes, layout="ivf", nlist=1024)
+    found = total = 0
+    for x, (r_ids, _) in zip(q, index.range_search(q, t)):
+        want = brute_force(ids, codes, x, t)
+        assert set(r_ids.tolist()) <= set(want)
+        found, total = found + len(r_ids), total + len(want)
+    assert index._index.nprobe == ivf_nprobe(1024) == 224 < 1024
+    assert found / total >= 0.99, found / total
+
+
+def test_layout_policy_and_relayout(tmp_path):
+    assert choose_layout(0) == choose_layout(FLAT_MAX_ENTRIES) == ("flat", 0)
+    assert choose_layout(FLAT_MAX_ENTRIES + 1)[0] == "ivf"
+    assert [choose_layout(n)[1] for n in (10**6, 10**7, 10**8)] == [1024, 4096, 16384]
+    assert MEASURED_THRESHOLD == DEFAULT_THRESHOLD  # IVF's recall is measured at the engine's default
+    rng = np.random.default_rng(2)
+    codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    ids = np.arange(3000, dtype=np.int64) * 2 + 1
+    ivf = BinaryIndex.build(64, ids, codes, layout="ivf", nlist=32)
+    assert ivf.wants_relayout()  # far too small for IVF
+    assert ivf.remove(ids[:1000]) == 1000
+    flat = ivf.relayout()
+    assert flat.layout == "flat" and not flat.wants_relayout()
+    assert sorted(flat.ids().tolist()) == sorted(ids[1000:].tolist())
+    (got, d), = flat.range_search(codes[1500:1501], 0)
+    assert got.tolist() == [ids[1500]] and d.tolist() == [0]
+    # IVF saves and loads with its trailer; nprobe comes from the policy
+    ivf.save(tmp_path / "ivf.faiss", {"seq": 3})
+    back = BinaryIndex.load(tmp_path / "ivf.faiss", 64)
+    assert back.layout == "ivf" and back.nlist == 32 and back.trailer == {"seq": 3}
+    assert back._index.nprobe == ivf_nprobe(32)
+    assert sorted(back.ids().tolist()) == sorted(ids[1000:].tolist())
+    (got, _), = back.range_search(codes[5:6], 0)
+    assert got.tolist() == []  # removed before the save
