@@ -180,23 +180,28 @@ def test_remove_by_url_and_by_dataset(index, sample):
     assert stats["after"] == 0 and len(_faiss_ids(index)) == 0
 
 
-def test_readd_a_removed_item(index, sample):
-    photo = sample / "my-photos" / PHOTO
-    old_ids = _entry_ids(index, GONE)
-    assert run_matcher("remove", "--index", str(index), "--key", GONE).returncode == 0
+def test_readd_a_removed_item(index, sample, expected):
+    """Re-adding works and gets fresh entry ids. The item with the highest entry ids is the one whose
+    ids SQLite would hand out again; a reused id would still be a tombstone (or name the wrong code)."""
+    (last,) = catalog_sql(index, "SELECT items.key FROM entries JOIN items ON items.id = entries.item_id"
+                                 " ORDER BY entries.id DESC LIMIT 1")[0]
+    (photo_name,) = [q for q, keys in expected.items() if last in keys]
+    photo = sample / "my-photos" / photo_name
+    old_ids = _entry_ids(index, last)
+    assert run_matcher("remove", "--index", str(index), "--key", last).returncode == 0
+    assert last not in _cli_found(index, photo)[photo_name]
     p = run_matcher("add", "--index", str(index), "--dataset", "sample", str(sample / "manifest.csv"))
     assert p.returncode == 0, p.stderr
     assert "1 added" in " ".join(p.stderr.split())
-    new_ids = _entry_ids(index, GONE)
-    assert new_ids and min(new_ids) > max(_entry_ids(index) + old_ids) - len(new_ids)  # fresh ids
-    assert not set(new_ids) & set(old_ids)  # a tombstoned id never names a new entry
-    assert _cli_found(index, photo) == {PHOTO: {GONE, KEPT}}
+    new_ids = _entry_ids(index, last)
+    assert len(new_ids) == len(old_ids) and min(new_ids) > max(old_ids)  # a tombstoned id never names a new entry
+    assert _cli_found(index, photo) == {photo_name: expected[photo_name]}
     with IndexStore.open(index) as store:
-        assert _found(store, photo) == {GONE, KEPT}
+        assert _found(store, photo) == expected[photo_name]
         assert not set(store.dead.tolist()) & set(new_ids)
     compact(index)
     assert _faiss_ids(index) == _entry_ids(index)
-    assert _cli_found(index, photo) == {PHOTO: {GONE, KEPT}}
+    assert _cli_found(index, photo) == {photo_name: expected[photo_name]}
 
 
 def test_kill_between_compaction_commit_and_faiss_save(index, sample):
@@ -245,3 +250,18 @@ def test_many_tombstones_are_compacted_by_a_later_save(index, sample):
     with IndexStore.open(index, writable=True) as store:
         store.save()
     assert _tombstones(index) == [] and _faiss_ids(index) == _entry_ids(index)
+
+
+def test_faiss_file_lost_after_a_removal(index, sample):
+    """The catalog is the truth: FAISS rebuilt from it holds only live entries, and the tombstones it no
+    longer needs are cleared, so the next open has nothing to repair."""
+    photo = sample / "my-photos" / PHOTO
+    remove(index, keys=[GONE])
+    (index / "index.faiss").unlink()
+    with IndexStore.open(index, writable=True) as store:
+        assert store.reconciled == {"added": len(_entry_ids(index)), "removed": 0}
+        assert _found(store, photo) == {KEPT}
+    assert _tombstones(index) == [] and _faiss_ids(index) == _entry_ids(index)
+    with IndexStore.open(index) as store:
+        assert store.reconciled == {"added": 0, "removed": 0}
+        assert _found(store, photo) == {KEPT}
