@@ -333,19 +333,30 @@ class DaskEngine(Engine):
         self._threads = 1
         self._checked = 0.0
 
+    def _alive(self) -> None:
+        """distributed gives up on a lost scheduler after its reconnect timeout and closes the client."""
+        if self.client.status in ("closing", "closed"):
+            raise MatcherError(f"lost the Dask scheduler at {self.address}; everything applied and every finished "
+                               "shard is kept: run the same add again to resume")
+
     def submit(self, fn: Callable, *args: Any) -> Future:
+        self._alive()
         return self.executor.submit(fn, *args)
 
     def capacity(self) -> int:
         """Two shards per worker thread (one running, one queued), re-read as workers come and go."""
+        self._alive()
         now = time.monotonic()
         if now - self._checked > 2.0:
             self._checked = now
             try:
                 self._threads = sum(self.client.nthreads().values())
-            except (OSError, TimeoutError):
-                pass  # keep the last known size; a lost scheduler shows up as failed tasks
+            except Exception:  # noqa: BLE001 - a scheduler being reconnected to; keep the last known size
+                self._alive()
         return max(2, 2 * self._threads)
+
+    def recover(self, exc: BaseException) -> None:
+        self._alive()  # tasks cancelled because the client closed: retrying them cannot help
 
     def describe(self) -> str:
         return f"dask at {self.address}"
