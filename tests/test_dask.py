@@ -325,3 +325,18 @@ def test_bad_scheduler_is_a_clear_error(tmp_path, manifest, scheduler, message):
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - t0 < 20
     assert not index.exists()  # nothing was created
+
+
+def test_folder_rows_are_read_on_the_workers(tmp_path, cluster, sample):
+    """Rows with a local path are hashed from the file by the worker (same machine here: a shared mount)."""
+    from matcher.matcher import add
+    from matcher.shards import DaskEngine
+    from matcher.sources import FolderSource
+
+    lc, _ = cluster
+    add(tmp_path / "local", [FolderSource(sample / "dataset")], workers=2)
+    with DaskEngine(lc.scheduler_address) as engine:
+        stats = add_sharded(tmp_path / "dask", [FolderSource(sample / "dataset")], engine, shard_size=10)
+    assert (stats.added, stats.failed, stats.shards_done) == (32, 0, 4)
+    assert _snapshot(tmp_path / "dask") == _snapshot(tmp_path / "local")
+    assert _item_order(tmp_path / "dask") == sorted(p.name for p in (sample / "dataset").iterdir())
