@@ -496,8 +496,9 @@ def ingest_sharded(
     try:
         while True:
             capacity = engine.capacity()
-            # Plan ahead, bounded: finished shards wait for the one before them in memory.
-            while not exhausted and len(window) < 4 * capacity:
+            # Plan ahead so that the cluster keeps busy while an early shard is slow, but bounded:
+            # finished shards wait in memory (~5 MB per 1000 rows) for the ones before them.
+            while not exhausted and len(window) < capacity + min(3 * capacity, 2 + 50_000 // shard_size):
                 shard = next(plan, None)
                 if shard is None:
                     exhausted = True
