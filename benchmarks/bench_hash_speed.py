@@ -95,7 +95,7 @@ def main() -> None:
                   f"{ours / dec:4.2f}x its draft decode")
             print(f"  Pillow draft decode alone        {dec:7.2f}")
             print(f"  matcher add, per dataset image   {add_cost:7.2f}   (decode at >=256 px, regions, codes, thumbnails)")
-            print(f"  matcher search, hashing a photo  {query_cost:7.2f}   (decode at 512 px, faces, ~150 variants)")
+            print(f"  matcher search, hashing a photo  {query_cost:7.2f}   (decode at >= 256 px, faces, ~150 variants)")
             dist = {k: diffs.count(k) for k in sorted(set(diffs))}
             print(f"  bits differing, draft vs full decode: {dist} (max {max(diffs)}, mean {statistics.mean(diffs):.2f})")
 

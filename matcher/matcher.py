@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import numpy as np
-from PIL import Image
-
-from .detail import DEFAULT_MAX_MOTION, residual_motion
-
+from .detail import DEFAULT_MAX_MOTION
 from .fetch import FetchSettings
 from .images import DEFAULT_LIMITS, Limits, iter_image_files
 from .ingest import AddStats, Progress, default_workers, ingest
 from .results import Match, QueryResult
 from .sources import Source
 from .store import IndexStore
-from .regions import query_variants
-from .verify import DEFAULT_MIN_SCORE, align, decode_thumb
-from .workers import HashSpec, QueryHashes, dataset_region, make_pool, query_batch
+from .verify import DEFAULT_MIN_SCORE
+from .workers import Candidate, HashSpec, QueryHashes, make_pool, query_batch, verify_batch
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
            "remove", "compact"]
@@ -109,46 +105,46 @@ def search(
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 4] for i in range(0, len(files), 4)]
     pool = make_pool(workers) if workers > 0 and len(files) > 4 else None
+    window = 2 * max(1, workers)  # chunks in flight: hashing stays ahead of verification, memory stays bounded
+
+    def verify(q: QueryHashes, cands: list[Candidate]):
+        if pool is None or not cands:
+            return verify_batch(spec, q.image, q.faces, cands, min_score, max_motion)
+        return pool.submit(verify_batch, spec, q.image, q.faces, cands, min_score, max_motion)
+
     try:
-        outcomes = (
-            pool.map(query_batch, [spec] * len(chunks), chunks) if pool else (query_batch(spec, c) for c in chunks)
-        )
-        for chunk, outs in zip(chunks, outcomes):
+        hashing = deque()
+        pending: deque = deque()  # per photo, in input order: (file, error, hash, items, outcomes or future)
+        it = iter(chunks)
+        for chunk in it:
+            hashing.append((chunk, pool.submit(query_batch, spec, chunk) if pool else None))
+            if len(hashing) >= window:
+                break
+        while hashing:
+            chunk, fut = hashing.popleft()
+            outs = fut.result() if fut is not None else query_batch(spec, chunk)
+            nxt = next(it, None)
+            if nxt is not None:
+                hashing.append((nxt, pool.submit(query_batch, spec, nxt) if pool else None))
             for f, o in zip(chunk, outs):
                 if o[0] != "ok":
-                    yield QueryResult(query=f, error=o[1])
+                    pending.append((f, o[1], None, None, None))
                     continue
-                matches = _matches(store, o[2], threshold, min_score, max_motion, limits, report_rejected)
-                yield QueryResult(query=f, matches=matches, hash=o[1].hex())
+                items, cands = _candidates(store, o[2], threshold)
+                pending.append((f, None, o[1].hex(), items, verify(o[2], cands)))
+            # hand out what is ready, in order, without waiting on photos still being verified
+            while pending and (pending[0][4] is None or not hasattr(pending[0][4], "done") or pending[0][4].done()
+                               or len(pending) > 4 * window):
+                yield _result(pending.popleft(), threshold, min_score, report_rejected)
+        while pending:
+            yield _result(pending.popleft(), threshold, min_score, report_rejected)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _pixels(img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
-    """Greyscale pixels of ``box`` in ``img``; parts outside the image repeat its edge pixels."""
-    a = np.asarray(img if img.mode == "L" else img.convert("L"))
-    h, w = a.shape
-    l, t, r, b = (round(v) for v in box)
-    pl, pt, pr, pb = max(0, -l), max(0, -t), max(0, r - w), max(0, b - h)
-    if pl or pt or pr or pb:
-        a = np.pad(a, ((pt, pb), (pl, pr)), mode="edge")
-    return a[t + pt : b + pt, l + pl : r + pl]
-
-
-def _detail(store: IndexStore, item, kind: str, region: np.ndarray, limits: Limits) -> tuple[float | None, str | None]:
-    """(residual motion, None), or (None, why the full-detail check could not run)."""
-    if not item.path or not os.path.isfile(item.path):
-        return None, "dataset image not available locally"
-    d = dataset_region(store.hasher, item.path, kind, item.hash, limits)
-    if isinstance(d, str):
-        return None, d
-    motion = residual_motion(region, d)
-    return (motion, None) if motion is not None else (None, "too small or flat to measure motion")
-
-
-def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float, max_motion: float | None,
-             limits: Limits, report_rejected: bool) -> list[Match]:
+def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[Candidate]]:
+    """The dataset items some variant of the photo came within ``threshold`` of, with what verifying them needs."""
     hits = store.search_codes(q.codes, threshold)
     by_item: dict[int, list] = {}
     items = {}
@@ -156,35 +152,25 @@ def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float
         for item, kind, d, thumb in row:
             items[item.id] = item
             by_item.setdefault(item.id, []).append((d, variant, kind, thumb))
-    if not by_item:
-        return []
-    sources = None
+    cands = []
+    for item_id, tries in by_item.items():
+        tries.sort(key=lambda c: (c[0], "/rot" in c[1].name, c[1].name))
+        item = items[item_id]
+        cands.append(Candidate(item_id, item.path, item.hash, tries[:MAX_CANDIDATES]))
+    return items, cands
+
+
+def _result(entry: tuple, threshold: int, min_score: float, report_rejected: bool) -> QueryResult:
+    f, error, hash_hex, items, outcomes = entry
+    if error is not None:
+        return QueryResult(query=f, error=error)
+    if hasattr(outcomes, "result"):
+        outcomes = outcomes.result()
     out: list[Match] = []
-    for item_id, cands in by_item.items():
-        cands.sort(key=lambda c: (c[0], "/rot" in c[1].name, c[1].name))
-        best = None
-        for d, variant, kind, thumb in cands[:MAX_CANDIDATES]:
-            if thumb is None:  # an index without thumbnails: the hash distance is all we have
-                best = (None, d, variant, kind, None)
-                break
-            if sources is None:
-                sources, _ = query_variants(Image.fromarray(q.image, "L"), q.faces)
-            score, box = align(sources[variant.source], variant.box, decode_thumb(thumb),
-                               filled_corners=variant.name.endswith(("-black", "-white")))
-            if best is None or score > best[0]:
-                best = (score, d, variant, kind, box)
-            if score >= min_score:
-                break
-        score, d, variant, kind, box = best
+    for item_id, score, d, variant, kind, detail in outcomes:
         verified = score is None or score >= min_score
-        detail: dict = {}
-        if verified and score is not None and max_motion is not None:
-            motion, why = _detail(store, items[item_id], kind, _pixels(sources[variant.source], box), limits)
-            if motion is None:
-                detail = {"detail": why}
-            else:
-                detail = {"motion": round(motion, 3), "max_motion": max_motion}
-                verified = motion <= max_motion
+        if verified and "motion" in detail:
+            verified = detail["motion"] <= detail["max_motion"]
         if not verified and not report_rejected:
             continue
         evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
@@ -195,4 +181,4 @@ def _matches(store: IndexStore, q: QueryHashes, threshold: int, min_score: float
             evidence["verified"] = verified
         out.append(Match(items[item_id], d, evidence))
     out.sort(key=lambda m: (m.distance, -m.evidence.get("score", 0), m.item.id))
-    return out
+    return QueryResult(query=f, matches=out, hash=hash_hex)

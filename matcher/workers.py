@@ -30,7 +30,8 @@ from .images import Limits, load_image
 from .regions import Variant, dihedral, index_boxes, query_variants
 from .verify import encode_thumb, thumb_array
 
-__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region"]
+__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region",
+           "Candidate", "verify_batch"]
 
 # One process per core does the work: OpenCV's own thread pool would only add contention.
 cv2.setNumThreads(1)
@@ -270,3 +271,75 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
 def query_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
     hasher = _build(spec.hasher)
     return [query_one(hasher, spec.regions, s, spec.limits) for s in sources]
+
+
+# --- verification -----------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """A dataset item some variants of a query came near: what verifying it needs."""
+
+    item_id: int
+    path: str | None  # the dataset image, when it is a local file
+    item_hash: str | None  # its full-image code as indexed (hex)
+    tries: list  # [(distance, Variant, entry kind, thumbnail png | None)], best first
+
+
+def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndarray | str:
+    if not cand.path or not os.path.isfile(cand.path):
+        return "dataset image not available locally"
+    return dataset_region(hasher, cand.path, kind, cand.item_hash, limits)
+
+
+def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence[Candidate], min_score: float,
+                 max_motion: float | None) -> list[tuple]:
+    """Verify each candidate of one query photo: ``(item_id, score | None, distance, Variant, kind, detail)``.
+
+    The candidate's nearest variants (in order) are aligned to the entry's thumbnail until one
+    scores ``min_score``; the best is kept. A verified candidate whose dataset image is a local
+    file then gets the full-detail check (:mod:`matcher.detail`): ``detail`` is
+    ``{"motion": m, "max_motion": t}`` or ``{"detail": why it did not run}``; ``{}`` when not run.
+    Runs in a worker process (or in-process when searching without workers).
+    """
+    from .detail import residual_motion
+    from .verify import align, decode_thumb
+
+    hasher = _build(spec.hasher)
+    sources = None
+    out = []
+    for cand in cands:
+        best = None
+        for d, variant, kind, thumb in cand.tries:
+            if thumb is None:  # an index without thumbnails: the hash distance is all there is
+                best = (None, d, variant, kind, None)
+                break
+            if sources is None:
+                sources, _ = query_variants(Image.fromarray(image, "L"), faces)
+            score, box = align(sources[variant.source], variant.box, decode_thumb(thumb),
+                               filled_corners=variant.name.endswith(("-black", "-white")))
+            if best is None or score > best[0]:
+                best = (score, d, variant, kind, box)
+            if score >= min_score:
+                break
+        score, d, variant, kind, box = best
+        detail: dict = {}
+        if score is not None and score >= min_score and max_motion is not None:
+            region = _local_region(hasher, cand, kind, spec.limits)
+            if isinstance(region, str):
+                detail = {"detail": region}
+            else:
+                motion = residual_motion(_pixels(sources[variant.source], box), region)
+                detail = ({"detail": "too small or flat to measure motion"} if motion is None
+                          else {"motion": round(motion, 3), "max_motion": max_motion})
+        out.append((cand.item_id, score, d, variant, kind, detail))
+    return out
+
+
+def _pixels(img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Greyscale pixels of ``box`` in ``img``; parts outside the image repeat its edge pixels."""
+    a = np.asarray(img if img.mode == "L" else img.convert("L"))
+    h, w = a.shape
+    l, t, r, b = (round(v) for v in box)
+    pl, pt, pr, pb = max(0, -l), max(0, -t), max(0, r - w), max(0, b - h)
+    if pl or pt or pr or pb:
+        a = np.pad(a, ((pt, pb), (pl, pr)), mode="edge")
+    return a[t + pt : b + pt, l + pl : r + pl]
