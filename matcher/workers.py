@@ -262,8 +262,12 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
                                [variants[i].box for i in idx], hasher.img_size)
         codes[idx] = c
         keep[idx] = d >= MIN_DETAIL
+    # the whole photo is hashed exactly as the dataset side hashes an image (Lanczos from the decoded
+    # pixels), so that a byte-identical file in the dataset is at distance 0 and the reported hash is its hash
+    full, detail = _region_codes(img, [variants[0].box], hasher.img_size)
+    codes[0], keep[0] = full[0], detail[0] >= MIN_DETAIL
     if not keep[0]:
-        return _uniform(float(_region_codes(img, [variants[0].box], hasher.img_size)[1][0]))
+        return _uniform(float(detail[0]))
     variants = [v for v, k in zip(variants, keep) if k]
     return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height))
 

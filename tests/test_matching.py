@@ -137,3 +137,19 @@ def test_different_shots_of_one_scene_never_match(sample, tmp_path):
                 # ... pixel verification does not
                 assert all(not m.evidence["verified"] for r in loose for m in r.matches)
                 assert all(m.evidence["score"] < m.evidence["min_score"] for r in loose for m in r.matches)
+
+
+def test_a_byte_identical_copy_is_at_distance_zero_with_the_same_hash(sample, tmp_path):
+    """The query's whole-photo code is computed exactly as the dataset side's, whatever the format."""
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    names = ["IMG_0001.jpg", "IMG_0004.png", "IMG_0009.jpg"]
+    for n in names:
+        (ds / n).write_bytes((sample / "my-photos" / n).read_bytes())
+    add(tmp_path / "index", [FolderSource(ds, "copies")], workers=0)
+    with IndexStore.open(tmp_path / "index") as store:
+        results = list(search(store, [sample / "my-photos" / n for n in names], workers=0))
+    for n, r in zip(names, results):
+        (m,) = [m for m in r.matches if m.item.key == n]
+        assert m.distance == 0 and m.evidence["variant"] == "id/full", (n, m.evidence)
+        assert r.hash == m.item.hash, n
