@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -175,10 +176,14 @@ def reference(tmp_path_factory, server, manifest) -> tuple[dict, list]:
 
 @pytest.fixture(scope="module")
 def cluster():
+    """2 worker processes. The scheduler gives up on a task at the first worker lost while running it
+    (allowed-failures 0), so that matcher's own retry of a failed shard is what a killed worker tests."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit="2GiB") as lc, Client(lc) as client:
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                         memory_limit="2GiB") as lc, Client(lc) as client:
         yield lc, client
 
 
@@ -250,6 +255,8 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path, cluster, server, manifest
         server.delay = 0.0
     assert proc.returncode == 0, err
     assert "33 added, 5 failed" in err, err
+    retried = re.search(r"(\d+) task retries", err)
+    assert retried and int(retried.group(1)) >= 1, err  # the killed worker's shard failed (KilledWorker), resubmitted
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)
     assert _snapshot(index) == reference
