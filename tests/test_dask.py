@@ -347,3 +347,47 @@ def test_folder_rows_are_read_on_the_workers(tmp_path, cluster, sample):
     assert (stats.added, stats.failed, stats.shards_done) == (32, 0, 4)
     assert _snapshot(tmp_path / "dask") == _snapshot(tmp_path / "local")
     assert _item_order(tmp_path / "dask") == sorted(p.name for p in (sample / "dataset").iterdir())
+
+
+def test_shard_failing_every_attempt_is_reported_and_the_rest_kept(tmp_path, cluster, server, manifest, rows,
+                                                                   reference):
+    """Shard 0 (held at the gate) loses its worker on every attempt: the run applies the 9 other shards,
+    exits 2 naming the lost shard, and a rerun adds it."""
+    lc, client = cluster
+    client.wait_for_workers(2, timeout=30)
+    index = tmp_path / "index"
+    server.gate.clear()
+    kills = 0
+    try:
+        proc = subprocess.Popen(_dask_add(index, manifest, lc.scheduler_address), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(list((index / "shards").glob("*.done"))) < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while proc.poll() is None and time.monotonic() < deadline and kills < 10:
+            busy = [w for w, keys in client.processing().items() if keys]  # only shard 0 is left to run
+            pids = client.run(os.getpid, workers=busy[:1]) if busy else {}
+            if pids:
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                kills += 1
+                while proc.poll() is None and client.processing().get(busy[0]) and time.monotonic() < deadline:
+                    time.sleep(0.02)  # until the scheduler has seen that worker go
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        server.gate.set()
+    assert proc.returncode == 2, err
+    assert kills == 4, (kills, err)  # the first attempt and 3 retries
+    assert "1 shard(s) failed 4 times" in err and "KilledWorker" in err and "run the same add again" in err, err
+    assert "29 added, 5 failed" in err, err  # everything but the 4 rows of shard 0
+    assert sorted(k for (k,) in catalog_sql(index, "SELECT key FROM items")) == sorted(k for k, _ in rows[SHARD:])
+
+    client.wait_for_workers(2, timeout=30)
+    proc = _run(_dask_add(index, manifest, lc.scheduler_address))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 added, 5 failed" in proc.stderr, proc.stderr
+    items, entries = _snapshot(index)
+    assert entries == reference[1]
+    without_attempts = {k: v[:12] + v[13:] for k, v in items.items()}  # the 5 failed rows were tried twice
+    assert without_attempts == {k: v[:12] + v[13:] for k, v in reference[0].items()}
+    _check_faiss(index)
