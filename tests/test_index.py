@@ -147,7 +147,7 @@ def test_ivf_probes_fewer_lists_at_the_default_threshold():
 def test_layout_policy_and_relayout(tmp_path):
     assert choose_layout(0) == choose_layout(FLAT_MAX_ENTRIES) == ("flat", 0)
     assert choose_layout(FLAT_MAX_ENTRIES + 1)[0] == "ivf"
-    assert [choose_layout(n)[1] for n in (10**6, 10**7, 10**8)] == [1024, 4096, 16384]
+    assert [choose_layout(n)[1] for n in (10**6, 10**7, 10**8, 10**9)] == [2048, 8192, 16384, 16384]
     assert MEASURED_THRESHOLD == DEFAULT_THRESHOLD  # IVF's recall is measured at the engine's default
     rng = np.random.default_rng(2)
     codes = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
