@@ -40,9 +40,10 @@ __all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHO
 # A trailer appended after FAISS's own bytes (FAISS ignores trailing data): JSON, its length, a magic.
 _TRAILER_MAGIC = b"MTCHTRL1"
 
-#: Up to this many entries the index is an exact flat scan; above it, IVF. At 1M entries a flat
-#: scan costs 0.5 ms per query against IVF's ~0.25 ms (benchmarks/bench_search_scale.py).
-FLAT_MAX_ENTRIES = 300_000
+#: Up to this many entries the index is an exact flat scan; above it, IVF: the crossover measured by
+#: benchmarks/bench_search_scale.py (p50 per query, flat vs IVF: 100K 0.068 vs 0.076 ms, 150K 0.092 vs
+#: 0.079 ms, 300K 0.18 vs 0.12 ms, 1M 0.53 vs 0.26 ms).
+FLAT_MAX_ENTRIES = 125_000
 #: The largest threshold (bits, inclusive) at which IVF's recall was measured (>= 0.99); this is the
 #: engine's default threshold (matcher.matcher.DEFAULT_THRESHOLD; tests check they agree). Larger
 #: thresholds scan every list (exact).
