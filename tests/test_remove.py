@@ -265,3 +265,34 @@ def test_faiss_file_lost_after_a_removal(index, sample):
     with IndexStore.open(index) as store:
         assert store.reconciled == {"added": 0, "removed": 0}
         assert _found(store, photo) == {KEPT}
+
+
+def test_remove_and_compact_with_the_ivf_layout(tmp_path):
+    """Past FLAT_MAX_ENTRIES a save lays FAISS out as IVF; tombstones, compaction and reopening work the
+    same there. Codes are random (no photos needed to exercise the layout), entries real catalog rows."""
+    from matcher.catalog import ItemRecord
+    from matcher.index import FLAT_MAX_ENTRIES
+
+    n = FLAT_MAX_ENTRIES + 5_000
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    with IndexStore.open(tmp_path / "big", create=True, writable=True) as store:
+        for start in range(0, n, 50_000):
+            store.record([ItemRecord("synthetic", f"k{i}", hash_hex=codes[i].tobytes().hex(),
+                                     codes=[("full", codes[i].tobytes())]) for i in range(start, min(n, start + 50_000))],
+                         save_every=1e9)
+        assert store.faiss.layout == "flat"
+    with IndexStore.open(tmp_path / "big", writable=True) as store:  # the close above saved: now IVF
+        assert store.reconciled == {"added": 0, "removed": 0} and store.faiss.layout == "ivf"
+        assert [r[0][0].key for r in store.search_codes(codes[:3], 0)] == ["k0", "k1", "k2"]
+        assert store.remove_items(keys=["k1"])["items"] == 1
+        assert [[item.key for item, *_ in r] for r in store.search_codes(codes[:3], 0)] == [["k0"], [], ["k2"]]
+    with IndexStore.open(tmp_path / "big") as store:
+        assert store.faiss.layout == "ivf" and len(store.faiss) == n and len(store.dead) == 1
+        assert store.search_codes(codes[1:2], 0) == [[]]
+    stats = compact(tmp_path / "big")
+    assert stats == {"dropped": 1, "before": n, "after": n - 1, "layout": "ivf"}
+    with IndexStore.open(tmp_path / "big") as store:
+        assert store.reconciled == {"added": 0, "removed": 0} and len(store.dead) == 0
+        assert sorted(store.faiss.ids().tolist()) == _entry_ids(tmp_path / "big")
+        assert [[item.key for item, *_ in r] for r in store.search_codes(codes[:3], 0)] == [["k0"], [], ["k2"]]
