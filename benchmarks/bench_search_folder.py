@@ -3,9 +3,11 @@
 
 The folder: --n 12 MP JPEG files (4000x3000, q90): --distinct different photos (seeded crops and
 mirrors of the bench photos from ../shared/get-bench-photos, made once into --work; encoding 12 MP
-JPEGs is slow) repeated under new names (hard links: each is decoded and searched like any file). The index: --index (default: the
-index `benchmarks/bench_recall.py` leaves in ~/.cache/matcher/bench-out, 11,398 items), or an
-index of the bench corpus distractors built on first use.
+JPEGs is slow) repeated under new names (hard links: each is decoded and searched like any file).
+The index (built once into --work): the bench corpus distractors (benchmarks/get-bench-corpus,
+10,500 real photos) plus web-size copies (640 px, q80) of --planted of the distinct photos, so that
+about planted/distinct of the folder has a match, as in a person's folder where a few photos were
+scraped. Pass --index to search another index instead.
 
 Same run, same files, all cores (one process per core):
 * `matcher search --index IDX --json FOLDER` as a user runs it (wall clock, whole command);
@@ -61,13 +63,42 @@ def make_folder(src: list[Path], out: Path, n: int, distinct: int, seed: int, wo
         print(f"# making {len(todo)} 12 MP photos in {base} (once)", flush=True)
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_make_one, todo, chunksize=2))
-    folder = out / f"folder-{n}"
+    folder = out / f"folder-{n}-{distinct}"
     folder.mkdir(exist_ok=True)
     files = [folder / f"IMG_{i:04d}.jpg" for i in range(n)]
     for i, f in enumerate(files):
         if not f.exists():
             os.link(originals[i % len(originals)], f)
     return files
+
+
+def _textured(p: Path) -> bool:
+    """Not a smooth gradient wallpaper (matcher refuses nearly uniform pictures: nothing to search)."""
+    with Image.open(p) as im:
+        im.draft("L", (64, 64))
+        return float(np.asarray(im.convert("L").resize((32, 32))).std()) >= 16
+
+
+def build_index(index: Path, corpus: Path, planted: list[Path]) -> Path:
+    """The bench corpus distractors + a web-size copy of each planted photo (built once)."""
+    if (index / "meta.json").exists():
+        return index
+    distractors = corpus / "distractors"
+    if not distractors.is_dir():
+        sys.exit(f"no distractors under {corpus}: run benchmarks/get-bench-corpus first, or pass --index")
+    copies = index.parent / (index.name + "-copies")
+    copies.mkdir(parents=True, exist_ok=True)
+    for p in planted:
+        im = Image.open(p)
+        im.thumbnail((640, 640), Image.Resampling.LANCZOS)
+        im.save(copies / p.name, quality=80)
+    print(f"# building the index {index} (once): {distractors} + {len(planted)} copies", flush=True)
+    for src, name in ((distractors, "distractors"), (copies, "scraped")):
+        r = subprocess.run([sys.executable, "-m", "matcher", "add", "--index", str(index), "--dataset", name, str(src)],
+                           cwd=ROOT, capture_output=True, text=True)
+        if r.returncode not in (0,):
+            sys.exit(f"matcher add failed ({r.returncode}):\n{r.stderr}")
+    return index
 
 
 def _decode(p: str) -> None:
@@ -95,21 +126,24 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--distinct", type=int, default=60, help="different photos among the n files")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/matcher/bench-12mp")
-    ap.add_argument("--index", type=Path, default=Path.home() / ".cache/matcher/bench-out/index")
+    ap.add_argument("--index", type=Path, default=None, help="search this index instead of the bench's own")
+    ap.add_argument("--planted", type=int, default=3, help="distinct photos with a copy in the index")
+    ap.add_argument("--corpus", type=Path, default=Path.home() / ".cache/matcher/bench-corpus")
     ap.add_argument("--photos", type=Path, default=BENCH_PHOTOS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scaling", type=int, default=200, help="photos searched with 1 worker and with all cores")
     a = ap.parse_args()
-    src = photos(a.photos, min_side=1000)
+    src = [p for p in photos(a.photos, min_side=1000) if _textured(p)]
     if not src:
         sys.exit(f"no photos under {a.photos}: run ../shared/get-bench-photos first")
-    if not (a.index / "meta.json").exists():
-        sys.exit(f"no index at {a.index}: run benchmarks/bench_recall.py first, or pass --index")
     cores = len(os.sched_getaffinity(0))
     header("bench_search_folder", photos=a.n, distinct=a.distinct, size=f"{SIZE[0]}x{SIZE[1]} JPEG q90", source=a.photos, seed=a.seed,
            cores=cores, index=a.index)
     files = make_folder(src, a.work / f"12mp-{a.seed}", a.n, a.distinct, a.seed, cores)
     folder = files[0].parent
+    if a.index is None:
+        a.index = build_index(a.work / f"index-{a.seed}-{a.distinct}-{a.planted}", a.corpus,
+                              sorted((folder.parent / "distinct").glob("*.jpg"))[: a.planted])
     info = subprocess.run([sys.executable, "-m", "matcher", "info", "--index", str(a.index)], cwd=ROOT,
                           capture_output=True, text=True)
     print("# index: " + " ".join(info.stdout.split())[:160])
