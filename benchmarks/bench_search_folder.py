@@ -96,7 +96,7 @@ def build_index(index: Path, corpus: Path, planted: list[Path]) -> Path:
     for src, name in ((distractors, "distractors"), (copies, "scraped")):
         r = subprocess.run([sys.executable, "-m", "matcher", "add", "--index", str(index), "--dataset", name, str(src)],
                            cwd=ROOT, capture_output=True, text=True)
-        if r.returncode not in (0,):
+        if not (index / "meta.json").exists():
             sys.exit(f"matcher add failed ({r.returncode}):\n{r.stderr}")
     return index
 
