@@ -4,10 +4,12 @@
 The folder: --n 12 MP JPEG files (4000x3000, q90): --distinct different photos (seeded crops and
 mirrors of the bench photos from ../shared/get-bench-photos, made once into --work; encoding 12 MP
 JPEGs is slow) repeated under new names (hard links: each is decoded and searched like any file).
-The index (built once into --work): the bench corpus distractors (benchmarks/get-bench-corpus,
-10,500 real photos) plus web-size copies (640 px, q80) of --planted of the distinct photos, so that
-about planted/distinct of the folder has a match, as in a person's folder where a few photos were
-scraped. Pass --index to search another index instead.
+The index (built once into --work): photos unrelated to the folder (the bench corpus's faces and
+same-scene photos, benchmarks/get-bench-corpus; its distractors are crops of the very wallpapers the
+folder is made of, so they would match) plus web-size copies (640 px, q80) of --planted of the
+distinct photos, so that about planted/distinct of the folder has a match, as in a person's folder
+where a few photos were scraped. Pass --index to search another index instead. What a larger index
+adds per photo is the FAISS lookup of its ~150 variant codes: see benchmarks/bench_search_scale.py.
 
 Same run, same files, all cores (one process per core):
 * `matcher search --index IDX --json FOLDER` as a user runs it (wall clock, whole command);
@@ -80,20 +82,20 @@ def _textured(p: Path) -> bool:
 
 
 def build_index(index: Path, corpus: Path, planted: list[Path]) -> Path:
-    """The bench corpus distractors + a web-size copy of each planted photo (built once)."""
+    """Unrelated photos + a web-size copy of each planted photo (built once)."""
     if (index / "meta.json").exists():
         return index
-    distractors = corpus / "distractors"
-    if not distractors.is_dir():
-        sys.exit(f"no distractors under {corpus}: run benchmarks/get-bench-corpus first, or pass --index")
+    unrelated = [corpus / "faces", corpus / "same-scene"]
+    if not all(d.is_dir() for d in unrelated):
+        sys.exit(f"no bench corpus under {corpus}: run benchmarks/get-bench-corpus first, or pass --index")
     copies = index.parent / (index.name + "-copies")
     copies.mkdir(parents=True, exist_ok=True)
     for p in planted:
         im = Image.open(p)
         im.thumbnail((640, 640), Image.Resampling.LANCZOS)
         im.save(copies / p.name, quality=80)
-    print(f"# building the index {index} (once): {distractors} + {len(planted)} copies", flush=True)
-    for src, name in ((distractors, "distractors"), (copies, "scraped")):
+    print(f"# building the index {index} (once): {unrelated} + {len(planted)} copies", flush=True)
+    for src, name in ((unrelated[0], "faces"), (unrelated[1], "same-scene"), (copies, "scraped")):
         r = subprocess.run([sys.executable, "-m", "matcher", "add", "--index", str(index), "--dataset", name, str(src)],
                            cwd=ROOT, capture_output=True, text=True)
         if not (index / "meta.json").exists():
@@ -142,7 +144,7 @@ def main() -> None:
     files = make_folder(src, a.work / f"12mp-{a.seed}", a.n, a.distinct, a.seed, cores)
     folder = files[0].parent
     if a.index is None:
-        a.index = build_index(a.work / f"index-{a.seed}-{a.distinct}-{a.planted}", a.corpus,
+        a.index = build_index(a.work / f"index-v2-{a.seed}-{a.distinct}-{a.planted}", a.corpus,
                               sorted((folder.parent / "distinct").glob("*.jpg"))[: a.planted])
     info = subprocess.run([sys.executable, "-m", "matcher", "info", "--index", str(a.index)], cwd=ROOT,
                           capture_output=True, text=True)
