@@ -14,7 +14,7 @@ OpenCV) and summarised as one flow per textured cell, an affine motion is fitted
 robustly (that absorbs crops, scaling, stretching and small rotations left by the coarse
 alignment), and the *residual* motion of the cells is measured. Its median, in units of 1/256
 of the region's long side (so that the figure does not depend on the comparison size), is the
-evidence: copies stay below ~0.15, different frames are ~0.25 and up. Cells where the content itself differs (a caption, a watermark)
+evidence: copies stay below ~0.16, different frames are ~0.25 and up. Cells where the content itself differs (a caption, a watermark)
 are left out, and comparisons below MIN_SIDE px are not made (too coarse to show a pixel of motion).
 
 No I/O here: callers pass greyscale arrays.
@@ -33,7 +33,7 @@ SIDE = 384
 #: (a 256 px copy, a rotated query variant made from a small working copy) the check does not run.
 MIN_SIDE = 320
 #: Median residual motion (1/256 of the long side) above which a candidate is another frame, not a copy.
-#: Chosen with benchmarks/bench_recall.py: copies <= 0.15, consecutive video frames >= 0.25.
+#: Chosen with benchmarks/bench_recall.py: copies <= 0.16, consecutive video frames 0.27 and 0.94.
 DEFAULT_MAX_MOTION = 0.2
 #: The motion field is summarised on a grid of about CELLS cells along the long side.
 CELLS = 12
