@@ -235,7 +235,9 @@ def info(index_dir, as_json, failures) -> None:
         data = {
             "index": str(Path(index_dir).resolve()),
             "hasher": store.hasher.identity(),
-            "entries": len(store.faiss),
+            "entries": len(store.faiss) - len(store.dead),
+            "removed_entries": len(store.dead),
+            "layout": store.faiss.layout,
             "size_bytes": store.size_on_disk(),
             "datasets": store.catalog.stats(),
         }
@@ -254,7 +256,9 @@ def info(index_dir, as_json, failures) -> None:
     h = data["hasher"]
     out.print(f"index   {data['index']}", highlight=False)
     out.print(f"hasher  {h['name']} v{h['version']}, {h['bits']} bits, {h['params']}", highlight=False)
-    out.print(f"entries {data['entries']:,} in FAISS; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
+    removed = (f" (+{data['removed_entries']:,} of removed items, until `matcher compact`)"
+               if data["removed_entries"] else "")
+    out.print(f"entries {data['entries']:,} in FAISS{removed}; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
     t = Table("dataset", "items", "hashed", "failed", "failures by kind")
     for d in data["datasets"]:
         t.add_row(d["dataset"], f"{d['items']:,}", f"{d['hashed']:,}", f"{d['failed']:,}",

@@ -296,3 +296,21 @@ def test_remove_and_compact_with_the_ivf_layout(tmp_path):
         assert store.reconciled == {"added": 0, "removed": 0} and len(store.dead) == 0
         assert sorted(store.faiss.ids().tolist()) == _entry_ids(tmp_path / "big")
         assert [[item.key for item, *_ in r] for r in store.search_codes(codes[:3], 0)] == [["k0"], [], ["k2"]]
+
+
+def test_info_counts_removed_entries_apart_until_compaction(index):
+    def info() -> dict:
+        return json.loads(run_matcher("info", "--index", str(index), "--json", check=True).stdout)
+
+    before = info()
+    assert before["removed_entries"] == 0 and before["entries"] == len(_faiss_ids(index))
+    assert before["layout"] == "flat"
+    key = catalog_sql(index, "SELECT key FROM items WHERE status = 'ok' ORDER BY id LIMIT 1")[0][0]
+    n = len(_entry_ids(index, key))
+    run_matcher("remove", "--index", str(index), "--key", key, check=True)
+    after = info()
+    assert after["entries"] == before["entries"] - n and after["removed_entries"] == n
+    assert "of removed items" in run_matcher("info", "--index", str(index), check=True).stdout
+    run_matcher("compact", "--index", str(index), check=True)
+    compacted = info()
+    assert compacted["entries"] == after["entries"] and compacted["removed_entries"] == 0
