@@ -315,7 +315,15 @@ def test_sigkill_at_several_points_then_resume(tmp_path, folder):
 def test_ctrl_c_stops_add_and_keeps_a_consistent_index(tmp_path, folder):
     """SIGINT to the process group (what Ctrl-C in a terminal does): a prompt exit that keeps
     every result computed so far and saves FAISS, so no reconcile is needed afterwards."""
-    root, names = folder
+    # four copies of the folder (hard links under other keys): an add long enough to interrupt
+    # however fast hashing gets
+    files, names = folder
+    root = tmp_path / "big"
+    for d in "abcd":
+        (root / d).mkdir(parents=True)
+        for n in names:
+            os.link(files / n, root / d / n)
+    names = [f"{d}/{n}" for d in "abcd" for n in names]
     index = tmp_path / "index"
     proc = _start_add(index, root, tmp_path / "add.log")
     try:
@@ -342,7 +350,7 @@ def test_ctrl_c_stops_add_and_keeps_a_consistent_index(tmp_path, folder):
         assert store.reconciled == {"added": 0, "removed": 0}
     proc = run_matcher("add", "--index", str(index), "--workers", "2", str(root))
     assert proc.returncode == 0, proc.stderr
-    assert f"{len(names) - after} added, 0 failed, {after} already in the index" in proc.stderr
+    assert f"{len(names) - after:,} added, 0 failed, {after:,} already in the index" in proc.stderr
     assert _sql(index, "SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'ok') FROM items") == [
         (len(names), len(names), len(names))]
     _check_entry_kinds(index)
