@@ -332,7 +332,9 @@ def test_ctrl_c_stops_add_and_keeps_a_consistent_index(tmp_path, folder):
         os.killpg(proc.pid, signal.SIGINT)
         t0 = time.monotonic()
         rc = proc.wait(20)
-        assert time.monotonic() - t0 < 10
+        stopped_in = time.monotonic() - t0
+        print(f"stopped {stopped_in:.1f} s after SIGINT")
+        assert stopped_in < 10
     finally:
         _kill_group(proc)
     assert rc != 0  # interrupted, not a success
