@@ -66,9 +66,17 @@ def make_pool(workers: int):
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Worker initializer: leave as soon as the process that made the pool is gone (even if kill -9'ed)."""
+    """Worker initializer: leave as soon as the process that made the pool is gone (even if kill -9'ed).
+
+    Ctrl-C in a terminal sends SIGINT to the whole process group: the parent handles it (stops,
+    keeps what is done, shuts the pool down). A worker that died of it instead would look like a
+    crashed decoder, and its batch would be retried file by file on a new pool.
+    """
+    import signal
     import threading
     import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while True:
