@@ -109,6 +109,8 @@ def content_boxes(gray: np.ndarray, *, min_area: float = 0.08, max_area: float =
     dv[1:, :] = np.abs(g[1:, :] - g[:-1, :])
     dv[:-1, :] = np.maximum(dv[:-1, :], dv[1:, :])
     flat = np.maximum(diff, dv) <= 2
+    if not (flat[0].any() or flat[-1].any() or flat[:, 0].any() or flat[:, -1].any()):
+        return []  # no flat region touches the border: no background (most photos end here)
     # 4-connected flat regions (OpenCV: labels, areas and bounding boxes in one pass)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(flat.view(np.uint8), connectivity=4)
     if n <= 1:
@@ -163,6 +165,8 @@ def trim_box(gray: np.ndarray, *, max_std: float = 5.0, max_step: float = 8.0) -
 
     def run(lines: np.ndarray) -> int:
         """How many lines, from the first, are uniform and close to the first line's colour."""
+        if lines[0].std() > max_std:  # the usual case, decided without looking further in
+            return 0
         ref = float(np.median(lines[0]))
         bad = (lines.std(axis=1) > max_std) | (np.abs(lines.mean(axis=1) - ref) > max_step)
         return int(np.argmax(bad)) if bad.any() else len(lines)
