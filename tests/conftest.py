@@ -6,6 +6,9 @@ import csv
 import os
 import subprocess
 import sys
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,26 @@ def check_entry_kinds(index: Path) -> None:
         else:
             assert k == [], (item_id, k)
     assert catalog_sql(index, "SELECT COUNT(*) FROM entries WHERE item_id NOT IN (SELECT id FROM items)") == [(0,)]
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 (ephemeral port) serving ``routes`` and counting hits per path.
+
+    Tests subclass it with their own request handler (what each route does); start it with
+    ``server.thread.start()`` and stop it with ``server.shutdown()``.
+    """
+
+    daemon_threads = True
+    # socketserver's default listen backlog (5) drops SYNs when the client opens its 8 per-host
+    # connections at once; the kernel's 1 s SYN retry then looks like a timeout to a 0.5 s client.
+    request_queue_size = 128
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], routes: dict[str, tuple[str, bytes]]):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.routes = routes
+        self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"

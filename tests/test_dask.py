@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +29,7 @@ import faiss
 import pytest
 from PIL import Image
 
-from conftest import catalog_sql, check_entry_kinds, run_matcher
+from conftest import LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
 from matcher.fetch import FetchSettings
 from matcher.shards import PoolEngine, add_sharded
 from matcher.sources import ManifestSource
@@ -75,22 +75,12 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
+class _Server(LoopbackServer):
     def __init__(self, routes: dict[str, tuple[str, bytes]]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes = routes
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
+        super().__init__(_Handler, routes)
         self.gate = threading.Event()
         self.gate.set()
         self.delay = 0.0
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
 
     def snapshot(self) -> Counter[str]:
         with self.lock:

@@ -12,17 +12,15 @@ import csv
 import io
 import json
 import sqlite3
-import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import faiss
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import run_matcher
+from conftest import LoopbackServer, run_matcher
 from matcher.fetch import FetchSettings
 from matcher.images import DEFAULT_LIMITS
 from matcher.matcher import add
@@ -142,21 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (timeout, size limit): expected
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default listen backlog (5) drops SYNs when the client opens its 8 per-host
-    # connections at once; the kernel's 1 s SYN retry then looks like a timeout to a 0.5 s client.
-    request_queue_size = 128
-
+class _Server(LoopbackServer):
     def __init__(self, routes: dict[str, tuple[str, bytes]]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.routes = routes
-        self.hits: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        super().__init__(_Handler, routes)
 
     def total_hits(self) -> int:
         with self.lock:
