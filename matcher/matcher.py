@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -133,14 +134,18 @@ def search(
                 items, cands = _candidates(store, o[2], threshold)
                 pending.append((f, None, o[1].hex(), items, verify(o[2], cands)))
             # hand out what is ready, in order, without waiting on photos still being verified
-            while pending and (pending[0][4] is None or not hasattr(pending[0][4], "done") or pending[0][4].done()
-                               or len(pending) > 4 * window):
+            while pending and (_ready(pending[0][4]) or len(pending) > 4 * window):
                 yield _result(pending.popleft(), threshold, min_score, report_rejected)
         while pending:
             yield _result(pending.popleft(), threshold, min_score, report_rejected)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def _ready(outcomes) -> bool:
+    """Outcomes of a photo are ready: none (an error), a list (verified in-process) or a finished future."""
+    return not isinstance(outcomes, Future) or outcomes.done()
 
 
 def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[Candidate]]:
@@ -164,7 +169,7 @@ def _result(entry: tuple, threshold: int, min_score: float, report_rejected: boo
     f, error, hash_hex, items, outcomes = entry
     if error is not None:
         return QueryResult(query=f, error=error)
-    if hasattr(outcomes, "result"):
+    if isinstance(outcomes, Future):
         outcomes = outcomes.result()
     out: list[Match] = []
     for item_id, score, d, variant, kind, detail in outcomes:

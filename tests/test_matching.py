@@ -153,3 +153,16 @@ def test_a_byte_identical_copy_is_at_distance_zero_with_the_same_hash(sample, tm
         (m,) = [m for m in r.matches if m.item.key == n]
         assert m.distance == 0 and m.evidence["variant"] == "id/full", (n, m.evidence)
         assert r.hash == m.item.hash, n
+
+
+def test_query_orientations_in_numpy_are_the_regions_orientations():
+    """The query side orients numpy arrays (workers._oriented); verification orients PIL images
+    (regions.dihedral): both must give the same pixels for all 8 orientations."""
+    from PIL import Image
+
+    from matcher.regions import DIHEDRAL, dihedral
+    from matcher.workers import _oriented
+
+    a = np.random.default_rng(0).integers(0, 256, (5, 7), dtype=np.uint8)
+    for name in DIHEDRAL:
+        assert np.array_equal(_oriented(a, name), np.asarray(dihedral(Image.fromarray(a), name))), name
