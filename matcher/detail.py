@@ -46,8 +46,6 @@ MIN_AGREEMENT = 0.8
 #: Fewest usable cells for a verdict.
 MIN_USABLE = 8
 
-cv2.setNumThreads(1)
-
 
 def _match_levels(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """``src`` with its grey levels mapped so that its histogram matches ``ref``'s (contrast/gamma edits)."""
