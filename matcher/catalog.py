@@ -390,6 +390,24 @@ class Catalog:
                 out[row[0]] = (self._item(row[3:]), row[1], row[2])
         return out
 
+    def items_by_id(self, item_ids: Iterable[int]) -> dict[int, Item]:
+        """{item id: item} for the given ids (unknown ids are left out; removed items are still found)."""
+        ids = [int(i) for i in item_ids]
+        out: dict[int, Item] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT {self._ITEM_COLS} FROM items WHERE items.id IN ({','.join('?' * len(chunk))})"
+            for row in self.db.execute(q, chunk):
+                it = self._item(row)
+                out[it.id] = it
+        return out
+
+    def entry_thumb(self, item_id: int, kind: str = "full") -> bytes | None:
+        """The stored verification thumbnail (64x64 grey PNG) of one entry of an item, if any."""
+        row = self.db.execute("SELECT thumb FROM entries WHERE item_id = ? AND kind = ? LIMIT 1",
+                              (int(item_id), kind)).fetchone()
+        return row[0] if row else None
+
     def get_item(self, dataset: str, key: str) -> Item | None:
         row = self.db.execute(
             f"SELECT {self._ITEM_COLS} FROM items WHERE dataset = ? AND key = ?", (dataset, key)

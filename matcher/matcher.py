@@ -12,14 +12,14 @@ from .detail import DEFAULT_MAX_MOTION
 from .fetch import FetchSettings
 from .images import DEFAULT_LIMITS, Limits, iter_image_files
 from .ingest import AddStats, Progress, default_workers, ingest
-from .results import Match, QueryResult
+from .results import Item, Match, QueryResult
 from .sources import Source
 from .store import IndexStore
 from .verify import DEFAULT_MIN_SCORE
 from .workers import Candidate, HashSpec, QueryHashes, make_pool, query_batch, verify_batch
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
-           "remove", "compact"]
+           "remove", "compact", "search_bytes", "rank_candidates"]
 
 #: Largest 64-bit pHash distance (inclusive) between a query variant and an index entry that
 #: makes the dataset item a candidate. Chosen with benchmarks/bench_recall.py (README).
@@ -148,21 +148,61 @@ def _ready(outcomes) -> bool:
     return not isinstance(outcomes, Future) or outcomes.done()
 
 
+def rank_candidates(names: Sequence[str], hits) -> list[tuple[Item, list[tuple[int, int, str, bytes | None]]]]:
+    """Dataset items near any variant, each with its tries ``(distance, variant position, entry kind, thumbnail)``
+    best first (nearest; unrotated variants before rotated ones; then by name), at most MAX_CANDIDATES.
+
+    ``names[i]`` is the name of variant ``i``, ``hits[i]`` its row of :meth:`IndexStore.search_codes`.
+    The CLI and the web API order candidates with this one function.
+    """
+    by_item: dict[int, list] = {}
+    items: dict[int, Item] = {}
+    for i, row in enumerate(hits):
+        for item, kind, d, thumb in row:
+            items[item.id] = item
+            by_item.setdefault(item.id, []).append((d, i, kind, thumb))
+    out = []
+    for item_id, tries in by_item.items():
+        tries.sort(key=lambda c: (c[0], "/rot" in names[c[1]], names[c[1]]))
+        out.append((items[item_id], tries[:MAX_CANDIDATES]))
+    return out
+
+
 def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[Candidate]]:
     """The dataset items some variant of the photo came within ``threshold`` of, with what verifying them needs."""
     hits = store.search_codes(q.codes, threshold)
-    by_item: dict[int, list] = {}
-    items = {}
-    for variant, row in zip(q.variants, hits):
-        for item, kind, d, thumb in row:
-            items[item.id] = item
-            by_item.setdefault(item.id, []).append((d, variant, kind, thumb))
-    cands = []
-    for item_id, tries in by_item.items():
-        tries.sort(key=lambda c: (c[0], "/rot" in c[1].name, c[1].name))
-        item = items[item_id]
-        cands.append(Candidate(item_id, item.path, item.hash, tries[:MAX_CANDIDATES]))
+    ranked = rank_candidates([v.name for v in q.variants], hits)
+    items = {item.id: item for item, _ in ranked}
+    cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries])
+             for item, tries in ranked]
     return items, cands
+
+
+def search_bytes(
+    store: IndexStore,
+    name: str,
+    data: bytes,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_motion: float | None = DEFAULT_MAX_MOTION,
+    limits: Limits = DEFAULT_LIMITS,
+    run_store=None,
+) -> QueryResult:
+    """Search one photo given as its file's bytes, in this process, exactly as :func:`search` searches a file.
+
+    Nothing is written anywhere (the web check's upload path for photos a browser cannot decode).
+    ``run_store(fn, *args)`` runs ``fn(store, *args)`` where the store may be used (the web server
+    keeps it on a thread of its own); by default, here.
+    """
+    spec = HashSpec.of(store.hasher, store.regions, limits)
+    (out,) = query_batch(spec, [data])
+    if out[0] != "ok":
+        return QueryResult(query=name, error=out[1])
+    q = out[2]
+    items, cands = run_store(_candidates, q, threshold) if run_store else _candidates(store, q, threshold)
+    outcomes = verify_batch(spec, q.image, q.faces, cands, min_score, max_motion) if cands else []
+    return _result((name, None, out[1].hex(), items, outcomes), threshold, min_score, False)
 
 
 def _result(entry: tuple, threshold: int, min_score: float, report_rejected: bool) -> QueryResult:

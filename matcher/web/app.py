@@ -1,0 +1,433 @@
+"""``matcher serve``: the web check's FastAPI app. Only hashes come in; photos stay in the browser.
+
+The page (``static/``) hashes each photo as the recipe (:mod:`matcher.recipe`) says, sends the
+hashes to ``POST /api/v1/search``, and verifies the candidates against the thumbnails that come
+back, in the browser. Files a browser cannot decode (HEIC in Chromium) may be sent, one by one
+and only on request, to ``POST /api/v1/search-upload``: hashed in memory and forgotten.
+
+The index is opened once, read-only, on a thread of its own (SQLite connections belong to one
+thread; FAISS searches are serialised there). CPU work for uploads runs on a small pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import re
+from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import MatcherError
+from ..images import DEFAULT_LIMITS, load_image
+from ..matcher import DEFAULT_THRESHOLD, rank_candidates, search_bytes
+from ..recipe import recipe as make_recipe
+from ..store import IndexStore
+from .guards import BodyLimit, RateLimit, SecurityHeaders, error_body
+
+__all__ = ["ServeSettings", "create_app", "run"]
+
+log = logging.getLogger("matcher.web")
+STATIC = Path(__file__).parent / "static"
+UPLOAD_PATH = "/api/v1/search-upload"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    threshold: int = DEFAULT_THRESHOLD  # default and largest distance a client may ask for
+    rate_limit: float = 20.0  # requests/s per client address on /api/ (bursts of 2x); 0 = off
+    max_photos: int = 64  # photos in one search request
+    max_hashes: int = 1024  # hashes per photo
+    max_body: int = 1 << 20  # bytes of a JSON request
+    max_upload: int = 50 << 20  # bytes of one uploaded file
+    body_timeout: float = 30.0  # seconds to receive a request body
+    upload_workers: int = 2  # uploads hashed at once; more wait, then get 429
+    cors_origins: tuple[str, ...] = ()
+    access_log: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+# --- request and response models (they make the OpenAPI page) ----------------------------
+class HashIn(BaseModel):
+    kind: str = Field(max_length=64, description="variant name from the recipe, e.g. id/full, mirror/c80")
+    hash: str = Field(max_length=256, description="the code in hex (16 digits for 64-bit pHash)")
+
+
+class PhotoIn(BaseModel):
+    id: str = Field(max_length=256, description="any client label, echoed back")
+    hashes: list[HashIn] = Field(description="first id/full (the whole photo), then any variants")
+
+
+class SearchIn(BaseModel):
+    photos: list[PhotoIn]
+    threshold: Optional[int] = Field(None, ge=0, le=64, description="largest Hamming distance (<= the server's)")
+    thumbnails: bool = Field(True, description="include each candidate entry's 64x64 verification thumbnail")
+
+
+class ItemOut(BaseModel):
+    id: int
+    dataset: str
+    key: str
+    url: Optional[str] = None
+    page_url: Optional[str] = None
+    owner: Optional[str] = None
+    license: Optional[str] = None
+    title: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    hash: Optional[str] = None
+
+
+class TryOut(BaseModel):
+    distance: int
+    variant: str
+    entry: str
+
+
+class CandidateOut(BaseModel):
+    item: ItemOut
+    tries: list[TryOut] = Field(description="best first: verify in this order")
+    thumbs: dict[str, Optional[str]] = Field(description="entry kind -> base64 PNG (64x64 grey), or null")
+
+
+class PhotoOut(BaseModel):
+    id: str
+    candidates: list[CandidateOut]
+
+
+class SearchOut(BaseModel):
+    threshold: int
+    results: list[PhotoOut]
+
+
+class Requester(BaseModel):
+    name: Optional[str] = Field(None, max_length=200)
+    email: Optional[str] = Field(None, max_length=200)
+    address: Optional[str] = Field(None, max_length=500)
+    country: Optional[str] = Field(None, max_length=100)
+
+
+class LettersIn(BaseModel):
+    items: list[int] = Field(description="catalog ids of the matched items", max_length=100000)
+    template: Literal["list", "gdpr", "bipa"] = "list"
+    requester: Optional[Requester] = None
+
+
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+def _item_json(it) -> dict[str, Any]:
+    return {"id": it.id, "dataset": it.dataset, "key": it.key, "url": it.url, "page_url": it.page_url,
+            "owner": it.owner, "license": it.license, "title": it.title, "width": it.width, "height": it.height,
+            "hash": it.hash}
+
+
+class _Index:
+    """The open index, used from one thread only."""
+
+    def __init__(self, index_dir: str | os.PathLike):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="matcher-index")
+        self.store: IndexStore = self.pool.submit(IndexStore.open, index_dir).result()
+
+    def call(self, fn: Callable, *args):
+        """Run ``fn(store, *args)`` on the index thread (blocking the calling thread)."""
+        return self.pool.submit(fn, self.store, *args).result()
+
+    async def run(self, fn: Callable, *args):
+        return await asyncio.wrap_future(self.pool.submit(fn, self.store, *args))
+
+    def close(self) -> None:
+        self.pool.submit(self.store.close).result()
+        self.pool.shutdown()
+
+
+def _search(store: IndexStore, photos: list[tuple[str, list[str], np.ndarray]], threshold: int, thumbs: bool) -> dict:
+    codes = np.concatenate([c for _, _, c in photos]) if photos else np.zeros((0, store.hasher.bits // 8), np.uint8)
+    hits = store.search_codes(codes, threshold) if len(codes) else []
+    out, at = [], 0
+    for pid, names, c in photos:
+        ranked = rank_candidates(names, hits[at : at + len(c)])
+        at += len(c)
+        cands = []
+        for item, tries in ranked:
+            t = {}
+            for _, _, kind, thumb in tries:
+                if kind not in t:
+                    t[kind] = base64.b64encode(thumb).decode() if (thumbs and thumb is not None) else None
+            cands.append({"item": _item_json(item),
+                          "tries": [{"distance": d, "variant": names[i], "entry": kind} for d, i, kind, _ in tries],
+                          "thumbs": t})
+        cands.sort(key=lambda c: (c["tries"][0]["distance"], c["item"]["id"]))
+        out.append({"id": pid, "candidates": cands})
+    return {"threshold": threshold, "results": out}
+
+
+def _preview(data: bytes, side: int = 256) -> str | None:
+    """A small colour JPEG of an uploaded photo (data URL), for the page to show; kept in memory only."""
+    try:
+        img = load_image(data, limits=DEFAULT_LIMITS, draft=("RGB", side)).image.convert("RGB")
+    except MatcherError:
+        return None
+    img.thumbnail((side, side))
+    b = io.BytesIO()
+    img.save(b, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(b.getvalue()).decode()
+
+
+def _dataset_image(store: IndexStore, item_id: int) -> tuple[str, str | bytes] | None:
+    items = store.catalog.items_by_id([item_id])
+    it = items.get(item_id)
+    if it is None:
+        return None
+    if it.path and os.path.isfile(it.path):
+        return ("path", it.path)
+    thumb = store.catalog.entry_thumb(item_id, "full")
+    return ("png", thumb) if thumb else None
+
+
+def _jpeg_of(path: str, side: int = 256) -> bytes | None:
+    try:
+        img = load_image(path, limits=DEFAULT_LIMITS, draft=("RGB", side)).image.convert("RGB")
+    except MatcherError:
+        return None
+    img.thumbnail((side, side))
+    b = io.BytesIO()
+    img.save(b, "JPEG", quality=82)
+    return b.getvalue()
+
+
+def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings()):
+    """The ASGI app serving the index at ``index_dir`` (opened now; MatcherError if it cannot be)."""
+    index = _Index(index_dir)
+    cpu = ThreadPoolExecutor(max(1, settings.upload_workers), thread_name_prefix="matcher-upload")
+    uploads = asyncio.Semaphore(max(1, settings.upload_workers) * 2)
+    rec = index.call(lambda s: make_recipe(s, threshold=settings.threshold))
+    rec["limits"] = {"max_photos": settings.max_photos, "max_hashes": settings.max_hashes,
+                     "max_body": settings.max_body, "max_upload": settings.max_upload}
+    nbytes = index.store.hasher.bits // 8
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        cpu.shutdown(wait=False, cancel_futures=True)
+        index.close()
+
+    app = FastAPI(lifespan=lifespan, title="matcher web check", version=__version__, docs_url=None, redoc_url=None,
+                  description="Are my photos in this AI training dataset? Send perceptual hashes of your photos "
+                              "(computed in your browser, see /api/v1/recipe); get the dataset items they match. "
+                              "Photos are never needed: only hashes.")
+    app.state.index = index
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return Response(error_body(e.code, e.message, e.details), status_code=e.status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        errs = e.errors()
+        details = [{"loc": ".".join(str(p) for p in err.get("loc", ())), "msg": err.get("msg", "")} for err in errs[:20]]
+        if any(err.get("type") == "json_invalid" for err in errs):
+            return Response(error_body("malformed_json", "the request body is not valid JSON", details),
+                            status_code=400, media_type="application/json")
+        return Response(error_body("invalid_request", "the request does not match the API schema (see /docs)", details),
+                        status_code=422, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+        return Response(error_body(codes.get(e.status_code, "http_error"), str(e.detail)), status_code=e.status_code,
+                        media_type="application/json", headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception):  # a bug of ours: say so without echoing anything sent
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=e)
+        return Response(error_body("internal", "internal error"), status_code=500, media_type="application/json")
+
+    def _need_json(request: Request) -> None:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the request as application/json")
+
+    # --- pages -------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return FileResponse(STATIC / "api.html", media_type="text/html")
+
+    @app.get("/static/cascade.json", include_in_schema=False)
+    async def cascade():
+        try:
+            from .cascade import cascade_json
+        except ImportError:
+            raise ApiError(404, "not_found", "no face detector data on this server") from None
+        return Response(cascade_json(), media_type="application/json", headers={"cache-control": "max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # --- API ---------------------------------------------------------------------------
+    @app.get("/api/v1/health", summary="Liveness and index size")
+    async def health():
+        def stats(store):
+            s = store.catalog.stats()
+            return {"status": "ok", "version": __version__, "items": sum(d["hashed"] for d in s), "datasets": len(s),
+                    "entries": len(store.faiss) - len(store.dead)}
+        return await index.run(stats)
+
+    @app.get("/api/v1/datasets", summary="Datasets in this index with their item counts")
+    async def datasets():
+        return {"datasets": await index.run(lambda s: s.catalog.stats())}
+
+    @app.get("/api/v1/recipe", summary="What a client computes from each photo (hash variants, verification)")
+    async def get_recipe():
+        return rec
+
+    @app.post("/api/v1/search", response_model=SearchOut, summary="Search a batch of photos by their hashes",
+              responses={400: {"description": "malformed JSON or hash"}, 413: {"description": "too large"},
+                         415: {"description": "not JSON"}, 422: {"description": "schema mismatch"},
+                         429: {"description": "rate limited"}})
+    async def search(body: SearchIn, request: Request):
+        """Every dataset item within ``threshold`` of any hash of a photo is a *candidate*, with the tries
+        (hash kind, entry, distance) a client verifies in order against the returned thumbnails."""
+        _need_json(request)
+        if len(body.photos) > settings.max_photos:
+            raise ApiError(413, "too_many_photos", f"{len(body.photos)} photos in one request; the limit is {settings.max_photos}")
+        threshold = settings.threshold if body.threshold is None else body.threshold
+        if threshold > settings.threshold:
+            raise ApiError(400, "threshold_too_high", f"threshold {threshold} is above this server's {settings.threshold}")
+        photos, problems = [], []
+        for p, photo in enumerate(body.photos):
+            if not photo.hashes:
+                problems.append({"loc": f"photos.{p}.hashes", "msg": "no hashes"})
+                continue
+            if len(photo.hashes) > settings.max_hashes:
+                raise ApiError(413, "too_many_hashes",
+                               f"photo {p} has {len(photo.hashes)} hashes; the limit is {settings.max_hashes}")
+            codes = np.empty((len(photo.hashes), nbytes), np.uint8)
+            for k, h in enumerate(photo.hashes):
+                if len(h.hash) != 2 * nbytes or not _HEX.match(h.hash):
+                    problems.append({"loc": f"photos.{p}.hashes.{k}.hash",
+                                     "msg": f"expected {2 * nbytes} hex digits ({8 * nbytes}-bit code), got {h.hash[:40]!r}"})
+                    continue
+                codes[k] = np.frombuffer(bytes.fromhex(h.hash), np.uint8)
+            photos.append((photo.id, [h.kind for h in photo.hashes], codes))
+        if problems:
+            raise ApiError(400, "invalid_hash", "malformed hashes", problems[:50])
+        return await index.run(_search, photos, threshold, body.thumbnails)
+
+    @app.post(UPLOAD_PATH, summary="Search one photo the browser could not decode (hashed in memory, never stored)",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+                  "schema": {"type": "string", "format": "binary"}}}}})
+    async def search_upload(request: Request, name: str = "upload"):
+        """The file's bytes as the body. It is decoded and hashed in memory, searched exactly as the CLI
+        searches a photo (variants, faces, verification), and dropped; the response carries the matches
+        and a small preview for the page."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/octet-stream", "") and not ctype.startswith("image/"):
+            raise ApiError(415, "unsupported_media_type", "send the file's bytes as application/octet-stream")
+        data = await request.body()
+        if not data:
+            raise ApiError(400, "empty", "empty body: send the file's bytes")
+        name = name[:256]
+        try:
+            await asyncio.wait_for(uploads.acquire(), 10.0)
+        except asyncio.TimeoutError:
+            raise ApiError(429, "busy", "the server is hashing other uploads; retry shortly") from None
+        try:
+            loop = asyncio.get_running_loop()
+
+            def work():
+                res = search_bytes(index.store, name, data, threshold=settings.threshold,
+                                   limits=DEFAULT_LIMITS, run_store=index.call)
+                return res, (_preview(data) if res.error is None else None)
+
+            res, preview = await loop.run_in_executor(cpu, work)
+        finally:
+            uploads.release()
+            del data
+        if res.error is not None:
+            raise ApiError(422, "unreadable_image", res.error)
+        return {"id": name, "hash": res.hash, "matches": [m.to_json() | {"path": None} for m in res.matches],
+                "preview": preview}
+
+    @app.get("/api/v1/items/{item_id}/image", summary="A small image of a dataset item (JPEG, or its 64x64 thumbnail)",
+             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"description": "no image"}})
+    async def item_image(item_id: int):
+        found = await index.run(_dataset_image, item_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no image for item {item_id}")
+        kind, value = found
+        if kind == "path":
+            jpeg = await asyncio.get_running_loop().run_in_executor(cpu, _jpeg_of, value)
+            if jpeg is not None:
+                return Response(jpeg, media_type="image/jpeg", headers={"cache-control": "max-age=3600"})
+            thumb = await index.run(lambda s: s.catalog.entry_thumb(item_id, "full"))
+            if not thumb:
+                raise ApiError(404, "not_found", f"no image for item {item_id}")
+            value = thumb
+        return Response(value, media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+    @app.post("/api/v1/letters", summary="Removal-request letters for matched items, one per dataset")
+    async def letters(body: LettersIn, request: Request):
+        _need_json(request)
+        from ..letters import build_letters
+
+        items = await index.run(lambda s: s.catalog.items_by_id(body.items))
+        missing = [i for i in body.items if i not in items]
+        if missing:
+            raise ApiError(404, "unknown_items", f"{len(missing)} item ids are not in this index", missing[:20])
+        requester = {k: v for k, v in (body.requester.model_dump() if body.requester else {}).items() if v}
+        try:
+            out = build_letters([items[i] for i in dict.fromkeys(body.items)], body.template, requester or None)
+        except ValueError as e:
+            raise ApiError(400, "bad_letter_request", str(e)) from None
+        return {"letters": [{"dataset": l.dataset, "template": l.template, "filename": l.filename, "text": l.text}
+                            for l in out]}
+
+    wrapped: Any = app
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        wrapped = CORSMiddleware(wrapped, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                                 allow_headers=["Content-Type"])
+    wrapped = BodyLimit(wrapped, lambda path: settings.max_upload if path == UPLOAD_PATH else settings.max_body,
+                        settings.body_timeout)
+    wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
+    wrapped = SecurityHeaders(wrapped)
+    wrapped.fastapi = app  # for tests and for run()
+    return wrapped
+
+
+def run(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings(), *, host: str = "127.0.0.1",
+        port: int = 8000, log: Callable[[str], None] = print) -> None:
+    """Open the index and serve until interrupted."""
+    import uvicorn
+
+    asgi = create_app(index_dir, settings)
+    config = uvicorn.Config(asgi, host=host, port=port, access_log=settings.access_log,
+                            log_level="info" if settings.access_log else "warning", lifespan="on",
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)
+    server = uvicorn.Server(config)
+    log(f"matcher web check on http://{host}:{port}/  (index {index_dir}; API docs at /docs; Ctrl-C stops)")
+    server.run()

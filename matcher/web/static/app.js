@@ -1,0 +1,365 @@
+// The web check's page: pick photos, hash them here (hasher.js), send only hashes, verify, show evidence.
+import { hashPhoto, verifyCandidates } from "./hasher.js";
+
+const $ = (id) => document.getElementById(id);
+const IMAGE_EXT = /\.(jpe?g|jpe|jfif|png|apng|gif|webp|avif|avifs|heic|heif|hif|tiff?|bmp|dib)$/i;
+const SEARCH_BATCH = 8; // photos per search request
+
+const state = {
+  recipe: null,
+  faces: null, // {detectFaces, cascade} when the face detector loaded
+  photos: [], // {n, name, file, url, status, matches, error, hash}
+  filter: "",
+  running: false,
+};
+window.matcherState = state; // for tests and the curious: results only, never pixels
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, options);
+  let body = null;
+  try { body = await r.json(); } catch { body = null; }
+  if (!r.ok) {
+    const msg = body && body.error ? body.error.message : `HTTP ${r.status}`;
+    const err = new Error(msg);
+    err.status = r.status;
+    err.retryAfter = Number(r.headers.get("retry-after") || 0);
+    throw err;
+  }
+  return body;
+}
+
+async function apiRetry(path, options) {
+  for (let attempt = 0; ; attempt++) {
+    try { return await api(path, options); } catch (e) {
+      if (e.status !== 429 || attempt >= 5) throw e;
+      await new Promise((res) => setTimeout(res, 1000 * Math.max(1, e.retryAfter)));
+    }
+  }
+}
+
+async function init() {
+  try {
+    const [recipe, health] = await Promise.all([api("/api/v1/recipe"), api("/api/v1/health")]);
+    state.recipe = recipe;
+    $("index-info").textContent =
+      `Checking against ${health.items.toLocaleString()} dataset images in ${health.datasets} dataset(s).`;
+  } catch (e) {
+    $("index-info").textContent = `The server is not answering: ${e.message}`;
+    return;
+  }
+  if (state.recipe.faces && state.recipe.faces.enabled) {
+    try {
+      const mod = await import("./faces.js");
+      state.faces = { detectFaces: mod.detectFaces, cascade: await mod.loadCascade("/static/cascade.json") };
+    } catch (e) {
+      state.faces = null; // face crops are then not searched from this page
+    }
+  }
+  $("pick-files").addEventListener("change", (ev) => addFiles([...ev.target.files]));
+  $("pick-folder").addEventListener("change", (ev) => addFiles([...ev.target.files]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", async (ev) => {
+    ev.preventDefault();
+    drop.classList.remove("over");
+    addFiles(await droppedFiles(ev.dataTransfer));
+  });
+  $("filter-dataset").addEventListener("change", (ev) => { state.filter = ev.target.value; render(); });
+  $("export-csv").addEventListener("click", exportCsv);
+  $("export-json").addEventListener("click", exportJson);
+  $("prepare-letters").addEventListener("click", () => { $("letters").hidden = !$("letters").hidden; });
+  $("make-letters").addEventListener("click", makeLetters);
+  document.body.dataset.ready = "1";
+}
+
+// Files dropped: folders are walked (webkitGetAsEntry), files taken as they are.
+async function droppedFiles(dt) {
+  const out = [];
+  const entries = [...dt.items].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  if (entries.every((e) => !e)) return [...dt.files];
+  async function walk(entry, prefix) {
+    if (!entry) return;
+    if (entry.isFile) {
+      const f = await new Promise((res, rej) => entry.file(res, rej));
+      out.push(new File([f], prefix + f.name, { type: f.type, lastModified: f.lastModified }));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((res, rej) => reader.readEntries(res, rej));
+        if (!batch.length) break;
+        for (const e of batch) await walk(e, prefix + entry.name + "/");
+      }
+    }
+  }
+  for (const e of entries) await walk(e, "");
+  return out;
+}
+
+function displayName(f) {
+  return f.webkitRelativePath || f.name;
+}
+
+function addFiles(files) {
+  const images = files.filter((f) => IMAGE_EXT.test(f.name) || (f.type || "").startsWith("image/"));
+  images.sort((a, b) => displayName(a).localeCompare(displayName(b)));
+  for (const f of images) {
+    state.photos.push({ n: state.photos.length, name: displayName(f), file: f, url: null, status: "queued", matches: [], error: null });
+  }
+  $("results").hidden = false;
+  render();
+  if (!state.running) run();
+}
+
+function setProgress(done, total, text) {
+  $("progress-box").hidden = false;
+  $("progress").max = Math.max(1, total);
+  $("progress").value = done;
+  $("progress-text").textContent = text;
+}
+
+async function run() {
+  state.running = true;
+  try {
+    for (;;) {
+      const queued = state.photos.filter((p) => p.status === "queued");
+      if (!queued.length) break;
+      const batch = [];
+      for (const p of queued.slice(0, SEARCH_BATCH)) {
+        p.status = "hashing";
+        const total = state.photos.length;
+        const done = state.photos.filter((q) => !["queued", "hashing"].includes(q.status)).length;
+        setProgress(done, total, `Hashing in your browser: ${done} of ${total} photos (${p.name})`);
+        try {
+          const detect = state.faces ? (work, opts) => state.faces.detectFaces(work, opts, state.faces.cascade) : null;
+          const h = await hashPhoto(p.file, state.recipe, { detectFaces: detect });
+          p.hashed = h;
+          p.hash = h.hashes[0].hash;
+          batch.push(p);
+        } catch (e) {
+          p.status = "undecodable";
+          p.error = String(e && e.message ? e.message : e);
+        }
+      }
+      if (batch.length) await searchBatch(batch);
+      render();
+    }
+    const total = state.photos.length;
+    setProgress(total, total, `Done: ${total} photos checked.`);
+  } finally {
+    state.running = false;
+    document.body.dataset.done = String(state.photos.length);
+  }
+}
+
+async function searchBatch(batch) {
+  const req = {
+    photos: batch.map((p) => ({ id: String(p.n), hashes: p.hashed.hashes })),
+    thumbnails: true,
+  };
+  let res;
+  try {
+    res = await apiRetry("/api/v1/search", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(req),
+    });
+  } catch (e) {
+    for (const p of batch) { p.status = "error"; p.error = `search failed: ${e.message}`; p.hashed = null; }
+    return;
+  }
+  for (const r of res.results) {
+    const p = state.photos[Number(r.id)];
+    try {
+      const found = await verifyCandidates(p.hashed.work, p.hashed.faces, r.candidates, state.recipe);
+      p.matches = found.map((m) => ({
+        ...m.item, distance: m.distance, score: m.score, variant: m.variant, entry: m.entry,
+      }));
+      p.status = "done";
+    } catch (e) {
+      p.status = "error";
+      p.error = `verification failed: ${e.message}`;
+    }
+    p.hashed = null; // drop the pixels
+  }
+}
+
+async function uploadOne(p) {
+  p.status = "uploading";
+  render();
+  try {
+    const res = await apiRetry(`/api/v1/search-upload?name=${encodeURIComponent(p.name)}`, {
+      method: "POST", headers: { "content-type": "application/octet-stream" }, body: p.file,
+    });
+    p.preview = res.preview;
+    p.hash = res.hash;
+    p.matches = res.matches.map((m) => ({
+      id: m.id, dataset: m.dataset, key: m.key, url: m.url, page_url: m.page_url, owner: m.owner,
+      license: m.license, title: m.title, width: m.width, height: m.height, hash: m.hash,
+      distance: m.distance, score: m.evidence ? (m.evidence.score ?? null) : null,
+      variant: m.evidence ? m.evidence.variant : null, entry: m.evidence ? m.evidence.entry : null,
+    }));
+    p.status = "done";
+    p.uploaded = true;
+    p.error = null;
+  } catch (e) {
+    p.status = "error";
+    p.error = `upload check failed: ${e.message}`;
+  }
+  render();
+}
+
+function visibleMatches(p) {
+  return state.filter ? p.matches.filter((m) => m.dataset === state.filter) : p.matches;
+}
+
+function link(url) {
+  if (!url || !/^https?:\/\//i.test(url)) return document.createTextNode(url || "—");
+  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: url });
+}
+
+function photoImg(p) {
+  if (p.preview) return el("img", { src: p.preview, alt: p.name, class: "mine" });
+  if (!p.url) p.url = URL.createObjectURL(p.file);
+  return el("img", { src: p.url, alt: p.name, class: "mine" });
+}
+
+function matchCard(m) {
+  const rows = [
+    ["dataset", m.dataset], ["key", m.key], ["url", link(m.url)], ["page", link(m.page_url)],
+    ["owner", m.owner || "—"], ["licence", m.license || "—"],
+    ["distance", `${m.distance} bits`], ["score", m.score === null || m.score === undefined ? "—" : m.score.toFixed(3)],
+    ["matched as", `${m.variant || "—"} → ${m.entry || "—"}`],
+  ];
+  const dl = el("dl");
+  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", {}, typeof v === "string" ? v : v));
+  return el("div", { class: "match", "data-key": m.key, "data-dataset": m.dataset },
+    el("img", { src: `/api/v1/items/${m.id}/image`, alt: `dataset copy ${m.key}`, loading: "lazy", class: "theirs" }),
+    dl);
+}
+
+function render() {
+  const list = $("photo-list");
+  list.replaceChildren();
+  const unmatched = $("unmatched");
+  unmatched.replaceChildren();
+  const problems = $("problems");
+  problems.replaceChildren();
+  const datasets = new Set();
+  let nMatched = 0, nMatches = 0, nUnmatched = 0, nProblems = 0;
+  for (const p of state.photos) {
+    for (const m of p.matches) datasets.add(m.dataset);
+    if (p.status === "done" && p.matches.length) {
+      const ms = visibleMatches(p);
+      if (!ms.length) continue;
+      nMatched++;
+      nMatches += ms.length;
+      list.append(el("article", { class: "photo", "data-photo": p.name },
+        el("div", { class: "mine-box" }, photoImg(p), el("p", { class: "name", text: p.name }),
+          el("p", { class: "hash", text: `hash ${p.hash}${p.uploaded ? " (checked by upload)" : ""}` })),
+        el("div", { class: "matches" }, ...ms.map(matchCard))));
+    } else if (p.status === "done") {
+      nUnmatched++;
+      unmatched.append(el("li", { text: p.name }));
+    } else if (p.status === "undecodable" || p.status === "error") {
+      nProblems++;
+      const li = el("li", { "data-photo": p.name }, `${p.name}: ${p.error}`);
+      if (p.status === "undecodable") {
+        const b = el("button", { type: "button", class: "upload", text: "Upload to check (hashed in server memory, not stored)" });
+        b.addEventListener("click", () => uploadOne(p));
+        li.append(" ", b);
+      }
+      problems.append(li);
+    } else if (p.status === "uploading") {
+      problems.append(el("li", { text: `${p.name}: checking…` }));
+    }
+  }
+  const sel = $("filter-dataset");
+  const have = new Set([...sel.options].map((o) => o.value));
+  for (const d of [...datasets].sort()) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
+  const checked = state.photos.filter((p) => p.status === "done").length;
+  $("summary").textContent = `${nMatched} of ${checked} photos found in ${state.filter || "the datasets"} (${nMatches} matching images)`;
+  $("unmatched-summary").textContent = `Photos with no match (${nUnmatched})`;
+  $("problem-summary").textContent = `Photos that could not be checked here (${nProblems})`;
+  $("problem-box").open = nProblems > 0;
+}
+
+function matchedRows() {
+  const rows = [];
+  for (const p of state.photos) for (const m of visibleMatches(p)) rows.push([p, m]);
+  return rows;
+}
+
+function download(name, type, text) {
+  const a = el("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
+  document.body.append(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+}
+
+function csvCell(v) {
+  let s = v === null || v === undefined ? "" : String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s; // no formulas when opened in a spreadsheet
+  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+function exportCsv() {
+  const cols = ["photo", "dataset", "key", "url", "page_url", "owner", "license", "title", "distance", "score", "variant", "entry"];
+  const lines = [cols.join(",")];
+  for (const [p, m] of matchedRows()) {
+    lines.push([p.name, m.dataset, m.key, m.url, m.page_url, m.owner, m.license, m.title, m.distance,
+      m.score === null || m.score === undefined ? "" : m.score.toFixed(4), m.variant, m.entry].map(csvCell).join(","));
+  }
+  download("matcher-results.csv", "text/csv", lines.join("\r\n") + "\r\n");
+}
+
+function exportJson() {
+  const out = state.photos.filter((p) => p.status === "done").map((p) => ({
+    photo: p.name, hash: p.hash, matches: visibleMatches(p),
+  }));
+  download("matcher-results.json", "application/json", JSON.stringify(out, null, 2));
+}
+
+async function makeLetters() {
+  const ids = [...new Set(matchedRows().map(([, m]) => m.id))];
+  const box = $("letter-list");
+  box.replaceChildren();
+  if (!ids.length) { box.append(el("p", { text: "No matches to write about." })); return; }
+  const requester = {};
+  if ($("letter-name").value.trim()) requester.name = $("letter-name").value.trim();
+  if ($("letter-email").value.trim()) requester.email = $("letter-email").value.trim();
+  let res;
+  try {
+    res = await apiRetry("/api/v1/letters", {
+      method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ items: ids, template: $("letter-template").value, requester }),
+    });
+  } catch (e) {
+    box.append(el("p", { class: "error", text: `Could not write the letters: ${e.message}` }));
+    return;
+  }
+  for (const l of res.letters) {
+    const ta = el("textarea", { readonly: "", rows: "16", class: "letter-text", "data-dataset": l.dataset });
+    ta.value = l.text;
+    const copy = el("button", { type: "button", text: "Copy" });
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(l.text); copy.textContent = "Copied"; } catch { ta.select(); }
+    });
+    const dl = el("button", { type: "button", text: "Download" });
+    dl.addEventListener("click", () => download(l.filename, "text/plain", l.text));
+    box.append(el("div", { class: "letter" }, el("h4", { text: `${l.dataset}: ${l.filename}` }), ta,
+      el("div", {}, copy, " ", dl)));
+  }
+}
+
+init();
