@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import MatcherError
@@ -165,9 +167,14 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per match.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core).")
+@click.option("--letters", "letters_dir", type=click.Path(), metavar="DIR",
+              help="Also write removal-request letters for the matches, one per dataset and template "
+                   "(list, gdpr, bipa), into DIR (created).")
+@click.option("--requester-name", help="Your name, for the letters (default: a [YOUR NAME] placeholder).")
+@click.option("--requester-email", help="Your email address, for the letters (default: a placeholder).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           paths) -> None:
+           letters_dir, requester_name, requester_email, paths) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     Exit status as grep: 0 if a photo matched, 1 if none did, 2 if an error occurred.
@@ -179,6 +186,14 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     if as_json and as_csv:
         _err(err, "choose one of --json and --csv")
         sys.exit(EXIT_ERROR)
+    if (requester_name or requester_email) and not letters_dir:
+        _err(err, "--requester-name and --requester-email are for --letters DIR")
+        sys.exit(EXIT_ERROR)
+    if letters_dir:
+        problem = _letters_dir_problem(Path(letters_dir))
+        if problem:  # said before the search, not after minutes of it
+            _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(problem)}")
+            sys.exit(EXIT_ERROR)
     try:
         store = IndexStore.open(index_dir)
     except MatcherError as e:
@@ -211,11 +226,54 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
         + (f"; report written to {html_path}" if html_path else ""),
         highlight=False,
     )
+    if letters_dir:
+        requester = {k: v for k, v in (("name", requester_name), ("email", requester_email)) if v}
+        if not _write_search_letters(results, letters_dir, requester, err):
+            sys.exit(EXIT_ERROR)
     if summary["errors"] or summary["photos"] == 0:
         if summary["photos"] == 0:
             _err(err, "no photos found in the given paths")
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_MATCH if summary["with_matches"] else EXIT_NO_MATCH)
+
+
+def _letters_dir_problem(path: Path) -> str | None:
+    """Why letters could not be written into ``path`` (checked before a search), or None."""
+    if path.exists():
+        if not path.is_dir():
+            return "it exists and is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else "the folder is not writable"
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+def _write_search_letters(results, letters_dir: str, requester: dict, err: Console) -> bool:
+    """The letters of every template for the matches of a search; False after an error (said)."""
+    from .letters import TEMPLATES, build_letters, write_letters
+
+    matches = [m for r in results for m in r.matches]
+    if not matches:
+        err.print(f"no matches: no letters written to {escape(letters_dir)}", highlight=False)
+        return True
+    letters = sorted((letter for t in TEMPLATES for letter in build_letters(matches, t, requester)),
+                     key=lambda letter: (letter.dataset, TEMPLATES.index(letter.template)))
+    try:
+        written = write_letters(letters, letters_dir)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(reason)}")
+        return False
+    datasets = sorted({letter.dataset for letter in letters})
+    err.print(f"{len(written):,} removal-request letters ({', '.join(TEMPLATES)}) for {len(datasets):,} "
+              f"dataset{'' if len(datasets) == 1 else 's'} written to {escape(str(Path(letters_dir)))}:",
+              highlight=False, soft_wrap=True)
+    for p in written:
+        err.print(f"  {escape(str(p))}", highlight=False, soft_wrap=True)
+    return True
 
 
 @main.command()
@@ -365,6 +423,39 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
         sys.exit(EXIT_ERROR)
     B.print_table(report, out)
     err.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest hash distance a client may ask for (and the default).")
+@click.option("--rate-limit", type=click.FloatRange(0.0), default=20.0, show_default=True,
+              help="Requests per second per client address (bursts of 2x allowed); 0 = no limit.")
+@click.option("--max-photos", type=click.IntRange(1), default=64, show_default=True,
+              help="Largest number of photos in one search request (413 beyond).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow cross-origin API calls from ORIGIN (repeatable; off by default).")
+@click.option("--access-log", is_flag=True,
+              help="Log each request with the client address (off by default: no addresses are kept).")
+def serve(index_dir, host, port, threshold, rate_limit, max_photos, cors_origins, access_log) -> None:
+    """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
+    from importlib.util import find_spec
+
+    err = Console(stderr=True)
+    if find_spec("fastapi") is None or find_spec("uvicorn") is None:
+        _err(err, "matcher serve needs fastapi and uvicorn: pip install 'matcher[web]'")
+        sys.exit(EXIT_ERROR)
+    from .web.app import ServeSettings, run
+
+    try:
+        run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos,
+                                     cors_origins=tuple(cors_origins), access_log=access_log),
+            host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover
