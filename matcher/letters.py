@@ -252,6 +252,7 @@ def _list_block(dataset: str, entries: list[_Entry]) -> str:
 
 def _evidence(dataset: str, entries: list[_Entry]) -> str:
     urls, _, _, ordered = _image_lists(entries)
+    number = {url: i for i, url in enumerate(urls, 1)}
     n = len(entries)
     head = _fill(f"This request covers {_plural(n, 'image')} of the \"{dataset}\" dataset, {METHOD} (each of "
                  f"my photos was compared with the dataset's images by a 64-bit perceptual hash, and every "
@@ -263,8 +264,8 @@ def _evidence(dataset: str, entries: list[_Entry]) -> str:
         key = _clean(e.item.key)
         url = _clean_url(e.item.url)
         useful_key = key and not _is_url(key) and key != url
-        if url in urls:
-            ref = f"image {urls.index(url) + 1}" + (f" (key {key})" if useful_key else "")
+        if url in number:
+            ref = f"image {number[url]}" + (f" (key {key})" if useful_key else "")
         else:
             ref = f"key {key}" if key else "an image without a key"
         detail = f"hash distance {e.distance}/64"
@@ -343,7 +344,7 @@ def _body_gdpr(ds: str, entries: list[_Entry]) -> str:
             "(Article 9(1)), which may not be processed without my explicit consent or another exception of "
             "Article 9(2). The processing is therefore unlawful.",
         ]),
-        _fill("Removing these few images does not render impossible or seriously impair the purposes of the "
+        _fill("Removing these images does not render impossible or seriously impair the purposes of the "
               "dataset, so the research exemption of Article 17(3)(d) does not apply."),
         _fill("As the dataset has been made public, please also take reasonable steps, including technical "
               "measures, to inform the other controllers who process it (those who downloaded or mirror it) "
