@@ -108,3 +108,71 @@ class LoopbackServer(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory) -> Path:
+    """An index of the bundled sample dataset (built once per test session; do not modify it)."""
+    index = tmp_path_factory.mktemp("sample-index") / "index"
+    run_matcher("add", "--index", str(index), "--dataset", "sample-dataset", str(SAMPLE / "manifest.csv"), check=True,
+                cwd=ROOT)
+    return index
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MatcherServer:
+    """`matcher serve` in a subprocess on 127.0.0.1 (a free port), ready when /api/v1/health answers."""
+
+    def __init__(self, index: Path, *args: str, env: dict | None = None, cwd: Path | None = None):
+        import time
+        import urllib.request
+
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "matcher", "serve", "--index", str(index), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), cwd=cwd or ROOT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"matcher serve exited {self.proc.returncode}: {self.proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(self.url("/api/v1/health"), timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("matcher serve did not answer within 60 s")
+            time.sleep(0.2)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> str:
+        """Stop the server (Ctrl-C, as a user would) and return what it printed."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+    def __enter__(self) -> "MatcherServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -262,11 +262,6 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=e)
         return Response(error_body("internal", "internal error"), status_code=500, media_type="application/json")
 
-    def _need_json(request: Request) -> None:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise ApiError(415, "unsupported_media_type", "send the request as application/json")
-
     # --- pages -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def page():
@@ -310,7 +305,6 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     async def search(body: SearchIn, request: Request):
         """Every dataset item within ``threshold`` of any hash of a photo is a *candidate*, with the tries
         (hash kind, entry, distance) a client verifies in order against the returned thumbnails."""
-        _need_json(request)
         if len(body.photos) > settings.max_photos:
             raise ApiError(413, "too_many_photos", f"{len(body.photos)} photos in one request; the limit is {settings.max_photos}")
         threshold = settings.threshold if body.threshold is None else body.threshold
@@ -390,7 +384,6 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
     @app.post("/api/v1/letters", summary="Removal-request letters for matched items, one per dataset")
     async def letters(body: LettersIn, request: Request):
-        _need_json(request)
         from ..letters import build_letters
 
         items = await index.run(lambda s: s.catalog.items_by_id(body.items))
@@ -412,7 +405,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         wrapped = CORSMiddleware(wrapped, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                                  allow_headers=["Content-Type"])
     wrapped = BodyLimit(wrapped, lambda path: settings.max_upload if path == UPLOAD_PATH else settings.max_body,
-                        settings.body_timeout)
+                        settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters"}))
     wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
     wrapped = SecurityHeaders(wrapped)
     wrapped.fastapi = app  # for tests and for run()

@@ -43,16 +43,21 @@ class BodyLimit:
     reads the body from memory; nothing is ever spooled to disk.
     """
 
-    def __init__(self, app, limit_for: Callable[[str], int], timeout: float):
+    def __init__(self, app, limit_for: Callable[[str], int], timeout: float, json_paths: frozenset[str] = frozenset()):
         self.app = app
         self.limit_for = limit_for
         self.timeout = timeout
+        self.json_paths = json_paths  # these take application/json only (415 otherwise)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         limit = self.limit_for(scope["path"])
         headers = dict(scope.get("headers") or [])
+        if scope["path"] in self.json_paths:
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                return await _send_error(send, 415, "unsupported_media_type", "send the request as application/json")
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
