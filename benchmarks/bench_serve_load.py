@@ -156,6 +156,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in bytes of ``pid`` and its descendants (0, 0 once gone)."""
     rss = hwm = 0
@@ -408,6 +427,7 @@ async def run_load(server: Server, bodies, planted_keys, malformed, args) -> dic
     st = Stats()
     mal: dict[str, Counter] = {}
     peak = [tree_rss(server.proc.pid)[0]]
+    cpu0 = tree_cpu(server.proc.pid)
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(server.proc.pid, stop, peak))
     t0 = time.monotonic()
@@ -429,7 +449,8 @@ async def run_load(server: Server, bodies, planted_keys, malformed, args) -> dic
             st.error_examples.append(repr(t.exception()))
     stop.set()
     await sampler
-    return {"stats": st, "malformed": mal, "elapsed": elapsed, "stuck_clients": len(pending), "peak_rss": peak[0]}
+    return {"stats": st, "malformed": mal, "elapsed": elapsed, "stuck_clients": len(pending), "peak_rss": peak[0],
+            "server_cpu": tree_cpu(server.proc.pid) - cpu0}
 
 
 # the report --------------------------------------------------------------------------------------
@@ -556,6 +577,8 @@ def main() -> int:
         print(f"malformed requests not answered 4xx: {sum(sum(v.values()) for v in mal_bad.values())} {mal_bad or ''}")
     print(f"server RSS: {idle_rss / 1e6:,.0f} MB idle after start, {res['peak_rss'] / 1e6:,.0f} MB peak sampled "
           f"under load, {end_rss / 1e6:,.0f} MB at the end (VmHWM {hwm / 1e6:,.0f} MB)")
+    print(f"server CPU: {res['server_cpu']:.1f} s over the {elapsed:.1f} s of load ({res['server_cpu'] / elapsed:.2f} of "
+          f"{os.cpu_count()} cores; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     print(f"server: {'alive' if alive else 'DEAD'} at the end of the load; exit status after SIGTERM: {rc}")
 
     if five:
