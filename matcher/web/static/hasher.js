@@ -220,6 +220,10 @@ function pilReduce(img, fx, fy, box) {
 
 function crop(img, l, t, r, b) {
   const out = gray(r - l, b - t);
+  if (l >= 0 && t >= 0 && r <= img.w && b <= img.h) {
+    for (let y = t; y < b; y++) out.data.set(img.data.subarray(y * img.w + l, y * img.w + r), (y - t) * out.w);
+    return out;
+  }
   for (let y = t; y < b; y++) {
     for (let x = l; x < r; x++) {
       out.data[(y - t) * out.w + (x - l)] = y >= 0 && y < img.h && x >= 0 && x < img.w ? img.data[y * img.w + x] : 0;
@@ -346,9 +350,11 @@ function cvAreaFast(src, dw, dh, sx, sy) {
 
 /** computeResizeAreaTab: (destination index, source index, weight) triples along one axis. */
 function areaTab(ssize, dsize, scale) {
-  const di = [];
-  const si = [];
-  const alpha = [];
+  const cap = 2 * ssize + 2 * dsize + 2;
+  const di = new Int32Array(cap);
+  const si = new Int32Array(cap);
+  const alpha = new Float32Array(cap);
+  let k = 0;
   for (let dx = 0; dx < dsize; dx++) {
     const fsx1 = dx * scale;
     const fsx2 = fsx1 + scale;
@@ -358,22 +364,22 @@ function areaTab(ssize, dsize, scale) {
     sx2 = Math.min(sx2, ssize - 1);
     sx1 = Math.min(sx1, sx2);
     if (sx1 - fsx1 > 1e-3) {
-      di.push(dx);
-      si.push(sx1 - 1);
-      alpha.push(Math.fround((sx1 - fsx1) / cellWidth));
+      di[k] = dx;
+      si[k] = sx1 - 1;
+      alpha[k++] = (sx1 - fsx1) / cellWidth;
     }
     for (let sx = sx1; sx < sx2; sx++) {
-      di.push(dx);
-      si.push(sx);
-      alpha.push(Math.fround(1.0 / cellWidth));
+      di[k] = dx;
+      si[k] = sx;
+      alpha[k++] = 1.0 / cellWidth;
     }
     if (fsx2 - sx2 > 1e-3) {
-      di.push(dx);
-      si.push(sx2);
-      alpha.push(Math.fround(Math.min(Math.min(fsx2 - sx2, 1.0), cellWidth) / cellWidth));
+      di[k] = dx;
+      si[k] = sx2;
+      alpha[k++] = Math.min(Math.min(fsx2 - sx2, 1.0), cellWidth) / cellWidth;
     }
   }
-  return { di, si, alpha: Float32Array.from(alpha) };
+  return { n: k, di, si, alpha }; // Float32Array stores round to single precision, as (float) does
 }
 
 function cvAreaGeneric(src, dw, dh, scaleX, scaleY) {
@@ -382,27 +388,25 @@ function cvAreaGeneric(src, dw, dh, scaleX, scaleY) {
   const yt = areaTab(src.h, dh, scaleY);
   const out = gray(dw, dh);
   const S = src.data;
-  const buf = new Float32Array(dw);
+  const buf = new Float32Array(dw); // each store rounds to single precision, as the C++ float arithmetic
   const sum = new Float32Array(dw);
   const f = Math.fround;
+  const { di: xdi, si: xsi, alpha: xal, n: xn } = xt;
   let prev = yt.di[0];
-  for (let j = 0; j < yt.di.length; j++) {
+  for (let j = 0; j < yt.n; j++) {
     const beta = yt.alpha[j];
     const dy = yt.di[j];
     const row = yt.si[j] * src.w;
     buf.fill(0);
-    for (let k = 0; k < xt.di.length; k++) {
-      const d = xt.di[k];
-      buf[d] = f(buf[d] + f(S[row + xt.si[k]] * xt.alpha[k]));
-    }
+    for (let k = 0; k < xn; k++) buf[xdi[k]] += f(S[row + xsi[k]] * xal[k]);
     if (dy !== prev) {
       for (let dx = 0; dx < dw; dx++) {
         out.data[prev * dw + dx] = clip8(cvRound(sum[dx]));
-        sum[dx] = f(beta * buf[dx]);
+        sum[dx] = beta * buf[dx];
       }
       prev = dy;
     } else {
-      for (let dx = 0; dx < dw; dx++) sum[dx] = f(sum[dx] + f(beta * buf[dx]));
+      for (let dx = 0; dx < dw; dx++) sum[dx] += f(beta * buf[dx]);
     }
   }
   for (let dx = 0; dx < dw; dx++) out.data[prev * dw + dx] = clip8(cvRound(sum[dx]));
