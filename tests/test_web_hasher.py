@@ -270,6 +270,25 @@ def test_transparency_is_composited_onto_white(page, rec):
     assert _ham(r["hashes"][0]["hash"], py["id/full"]) <= 1
 
 
+def test_multi_picture_jpegs_are_decoded_as_pillow_does(page, rec):
+    """Pillow opens a JPEG with several pictures in its MPF index as an MPO and decodes it in full (no draft);
+    one that also carries an Ultra HDR gain-map description stays a JPEG (drafted)."""
+    im = Image.open(SAMPLE / "my-photos" / "IMG_0002.jpg").convert("RGB")
+    b = io.BytesIO()
+    im.save(b, "MPO", save_all=True, append_images=[im.resize((400, 251))])
+    mpo = b.getvalue()
+    xmp = b'http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:Description hdrgm:Version="1.0"/></x:xmpmeta>'
+    hdr = mpo[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + mpo[2:]
+    for name, data, fmt, max_mean in (("mpo", mpo, "MPO", 0.01), ("ultrahdr", hdr, "JPEG", 0.5)):
+        assert Image.open(io.BytesIO(data)).format == fmt
+        q = _py_query_bytes(data)
+        r = page("(a) => hashFile(a.url, a.rec, [])", {"url": page.serve(f"/gen/{name}.jpg", data), "rec": rec})
+        assert (r["h"], r["w"]) == q.image.shape, name
+        assert np.abs(_unb64(r).astype(int) - q.image.astype(int)).mean() <= max_mean, name
+        py = {v.name: c.tobytes().hex() for v, c in zip(q.variants, q.codes)}
+        assert _ham(r["hashes"][0]["hash"], py["id/full"]) <= 1, name
+
+
 def _py_query_bytes(data: bytes):
     from matcher.hashers import get_hasher
     from matcher.images import DEFAULT_LIMITS

@@ -674,38 +674,56 @@ function sniff(head) {
   return null;
 }
 
-/** EXIF orientation (1..8) of a JPEG from its APP1 segment; 1 when absent or unreadable. */
-function jpegOrientation(b) {
+/** A tag (SHORT or LONG) of the first IFD of the TIFF structure at b[t..end), or null. */
+function tiffTag(b, t, end, tag) {
+  if (t + 8 > end) return null;
+  const le = b[t] === 0x49;
+  const u16 = (p) => (le ? b[p] | (b[p + 1] << 8) : (b[p] << 8) | b[p + 1]);
+  const u32 = (p) => (le ? (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) + b[p + 3] * 16777216
+    : b[p] * 16777216 + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]));
+  const ifd = t + u32(t + 4);
+  if (ifd + 2 > end) return null;
+  const n = u16(ifd);
+  for (let k = 0; k < n; k++) {
+    const e = ifd + 2 + k * 12;
+    if (e + 12 > end) return null;
+    if (u16(e) === tag) return u16(e + 2) === 4 ? u32(e + 8) : u16(e + 8);
+  }
+  return null;
+}
+
+/** What Pillow reads from a JPEG's header segments: the EXIF orientation (1..8; 1 when absent or
+ *  invalid, as matcher.images._orientation) and whether Pillow opens it as an MPO (a multi-picture
+ *  file: several images in the MPF index and no Ultra HDR gain-map XMP; JpegImagePlugin.jpeg_factory),
+ *  which load_image decodes in full, without draft. */
+function jpegInfo(b) {
+  let orientation = 1;
+  let mpImages = 0;
+  let ultraHdr = false;
+  const latin1 = new TextDecoder("latin1");
+  const ascii = (p, n) => latin1.decode(b.subarray(p, p + Math.max(0, n)));
   let i = 2;
   while (i + 4 <= b.length) {
-    if (b[i] !== 0xff) return 1;
+    if (b[i] !== 0xff) break;
     const marker = b[i + 1];
-    if (marker === 0xd9 || marker === 0xda) return 1;
+    if (marker === 0xff) {
+      i += 1;
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) break;
     const len = (b[i + 2] << 8) | b[i + 3];
-    if (marker === 0xe1 && i + 10 <= b.length && String.fromCharCode(...b.slice(i + 4, i + 10)) === "Exif\0\0") {
-      const t = i + 10;
-      const end = Math.min(b.length, i + 2 + len);
-      if (t + 8 > end) return 1;
-      const le = b[t] === 0x49;
-      const u16 = (p) => (le ? b[p] | (b[p + 1] << 8) : (b[p] << 8) | b[p + 1]);
-      const u32 = (p) => (le ? (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) + b[p + 3] * 16777216
-        : b[p] * 16777216 + ((b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]));
-      const ifd = t + u32(t + 4);
-      if (ifd + 2 > end) return 1;
-      const n = u16(ifd);
-      for (let k = 0; k < n; k++) {
-        const e = ifd + 2 + k * 12;
-        if (e + 12 > end) return 1;
-        if (u16(e) === 0x0112) {
-          const v = u16(e + 8);
-          return v >= 1 && v <= 8 ? v : 1;
-        }
-      }
-      return 1;
+    const end = Math.min(b.length, i + 2 + len);
+    if (marker === 0xe1 && ascii(i + 4, 6) === "Exif\0\0") {
+      const v = tiffTag(b, i + 10, end, 0x0112);
+      if (v !== null) orientation = v >= 1 && v <= 8 ? v : 1;
+    } else if (marker === 0xe1 && ascii(i + 4, len - 2).includes(' hdrgm:Version="')) {
+      ultraHdr = true;
+    } else if (marker === 0xe2 && ascii(i + 4, 4) === "MPF\0") {
+      mpImages = tiffTag(b, i + 8, end, 0xb001) || 0;
     }
     i += 2 + len;
   }
-  return 1;
+  return { orientation, mpo: mpImages > 1 && !ultraHdr };
 }
 
 /** PIL JpegImageFile.draft(mode, (n, n)): the DCT scale (1, 2, 4 or 8) for a stored w x h JPEG. */
@@ -745,7 +763,7 @@ export async function decodeToWorking(blob, recipe) {
   if (blob.size > MAX_BYTES) {
     throw decodeError(`${blob.size.toLocaleString()} bytes, more than the ${MAX_BYTES.toLocaleString()}-byte limit`, "too_large");
   }
-  const head = new Uint8Array(await blob.slice(0, 131072).arrayBuffer());
+  const head = new Uint8Array(await blob.slice(0, 262144).arrayBuffer());
   const fmt = sniff(head);
   let bmp;
   try {
@@ -765,11 +783,12 @@ export async function decodeToWorking(blob, recipe) {
       throw decodeError(`${W}x${H} = ${Math.round((W * H) / 1e6)} MP, more than the ${MAX_PIXELS / 1e6} MP limit`, "too_large");
     }
     let img;
-    if (fmt === "jpeg") {
+    const jpeg = fmt === "jpeg" ? jpegInfo(head) : null;
+    if (jpeg && !jpeg.mpo) {
       // draft("L", (QUERY_DRAFT, QUERY_DRAFT)): libjpeg decodes at 1/s scale, each output pixel the
       // average of an s x s block of the stored image (whose grid starts at the stored top-left)
       const s = draftScale(W, H, recipe.query_draft);
-      const o = jpegOrientation(head);
+      const o = jpeg.orientation;
       img = readGray(bmp, s, [2, 3, 6, 7].includes(o), [3, 4, 7, 8].includes(o));
     } else {
       img = readGray(bmp, 1, false, false);
@@ -1206,6 +1225,6 @@ export async function verifyCandidates(work, faces, candidates, recipe, { keepRe
 /** Internals, for tests and benchmarks (tests/test_web_hasher.py). */
 export const _internal = {
   pyRound, pilResize, pilReduce, pilThumbnail, thumbnailSize, cvResizeArea, cvRotate, orient, phashHex,
-  pixelStd, areaPixels, draftScale, jpegOrientation, expandVariants, hashDetailed, align, cellScore,
+  pixelStd, areaPixels, draftScale, jpegInfo, expandVariants, hashDetailed, align, cellScore,
   decodeThumb, Sources, smallSize,
 };
