@@ -40,7 +40,7 @@ def _variant_specs() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for dn in _r.DIHEDRAL:
         for bn, box in _r.query_boxes(fine=dn in ("id", "mirror")).items():
-            out.append({"name": f"{dn}/{bn}", "source": {"orient": dn}, "box": [round(v, 6) for v in box]})
+            out.append({"name": f"{dn}/{bn}", "source": {"orient": dn}, "box": [float(v) for v in box]})
     for dn, angles in (("id", _r.ROTATIONS + _r.WIDE_ROTATIONS), ("mirror", _r.ROTATIONS)):
         for angle in angles:
             src = {"orient": dn, "angle": angle, "fill": "black", "grown": False}
