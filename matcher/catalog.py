@@ -30,12 +30,15 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import CatalogError
+from .flickr import identity_of, normalize_nsid, parse_url
 from .results import Item
 
 __all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS"]
 
-#: 2 added ``tombstones`` and ``meta.entry_id_max``; a version 1 catalog is upgraded when opened for writing.
-SCHEMA_VERSION = 2
+#: 2 added ``tombstones`` and ``meta.entry_id_max``; 3 added ``identities`` (Flickr photo id and owner per
+#: item, backfilled from the items when an older catalog is opened for writing). An older catalog is
+#: upgraded when opened for writing; read as it is, it simply has no identities.
+SCHEMA_VERSION = 3
 
 # Provenance fields a source may fill in (besides dataset and key).
 ITEM_FIELDS = ("url", "page_url", "path", "owner", "license", "title")
@@ -83,6 +86,22 @@ CREATE TABLE IF NOT EXISTS tombstones (
     key        TEXT NOT NULL,
     removed_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS identities (
+    item_id    INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+    photo_id   TEXT,
+    owner_nsid TEXT,
+    owner_name TEXT
+);
+CREATE INDEX IF NOT EXISTS identities_photo ON identities (photo_id);
+CREATE INDEX IF NOT EXISTS identities_nsid ON identities (owner_nsid);
+CREATE INDEX IF NOT EXISTS identities_name ON identities (lower(owner_name));
+CREATE TABLE IF NOT EXISTS datasets (
+    name       TEXT PRIMARY KEY,
+    version    TEXT,
+    source     TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
 
 
@@ -104,6 +123,8 @@ class ItemRecord:
     error: str | None = None
     error_kind: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Flickr identity ({photo_id, owner_nsid, owner_name}: matcher.flickr.identity_of), for ok and failed items
+    identity: dict[str, Any] | None = None
 
 
 class Catalog:
@@ -124,14 +145,15 @@ class Catalog:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = NORMAL")
             if create and not readonly:
+                had_identities = self._has_table("identities")
                 self.db.executescript(_SCHEMA)
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
                 )
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0')")
                 self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0')")
-                if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION:  # the schema above upgraded it
-                    self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION or not had_identities:
+                    self._upgrade()  # the schema above added what was missing: fill it, record the version
             version = self.get_meta("schema_version")
         except sqlite3.DatabaseError as e:
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
@@ -144,6 +166,40 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    def _upgrade(self) -> None:
+        """Backfill ``identities`` from the items an older matcher stored, and record the schema version,
+        in one transaction (a kill rolls both back: the next writable open does it again)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            last = 0
+            while True:
+                rows = db.execute("SELECT id, url, page_url, owner, extra FROM items WHERE id > ? ORDER BY id LIMIT 10000",
+                                  (last,)).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                batch = []
+                for item_id, url, page_url, owner, extra in rows:
+                    try:
+                        extra = json.loads(extra) if extra else {}
+                    except ValueError:
+                        extra = {}
+                    ident = identity_of({"url": url, "page_url": page_url, "owner": owner}, extra)
+                    if ident:
+                        batch.append((item_id, ident.get("photo_id"), ident.get("owner_nsid"), ident.get("owner_name")))
+                db.executemany("INSERT OR REPLACE INTO identities (item_id, photo_id, owner_nsid, owner_name)"
+                               " VALUES (?, ?, ?, ?)", batch)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                       (str(SCHEMA_VERSION), SCHEMA_VERSION))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # meta ---------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -180,6 +236,7 @@ class Catalog:
         db.execute("BEGIN IMMEDIATE")
         try:
             next_id = self._entry_id_floor() + 1
+            identities = self._has_table("identities")  # not in an older catalog opened without its upgrade
             for r in records:
                 row = db.execute(
                     "SELECT id, status, attempts FROM items WHERE dataset = ? AND key = ?", (r.dataset, r.key)
@@ -195,6 +252,8 @@ class Catalog:
                             (r.dataset, r.key, *values.values(), r.width, r.height, r.hash_hex, now, now, extra),
                         )
                         item_id = cur.lastrowid
+                        if identities and r.identity:
+                            self._set_identity(item_id, r.identity)
                     else:
                         item_id = row[0]
                         removed.extend(x[0] for x in db.execute("SELECT id FROM entries WHERE item_id = ?", (item_id,)))
@@ -205,6 +264,8 @@ class Catalog:
                             " updated_at=?, extra=? WHERE id=?",
                             (*values.values(), r.width, r.height, r.hash_hex, now, extra, item_id),
                         )
+                        if identities:
+                            self._set_identity(item_id, r.identity)
                     for kind, code, *thumb in r.codes:
                         db.execute(
                             "INSERT INTO entries (id, item_id, kind, code, thumb) VALUES (?, ?, ?, ?, ?)",
@@ -214,17 +275,21 @@ class Catalog:
                         new_codes.append(code)
                         next_id += 1
                 elif row is None:
-                    db.execute(
+                    cur = db.execute(
                         "INSERT INTO items (dataset, key, url, page_url, path, owner, license, title, width, height,"
                         " hash, status, error, error_kind, attempts, added_at, updated_at, extra)"
                         " VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL,'failed',?,?,1,?,?,?)",
                         (r.dataset, r.key, *values.values(), r.error, r.error_kind, now, now, extra),
                     )
+                    if identities and r.identity:  # a dead link is still evidence the photo was listed
+                        self._set_identity(cur.lastrowid, r.identity)
                 elif row[1] == "failed":
                     db.execute(
                         "UPDATE items SET error=?, error_kind=?, attempts=attempts+1, updated_at=? WHERE id=?",
                         (r.error, r.error_kind, now, row[0]),
                     )
+                    if identities and r.identity:
+                        self._set_identity(row[0], r.identity)
             if new_ids:
                 self.set_meta("entry_id_max", str(new_ids[-1]))
             if new_ids or removed:
@@ -238,6 +303,13 @@ class Catalog:
             db.execute("ROLLBACK")
             raise
         return new_ids, new_codes, removed
+
+    def _set_identity(self, item_id: int, identity: dict[str, Any] | None) -> None:
+        if identity and any(identity.get(k) for k in ("photo_id", "owner_nsid", "owner_name")):
+            self.db.execute("INSERT OR REPLACE INTO identities (item_id, photo_id, owner_nsid, owner_name) VALUES (?, ?, ?, ?)",
+                            (item_id, identity.get("photo_id"), identity.get("owner_nsid"), identity.get("owner_name")))
+        else:
+            self.db.execute("DELETE FROM identities WHERE item_id = ?", (item_id,))
 
     def _entry_id_floor(self) -> int:
         """The largest entry id ever given out: ids above it are free (tombstoned ids are never reused)."""
@@ -267,6 +339,8 @@ class Catalog:
             if dataset is None:
                 raise CatalogError("nothing selected: give a key, a URL or a dataset")
             ids = [r[0] for r in self.db.execute("SELECT id FROM items WHERE dataset = ?", (dataset,))]
+            if not ids and dataset in self.dataset_rows():
+                return []  # recorded by an add, but every item of it is gone: removing it drops the record
             if not ids:
                 known = ", ".join(sorted(r[0] for r in self.db.execute("SELECT DISTINCT dataset FROM items"))) or "none"
                 raise CatalogError(f"no dataset {dataset!r} in the index (datasets: {known})")
@@ -283,11 +357,12 @@ class Catalog:
             raise CatalogError(f"no item with {column} {', '.join(repr(m) for m in missing)}{scope}; nothing removed")
         return sorted(set(ids))
 
-    def remove_items(self, item_ids: Sequence[int]) -> tuple[int, np.ndarray]:
+    def remove_items(self, item_ids: Sequence[int], *, drop_dataset: str | None = None) -> tuple[int, np.ndarray]:
         """Delete these items and their entries in one transaction; their entry ids become tombstones.
 
         Returns (items removed, the tombstoned entry ids). ``entries_seq`` is not bumped: FAISS
-        still holds exactly entries + tombstones.
+        still holds exactly entries + tombstones. ``drop_dataset``: also forget that dataset's record
+        (name, version: :meth:`dataset_rows`), in the same transaction (a whole dataset removed).
         """
         db = self.db
         now = _now()
@@ -312,6 +387,8 @@ class Catalog:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'entries_count'", (len(dead),))
             self.set_meta("entry_id_max", str(floor))
             db.execute("DELETE FROM _remove")
+            if drop_dataset is not None and self._has_datasets_table():
+                db.execute("DELETE FROM datasets WHERE name = ?", (drop_dataset,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -402,6 +479,60 @@ class Catalog:
                 out[it.id] = it
         return out
 
+    @property
+    def has_identities(self) -> bool:
+        """Whether Flickr identities are recorded: False for an older catalog not yet opened for writing
+        (identity lookups then find nothing; open it writable once, or rebuild it, to backfill them)."""
+        return self._has_table("identities")
+
+    def lookup(self, photo_id: str | int | None = None, owner_nsid: str | None = None, owner_name: str | None = None,
+               url: str | None = None) -> list[Item]:
+        """Items listed under any of the given selectors, ok or failed, by (dataset, key).
+
+        ``photo_id``: a Flickr photo id; ``owner_nsid``: an NSID; ``owner_name``: a Flickr user name
+        or path alias (case-insensitive); ``url``: any Flickr URL form (:func:`matcher.flickr.parse_url`)
+        selects its photo id, and any URL selects the items with exactly that image URL.
+        """
+        photo_ids: list[str] = []
+        if photo_id is not None:
+            text = str(photo_id).strip()
+            photo_ids.append(str(int(text)) if text.isdigit() and text.isascii() else text)
+        exact_url = None
+        if url is not None:
+            exact_url = url.strip()
+            ref = parse_url(url)
+            if ref is not None:
+                photo_ids.append(ref.photo_id)
+        ids: set[int] = set()
+        if self.has_identities:
+            queries: list[tuple[str, list[str]]] = []  # one indexed query per selector
+            if photo_ids:
+                queries.append((f"photo_id IN ({','.join('?' * len(photo_ids))})", photo_ids))
+            if owner_nsid is not None and owner_nsid.strip():
+                queries.append(("owner_nsid = ?", [normalize_nsid(owner_nsid) or owner_nsid.strip()]))
+            if owner_name is not None and owner_name.strip():
+                queries.append(("lower(owner_name) = lower(?)", [owner_name.strip()]))
+            for clause, args in queries:
+                ids.update(r[0] for r in self.db.execute(f"SELECT item_id FROM identities WHERE {clause}", args))
+        if exact_url:
+            ids.update(r[0] for r in self.db.execute("SELECT id FROM items WHERE url = ?", (exact_url,)))
+        items = self.items_by_id(ids).values()
+        return sorted(items, key=lambda it: (it.dataset, it.key, it.id))
+
+    def identities_of(self, item_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
+        """{item id: {"photo_id", "owner_nsid", "owner_name"}} for those of the items that have a Flickr identity."""
+        out: dict[int, dict[str, str | None]] = {}
+        if not self.has_identities:
+            return out
+        ids = [int(i) for i in item_ids]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = (f"SELECT item_id, photo_id, owner_nsid, owner_name FROM identities"
+                 f" WHERE item_id IN ({','.join('?' * len(chunk))})")
+            for item_id, photo_id, nsid, name in self.db.execute(q, chunk):
+                out[item_id] = {"photo_id": photo_id, "owner_nsid": nsid, "owner_name": name}
+        return out
+
     def entry_thumb(self, item_id: int, kind: str = "full") -> bytes | None:
         """The stored verification thumbnail (64x64 grey PNG) of one entry of an item, if any."""
         row = self.db.execute("SELECT thumb FROM entries WHERE item_id = ? AND kind = ? LIMIT 1",
@@ -445,3 +576,91 @@ class Catalog:
         ):
             out[dataset]["failures"][kind] = n
         return list(out.values())
+
+    # datasets ---------------------------------------------------------------------
+    def _has_datasets_table(self) -> bool:
+        # a catalog written before the table existed and opened read-only has none (writable opens create it)
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datasets'").fetchone() is not None
+
+    def dataset_rows(self) -> dict[str, dict[str, Any]]:
+        """{name: {"version", "source", "created_at", "updated_at"}} of the datasets ``add`` recorded."""
+        if not self._has_datasets_table():
+            return {}
+        return {name: {"version": version, "source": source, "created_at": created, "updated_at": updated}
+                for name, version, source, created, updated in self.db.execute(
+                    "SELECT name, version, source, created_at, updated_at FROM datasets ORDER BY name")}
+
+    def register_datasets(self, sources: dict[str, list[str]], *, version: str | None = None,
+                          new_version: bool = False) -> list[tuple[str, str | None, str]]:
+        """Record each dataset an ``add`` is about to fill: ``{name: [source locations]}``, at ``version``.
+
+        A dataset recorded at another version is refused (CatalogError, nothing changed, for every
+        dataset of the call) unless ``new_version``: then its version is updated. Without ``version``
+        a dataset keeps the version it has. Returns ``[(name, old version, new version)]`` for the
+        versions that changed (a dataset's first version included).
+        """
+        if new_version and version is None:
+            raise CatalogError("--new-version needs --version V: the version the dataset now is")
+        rows = self.dataset_rows()
+        for name in sources:
+            old = rows.get(name, {}).get("version")
+            if version is not None and old is not None and old != version and not new_version:
+                raise CatalogError(
+                    f"dataset {name!r} is version {old!r} in this index, not {version!r}: adding to it would mix two "
+                    f"versions. Pass --new-version to record that {name!r} is now version {version!r} (items already "
+                    f"added stay until `matcher remove --dataset {name}`), or add it under another --dataset name; "
+                    "nothing was changed")
+        now = _now()
+        changed = []
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, locations in sources.items():
+                old = rows.get(name)
+                source = "; ".join(dict.fromkeys(locations)) or None
+                if old is None:
+                    first = db.execute("SELECT MIN(added_at) FROM items WHERE dataset = ?", (name,)).fetchone()[0]
+                    db.execute("INSERT INTO datasets (name, version, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                               (name, version, source, first or now, now))
+                else:
+                    db.execute("UPDATE datasets SET version = COALESCE(?, version), source = ?, updated_at = ? WHERE name = ?",
+                               (version, source, now, name))
+                if version is not None and (old is None or old["version"] != version):
+                    changed.append((name, None if old is None else old["version"], version))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return changed
+
+    #: Failed downloads whose error says the image is gone for good: HTTP 404 Not Found, 410 Gone and
+    #: 451 Unavailable For Legal Reasons (taken down), and host names DNS says do not exist (matcher/fetch.py
+    #: records "could not resolve host ..." once retries are over). Timeouts, refused connections, 403, 429
+    #: and 5xx may pass, so they are not counted.
+    DEAD_LINK_SQL = (
+        "status = 'failed' AND ((error_kind = 'http' AND (error LIKE 'HTTP 404%' OR error LIKE 'HTTP 410%'"
+        " OR error LIKE 'HTTP 451%')) OR (error_kind = 'connection' AND error LIKE 'could not resolve host%'))"
+    )
+
+    def dataset_overview(self) -> list[dict[str, Any]]:
+        """Per dataset, by name: :meth:`stats` plus ``version``, ``source``, ``created_at``, ``updated_at``
+        (None when ``add`` never recorded the dataset), ``dead_links`` (failed items whose image is gone,
+        :data:`DEAD_LINK_SQL`) and ``removed`` / ``removed_entries`` (items removed and their entries,
+        until ``matcher compact`` takes them out of FAISS). A dataset recorded but without items is listed
+        with zeros."""
+        stats = {d["dataset"]: d for d in self.stats()}
+        rows = self.dataset_rows()
+        dead = dict(self.db.execute(f"SELECT dataset, COUNT(*) FROM items WHERE {self.DEAD_LINK_SQL} GROUP BY dataset"))
+        removed: dict[str, tuple[int, int]] = {}
+        if self._has_tombstones_table():
+            removed = {ds: (items, entries) for ds, items, entries in self.db.execute(
+                "SELECT dataset, COUNT(DISTINCT item_id), COUNT(*) FROM tombstones GROUP BY dataset")}
+        out = []
+        for name in sorted(set(stats) | set(rows)):
+            d = stats.get(name) or {"dataset": name, "items": 0, "hashed": 0, "failed": 0, "entries": 0, "failures": {}}
+            r = rows.get(name, {})
+            gone = removed.get(name, (0, 0))
+            out.append({**d, "version": r.get("version"), "dead_links": dead.get(name, 0), "removed": gone[0],
+                        "removed_entries": gone[1], "source": r.get("source"), "created_at": r.get("created_at"),
+                        "updated_at": r.get("updated_at")})
+        return out
