@@ -379,6 +379,90 @@ def compact(index_dir) -> None:
 
 
 @main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--across-datasets", is_flag=True, help="Also group items of different datasets (default: within each dataset).")
+@click.option("--dataset", help="Only items of this dataset (with --across-datasets: and the items that duplicate them).")
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest 64-bit Hamming distance between two entries that makes a candidate pair.")
+@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
+              help="Verification score a pair needs (the two thumbnails aligned, cell by cell).")
+@click.option("--max-motion", type=click.FloatRange(0.0), default=DEFAULT_MAX_MOTION, show_default=True,
+              help="Full-detail check when both images are local files: largest residual motion of a copy.")
+@click.option("--no-detail", is_flag=True, help="Skip the full-detail check (thumbnail verification only).")
+@click.option("--no-variants", is_flag=True,
+              help="Search each entry's stored code only, not the mirrored and cropped edits of its thumbnail "
+                   "(16x fewer searches; mirrored and cropped copies are then missed).")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Verification processes (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per group (with every verified link).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the CSV (or JSON Lines) here, not to stdout.")
+def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_motion, no_detail, no_variants, workers,
+               as_json, out_path) -> None:
+    """Group near-duplicate items of an index: the same photo re-hosted, resized, recompressed, cropped.
+
+    CSV on stdout (or --out): one row per item in a group. Exit 0 if duplicates were found, 1 if none, 2 on error.
+    """
+    from .duplicates import find_duplicates, write_csv, write_jsonl
+
+    err = Console(stderr=True)
+    if out_path:
+        problem = _out_file_problem(Path(out_path))
+        if problem:  # said before the search, not after it
+            _err(err, f"cannot write {escape(out_path)}: {escape(problem)}")
+            sys.exit(EXIT_ERROR)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    try:
+        with store:
+            report = find_duplicates(store, threshold=threshold, min_score=min_score,
+                                     max_motion=None if no_detail else max_motion, across_datasets=across_datasets,
+                                     dataset=dataset, variants=not no_variants, workers=workers)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    write = write_jsonl if as_json else write_csv
+    try:
+        if out_path:
+            with open(out_path, "w", newline="", encoding="utf-8") as f:
+                write(report.groups, f)
+        else:
+            write(report.groups, sys.stdout)
+            sys.stdout.flush()
+    except OSError as e:
+        _err(err, f"cannot write {escape(out_path or 'stdout')}: {escape(e.strerror or str(e))}")
+        sys.exit(EXIT_ERROR)
+    s, groups = report.stats, report.groups
+    largest = max(groups, key=lambda g: (g.size, -g.id)) if groups else None
+    scope = "across datasets" if across_datasets else "within datasets"
+    err.print(
+        f"{len(groups):,} groups of near-duplicates {scope}, {sum(g.size for g in groups):,} items in them"
+        + (f"; largest: {largest.size:,} items (group {largest.id}, {escape(largest.members[0].item.dataset)}:"
+           f"{escape(largest.members[0].item.key)})" if largest else "")
+        + f". {s.entries:,} entries searched ({s.queries:,} codes), {s.pairs:,} candidate pairs: {s.verified:,} verified"
+        + (f" ({s.distance_only:,} by distance only: no thumbnails)" if s.distance_only else "")
+        + f", {s.rejected:,} rejected"
+        + (f" ({s.rejected_motion:,} by the full-detail check)" if s.rejected_motion else "")
+        + f"; {s.elapsed:.1f} s" + (f"; written to {escape(out_path)}" if out_path else ""),
+        highlight=False, soft_wrap=True,
+    )
+    sys.exit(EXIT_MATCH if groups else EXIT_NO_MATCH)
+
+
+def _out_file_problem(path: Path) -> str | None:
+    """Why the file ``path`` could not be written (checked before a long run), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        return f"no folder {parent}"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+@main.command()
 @click.argument("photos_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--distractors", type=click.Path(exists=True, file_okay=False),
               help="Images added to the index as dataset 'distractors' (any match to one is false).")

@@ -225,17 +225,7 @@ class BinaryIndex:
         (every list is scanned); IVF at or below it has the recall measured by the benchmark.
         """
         q = self._codes(codes)
-        if threshold < 0:
-            raise ValueError("threshold must be >= 0")
-        if len(q) == 0:
-            return []
-        if len(self) == 0:
-            empty = (np.empty(0, np.int64), np.empty(0, np.int32))
-            return [empty for _ in range(len(q))]
-        index = self._index
-        if self.layout == "ivf":
-            index.nprobe = ivf_nprobe(index.nlist) if threshold <= MEASURED_THRESHOLD else index.nlist
-        lims, dist, ids = index.range_search(q, int(threshold) + 1)  # FAISS radius is strict
+        lims, dist, ids = self.range_search_arrays(q, threshold)
         out = []
         for i in range(len(q)):
             a, b = lims[i], lims[i + 1]
@@ -243,6 +233,20 @@ class BinaryIndex:
             order = np.argsort(d, kind="stable")
             out.append((ids[a:b][order].astype(np.int64), d[order]))
         return out
+
+    def range_search_arrays(self, codes, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`range_search` as FAISS returns it, for callers that process many queries with numpy:
+        ``(lims, distances, ids)``, the hits of query ``i`` at ``lims[i]:lims[i + 1]`` (in no order)."""
+        q = self._codes(codes)
+        if threshold < 0:
+            raise ValueError("threshold must be >= 0")
+        if len(q) == 0 or len(self) == 0:
+            return np.zeros(len(q) + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+        index = self._index
+        if self.layout == "ivf":
+            index.nprobe = ivf_nprobe(index.nlist) if threshold <= MEASURED_THRESHOLD else index.nlist
+        lims, dist, ids = index.range_search(q, int(threshold) + 1)  # FAISS radius is strict
+        return lims.astype(np.int64), dist.astype(np.int32), ids.astype(np.int64)
 
     # persistence ------------------------------------------------------------
     def save(self, path: str | os.PathLike, trailer: dict | None = None) -> None:

@@ -1,0 +1,630 @@
+"""Near-duplicate items inside an index: the same photo re-hosted under several URLs, resized,
+recompressed, cropped or mirrored copies, within one dataset or (``across_datasets``) between datasets.
+
+Three steps, each reusing what ``search`` uses:
+
+1. **Candidates.** Every live entry of the index is a query: its stored code and, when the entry
+   keeps a verification thumbnail, codes of *edits* of that thumbnail (``variants``: the mirror
+   image and the crops :func:`matcher.regions.query_boxes` lists, 16 codes in all; the pHash of a
+   64x64 thumbnail equals the stored code of its region in 39 of the sample's 45 entries and is
+   2 bits off in the rest). The queries are range-searched against the FAISS index at
+   ``threshold`` in batches; removed items' ids (tombstones) and an item's own entries are
+   dropped. A pair of items keeps its nearest tries (at most :data:`MAX_TRIES`).
+2. **Verification.** A 64-bit pHash joins different shots of one scene (a stereo pair, two
+   cabinets photographed alike), so each candidate pair is confirmed on pixels: the query side's
+   thumbnail (mirrored / cropped as its variant says) is aligned to the other entry's thumbnail
+   by :func:`matcher.verify.align` and scored cell by cell (:func:`matcher.verify.cell_score`);
+   the pair needs ``min_score``. Aligning, not just correlating, matters: a 10% crop scores 0.71
+   unaligned and 0.98 aligned (sample: ``rehost`` copies), while the two cabinets reach 0.92 and
+   the stereo pair 0.76. When both items are local files, a verified pair also gets the
+   full-detail check of :mod:`matcher.detail` (two video frames 1/30 s apart pass the thumbnails
+   at 0.98-0.995 and fail it). Entries without thumbnails (an index built without regions) are
+   paired by distance alone (``verified_by = "distance"``).
+3. **Groups.** Union-find over the verified pairs: a group is a connected component. Chaining
+   (A~B and B~C verified, A~C not) is kept, not cut: each link is itself a pixel-verified copy,
+   and a chain is the usual shape of a crop of a crop or a copy of a copy. It stays visible:
+   each member is reported with the link that joined it (``linked_to``, breadth-first from the
+   representative, so ``hops = 1`` means verified directly against the representative) and every
+   verified link is listed in the JSON output. The representative is the item with the lowest id
+   and gives the group its id: items added later get higher ids, so a group keeps its id when
+   the index grows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .detail import DEFAULT_MAX_MOTION
+from .hashers.base import MIN_DETAIL
+from .images import DEFAULT_LIMITS, Limits
+from .matcher import DEFAULT_THRESHOLD
+from .regions import query_boxes
+from .results import Item
+from .store import IndexStore
+from .verify import DEFAULT_MIN_SCORE, THUMB
+from .workers import HashSpec
+
+__all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Group", "DuplicateStats", "DuplicateReport",
+           "find_duplicates", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
+           "write_csv", "write_jsonl"]
+
+#: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
+ORIENTATIONS = ("id", "mirror")
+VARIANTS: tuple[str, ...] = tuple(f"{o}/{name}" for o in ORIENTATIONS for name in query_boxes())
+#: Tries (entry pair + variant, nearest first) verified per candidate pair before giving up on it.
+MAX_TRIES = 6
+#: Query entries per FAISS batch (x 16 codes with variants).
+BATCH = 2048
+#: Candidate pairs per verification task.
+VERIFY_CHUNK = 32
+
+#: Columns of the CSV output, one row per item in a group.
+CSV_COLUMNS = ["group", "group_size", "item_id", "dataset", "key", "url", "page_url", "owner", "distance", "score",
+               "motion", "kinds", "variant", "verified_by", "linked_to", "hops"]
+
+
+# --- records -----------------------------------------------------------------------------
+@dataclass
+class Link:
+    """A candidate pair of items and what verifying it found."""
+
+    a: int  # item ids, a < b
+    b: int
+    distance: int  # Hamming distance of the try that decided (the nearest when none verified)
+    score: float | None = None  # thumbnail verification score; None: not verified on pixels
+    motion: float | None = None  # full-detail residual motion, when measured
+    kind_a: str = ""  # entry kinds of a and b in the deciding try
+    kind_b: str = ""
+    variant: str = "id/full"  # the edit applied to the ``varied`` item's thumbnail
+    varied: int = 0  # the item whose thumbnail/code was the query
+    verified_by: str = ""  # "thumbnails", "thumbnails+detail", "distance"; "" when rejected
+    detail: str | None = None  # why the full-detail check did not run / how it refused
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verified_by)
+
+    def kind_of(self, item_id: int) -> str:
+        return self.kind_a if item_id == self.a else self.kind_b
+
+    def other(self, item_id: int) -> int:
+        return self.b if item_id == self.a else self.a
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"a": self.a, "b": self.b, "distance": self.distance,
+                               "kinds": f"{self.kind_a}~{self.kind_b}", "variant": self.variant,
+                               "varied": self.varied, "verified_by": self.verified_by}
+        if self.score is not None:
+            out["score"] = round(self.score, 4)
+        if self.motion is not None:
+            out["motion"] = round(self.motion, 3)
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class Member:
+    """An item of a group, with the verified link that joined it (None for the representative)."""
+
+    item: Item
+    distance: int  # to the representative (see group_rows)
+    hops: int = 0
+    link: Link | None = None
+
+    @property
+    def linked_to(self) -> int | None:
+        return None if self.link is None else self.link.other(self.item.id)
+
+
+@dataclass
+class Group:
+    id: int  # the representative's item id
+    members: list[Member]  # sorted by item id: the representative first
+    links: list[Link]  # every verified link between members
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass
+class DuplicateStats:
+    entries: int = 0  # live entries searched (queries' owners)
+    queries: int = 0  # codes range-searched (entries x variants)
+    hits: int = 0  # raw hits kept (other items, in scope)
+    pairs: int = 0  # candidate item pairs
+    verified: int = 0
+    distance_only: int = 0  # of them, paired on distance alone (no thumbnails)
+    rejected: int = 0
+    rejected_motion: int = 0  # of them, refused by the full-detail check
+    load_s: float = 0.0
+    search_s: float = 0.0
+    verify_s: float = 0.0
+    elapsed: float = 0.0
+
+
+@dataclass
+class DuplicateReport:
+    groups: list[Group]
+    stats: DuplicateStats
+    settings: dict[str, Any] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)  # every candidate pair, verified or not
+
+
+# --- catalog reads (the catalog's own tables; read-only) ---------------------------------
+def _load_entries(store: IndexStore) -> dict[str, Any]:
+    """Every live entry: ids (sorted), item ids, dataset numbers, kind numbers, codes, has-thumbnail."""
+    db = store.catalog.db
+    nbytes = store.hasher.bits // 8
+    datasets: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    ids, items, ds, kd, thumbs = [], [], [], [], []
+    codes = bytearray()
+    for eid, item_id, dataset, kind, code, has_thumb in db.execute(
+        "SELECT entries.id, entries.item_id, items.dataset, entries.kind, entries.code, entries.thumb IS NOT NULL"
+        " FROM entries JOIN items ON items.id = entries.item_id ORDER BY entries.id"
+    ):
+        ids.append(eid)
+        items.append(item_id)
+        ds.append(datasets.setdefault(dataset, len(datasets)))
+        kd.append(kinds.setdefault(kind, len(kinds)))
+        thumbs.append(has_thumb)
+        codes += code
+    n = len(ids)
+    return {
+        "ids": np.array(ids, np.int64), "item": np.array(items, np.int64), "ds": np.array(ds, np.int32),
+        "kind": np.array(kd, np.int16), "thumb": np.array(thumbs, bool),
+        "codes": np.frombuffer(bytes(codes), np.uint8).reshape(n, nbytes),
+        "datasets": list(datasets), "kinds": list(kinds),
+    }
+
+
+def _thumbs(store: IndexStore, entry_ids: Sequence[int]) -> dict[int, bytes | None]:
+    out: dict[int, bytes | None] = {}
+    ids = [int(i) for i in entry_ids]
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        out.update(store.catalog.db.execute(
+            f"SELECT id, thumb FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    return out
+
+
+# --- candidates ----------------------------------------------------------------------------
+def variant_codes(thumbs: Sequence[bytes], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """pHash codes of every :data:`VARIANTS` edit of each thumbnail, shape (n, len(VARIANTS), bytes), and
+    whether each edit has enough detail to be searched (a crop of a flat margin has none)."""
+    from .verify import decode_thumb
+    from .workers import _area_codes
+
+    boxes = [(l * THUMB, t * THUMB, r * THUMB, b * THUMB) for (l, t, r, b) in query_boxes().values()]
+    codes, keep = [], []
+    for data in thumbs:
+        a = decode_thumb(data)
+        per, ok = [], []
+        for o in ORIENTATIONS:
+            c, d = _area_codes(a if o == "id" else np.ascontiguousarray(a[:, ::-1]), boxes, size)
+            per.append(c)
+            ok.append(d >= MIN_DETAIL)
+        codes.append(np.concatenate(per))
+        keep.append(np.concatenate(ok))
+    return np.array(codes, np.uint8), np.array(keep, bool)
+
+
+def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, threshold: int, across: bool,
+                scope: int | None, variants: bool, stats: DuplicateStats, batch: int) -> np.ndarray:
+    """Every (query entry row, variant, hit entry row, distance) hit between two different items in scope,
+    as an (n, 4) int64 array. Rows index the arrays of :func:`_load_entries`."""
+    found = []
+    dead = store.dead
+    ids = E["ids"]
+    for start in range(0, len(query_rows), batch):
+        rows = query_rows[start : start + batch]
+        qrow = [rows]
+        qvar = [np.zeros(len(rows), np.int64)]
+        qcode = [E["codes"][rows]]
+        if variants:
+            with_thumb = rows[E["thumb"][rows]]
+            if len(with_thumb):
+                th = _thumbs(store, ids[with_thumb].tolist())
+                vc, keep = variant_codes([th[int(i)] for i in ids[with_thumb]], store.hasher.img_size)
+                keep[:, 0] = False  # id/full: the stored code (exact) is searched already
+                r, v = np.nonzero(keep)
+                qrow.append(with_thumb[r])
+                qvar.append(v.astype(np.int64))
+                qcode.append(vc[r, v])
+        qrow_a, qvar_a, qcode_a = np.concatenate(qrow), np.concatenate(qvar), np.concatenate(qcode)
+        stats.queries += len(qrow_a)
+        lims, dist, hit_ids = store.faiss.range_search_arrays(qcode_a, threshold)
+        q = np.repeat(np.arange(len(qrow_a)), np.diff(lims))
+        keep = np.ones(len(hit_ids), bool)
+        if len(dead):
+            keep &= ~np.isin(hit_ids, dead)
+        pos = np.searchsorted(ids, hit_ids)
+        pos[pos >= len(ids)] = 0
+        keep &= ids[pos] == hit_ids  # in the catalog (FAISS may hold ids a writer removed since)
+        src = qrow_a[q]
+        keep &= E["item"][pos] != E["item"][src]
+        if not across:
+            keep &= E["ds"][pos] == E["ds"][src]
+        elif scope is not None:
+            pass  # every query is in the scoped dataset: its pairs with any dataset count
+        if scope is not None and not across:
+            keep &= E["ds"][pos] == scope
+        found.append(np.stack([src[keep], qvar_a[q][keep], pos[keep], dist[keep].astype(np.int64)], axis=1))
+        stats.hits += int(keep.sum())
+    return np.concatenate(found) if found else np.empty((0, 4), np.int64)
+
+
+def _pairs(E: dict, hits: np.ndarray) -> list[tuple[int, int, list[tuple[int, int, int, int]]]]:
+    """Candidate item pairs ``(a, b, tries)`` with ``a < b``; tries ``(distance, query row, variant, hit row)``,
+    nearest first (stored codes before edits), at most MAX_TRIES distinct comparisons."""
+    if not len(hits):
+        return []
+    src, var, pos, d = hits.T
+    ia, ib = E["item"][src], E["item"][pos]
+    lo, hi = np.minimum(ia, ib), np.maximum(ia, ib)
+    # the same two stored codes found from both sides are one comparison
+    same = var == 0
+    s2 = np.where(same, np.minimum(src, pos), src)
+    p2 = np.where(same, np.maximum(src, pos), pos)
+    order = np.lexsort((p2, var, s2, d, hi, lo))
+    out = []
+    i, n = 0, len(order)
+    while i < n:
+        j = i
+        a, b = int(lo[order[i]]), int(hi[order[i]])
+        tries, seen = [], set()
+        while j < n and lo[order[j]] == a and hi[order[j]] == b:
+            k = order[j]
+            t = (int(s2[k]), int(var[k]), int(p2[k]))
+            if t not in seen and len(tries) < MAX_TRIES:
+                seen.add(t)
+                tries.append((int(d[k]), t[0], t[1], t[2]))
+            j += 1
+        out.append((a, b, tries))
+        i = j
+    return out
+
+
+# --- verification (worker processes) -----------------------------------------------------
+def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max_motion: float | None) -> list[tuple]:
+    """Verify candidate pairs on their thumbnails (and, when both are local files, at full detail).
+
+    Each task is one pair's tries, nearest first: ``(variant, query thumbnail, hit thumbnail, query kind,
+    hit kind, query (path, hash), hit (path, hash))``, the query side being the entry whose thumbnail the
+    variant edits. Returns per task ``(try index, score, motion, detail)``: the first try scoring
+    ``min_score`` (else the best), its full-detail residual motion (None when not measured) and why the
+    check did not run (or None). Runs in a worker process (or in-process).
+    """
+    from PIL import Image
+
+    from .detail import residual_motion
+    from .verify import align, decode_thumb
+    from .workers import _build, _pixels, dataset_region
+
+    hasher = _build(spec.hasher)
+    boxes = query_boxes()
+    out = []
+    for tries in tasks:
+        best = None
+        for n, (variant, qthumb, hthumb, *_rest) in enumerate(tries):
+            orient, crop = variant.split("/")
+            a = decode_thumb(qthumb)
+            if orient == "mirror":
+                a = np.ascontiguousarray(a[:, ::-1])
+            l, t, r, b = boxes[crop]
+            score, box = align(Image.fromarray(a, "L"), (l * THUMB, t * THUMB, r * THUMB, b * THUMB),
+                               decode_thumb(hthumb))
+            if best is None or score > best[1]:
+                best = (n, score, box)
+            if score >= min_score:
+                break
+        n, score, box = best
+        motion, detail = None, None
+        if score >= min_score and max_motion is not None:
+            variant, _, _, qkind, hkind, (qpath, qhash), (hpath, hhash) = tries[n]
+            if not (qpath and hpath and os.path.isfile(qpath) and os.path.isfile(hpath)):
+                detail = "not both local files"
+            else:
+                qr = dataset_region(hasher, qpath, qkind, qhash, spec.limits)
+                hr = dataset_region(hasher, hpath, hkind, hhash, spec.limits)
+                if isinstance(qr, str) or isinstance(hr, str):
+                    detail = qr if isinstance(qr, str) else hr
+                else:
+                    if variant.startswith("mirror/"):
+                        qr = np.ascontiguousarray(qr[:, ::-1])
+                    h, w = qr.shape
+                    fx, fy = w / THUMB, h / THUMB  # the aligned box is in thumbnail pixels of the query region
+                    region = _pixels(Image.fromarray(qr, "L"), (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy))
+                    motion = residual_motion(np.ascontiguousarray(region), hr)
+                    if motion is None:
+                        detail = "too small or flat to measure motion"
+        out.append((n, score, motion, detail))
+    return out
+
+
+# --- grouping ------------------------------------------------------------------------------
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        p = self.parent.setdefault(x, x)
+        while p != x:
+            self.parent[x] = self.parent.setdefault(p, p)
+            x, p = p, self.parent[p]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # the lowest id is the root
+
+
+def _min_distance(E: dict, rows_a: np.ndarray, rows_b: np.ndarray) -> int:
+    a = np.unpackbits(E["codes"][rows_a], axis=1)
+    b = np.unpackbits(E["codes"][rows_b], axis=1)
+    return int((a[:, None, :] != b[None, :, :]).sum(axis=2).min())
+
+
+def _groups(store: IndexStore, E: dict, links: list[Link]) -> list[Group]:
+    uf = _UnionFind()
+    verified = [lk for lk in links if lk.verified]
+    for lk in verified:
+        uf.union(lk.a, lk.b)
+    comps: dict[int, list[int]] = {}
+    for x in list(uf.parent):
+        comps.setdefault(uf.find(x), []).append(x)
+    adj: dict[int, list[Link]] = {}
+    links_of: dict[int, list[Link]] = {}  # root -> its group's links
+    for lk in verified:
+        adj.setdefault(lk.a, []).append(lk)
+        adj.setdefault(lk.b, []).append(lk)
+        links_of.setdefault(uf.find(lk.a), []).append(lk)
+    items = store.catalog.items_by_id(list(uf.parent))
+    rows_of: dict[int, np.ndarray] = {}
+    order = np.argsort(E["item"], kind="stable")
+    sorted_items = E["item"][order]
+    for it in uf.parent:
+        lo, hi = np.searchsorted(sorted_items, [it, it + 1])
+        rows_of[it] = order[lo:hi]
+    pair_distance = {(lk.a, lk.b): lk.distance for lk in links}
+    groups = []
+    for rep in sorted(comps):
+        # breadth-first from the representative: each member's link is the one that reached it first
+        # (links in order of the other end's id, so the tree does not depend on the search order)
+        reached: dict[int, tuple[int, Link | None]] = {rep: (0, None)}
+        todo = deque([rep])
+        while todo:
+            x = todo.popleft()
+            for lk in sorted(adj.get(x, []), key=lambda lk: lk.other(x)):
+                y = lk.other(x)
+                if y not in reached:
+                    reached[y] = (reached[x][0] + 1, lk)
+                    todo.append(y)
+        members = []
+        for it in sorted(comps[rep]):
+            hops, lk = reached[it]
+            key = (min(rep, it), max(rep, it))
+            if it == rep:
+                dist = 0
+            elif key in pair_distance:
+                dist = pair_distance[key]
+            else:
+                dist = _min_distance(E, rows_of[rep], rows_of[it])
+            members.append(Member(items[it], dist, hops, lk))
+        groups.append(Group(rep, members, sorted(links_of.get(rep, []), key=lambda lk: (lk.a, lk.b))))
+    return groups
+
+
+# --- the whole run -------------------------------------------------------------------------
+def find_duplicates(
+    store: IndexStore,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_motion: float | None = DEFAULT_MAX_MOTION,
+    across_datasets: bool = False,
+    dataset: str | None = None,
+    variants: bool = True,
+    workers: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    batch: int = BATCH,
+    log: Callable[[str], None] | None = None,
+) -> DuplicateReport:
+    """Groups of near-duplicate items in ``store`` (see the module doc).
+
+    ``across_datasets``: also pair items of different datasets (default: only items of the same
+    dataset). ``dataset``: only items of that dataset are searched; within datasets that means its
+    groups; across datasets, its items and the items of any dataset that duplicate one of them (pairs
+    between two items of other datasets are not searched). ``variants``: also search the mirrored and
+    cropped edits of each entry's thumbnail (16 codes per entry instead of 1). ``max_motion``: the
+    full-detail check for pairs of local files (None: thumbnails only). ``workers``: verification
+    processes (default one per core; 0 = in-process).
+    """
+    from .errors import CatalogError
+    from .ingest import default_workers
+
+    t0 = time.perf_counter()
+    stats = DuplicateStats()
+    E = _load_entries(store)
+    scope = None
+    if dataset is not None:
+        if dataset not in E["datasets"]:
+            known = ", ".join(sorted(E["datasets"])) or "none"
+            raise CatalogError(f"no dataset {dataset!r} with hashed items in the index (datasets: {known})")
+        scope = E["datasets"].index(dataset)
+    query_rows = np.arange(len(E["ids"])) if scope is None else np.nonzero(E["ds"] == scope)[0]
+    stats.entries = len(query_rows)
+    stats.load_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    hits = _candidates(store, E, query_rows, threshold, across_datasets, scope, variants and store.regions, stats, batch)
+    pairs = _pairs(E, hits)
+    stats.pairs = len(pairs)
+    stats.search_s = time.perf_counter() - t1
+    if log:
+        log(f"{stats.entries:,} entries searched ({stats.queries:,} codes) in {stats.search_s:.1f} s: "
+            f"{stats.pairs:,} candidate pairs")
+
+    t2 = time.perf_counter()
+    links = _verify(store, E, pairs, min_score, max_motion, workers if workers is not None else default_workers(),
+                    limits, stats)
+    stats.verify_s = time.perf_counter() - t2
+    groups = _groups(store, E, links)
+    stats.elapsed = time.perf_counter() - t0
+    settings = {"threshold": threshold, "min_score": min_score, "max_motion": max_motion,
+                "across_datasets": across_datasets, "dataset": dataset, "variants": variants}
+    return DuplicateReport(groups, stats, settings, links)
+
+
+def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: float | None, workers: int,
+            limits: Limits, stats: DuplicateStats) -> list[Link]:
+    kinds = E["kinds"]
+    links: list[Link] = []
+    todo: list[tuple[Link, list]] = []
+    files: dict[int, tuple[str | None, str | None]] = {}  # item id -> (local path, hash as indexed)
+    if pairs and max_motion is not None:
+        wanted = {x for a, b, _ in pairs for x in (a, b)}
+        files = {it.id: (it.path, it.hash) for it in store.catalog.items_by_id(sorted(wanted)).values()}
+    for a, b, tries in pairs:
+        d0, q0, v0, h0 = tries[0]
+        qi = int(E["item"][q0])
+        link = Link(a, b, d0, varied=qi, variant=VARIANTS[v0])
+        link.kind_a, link.kind_b = ((kinds[E["kind"][q0]], kinds[E["kind"][h0]]) if qi == a
+                                    else (kinds[E["kind"][h0]], kinds[E["kind"][q0]]))
+        links.append(link)
+        usable = [t for t in tries if E["thumb"][t[1]] and E["thumb"][t[3]]]
+        if not usable:  # no thumbnails on one side: the distance is all there is
+            link.verified_by = "distance"
+            stats.verified += 1
+            stats.distance_only += 1
+            continue
+        todo.append((link, usable))
+
+    spec = HashSpec.of(store.hasher, store.regions, limits)
+    pool = None
+    if workers > 0 and len(todo) > VERIFY_CHUNK:
+        from .workers import make_pool
+
+        pool = make_pool(workers)
+    try:
+        chunks = [todo[i : i + VERIFY_CHUNK] for i in range(0, len(todo), VERIFY_CHUNK)]
+        window: deque = deque()
+
+        def submit(chunk):
+            thumbs = _thumbs(store, {E["ids"][r] for _, usable in chunk for t in usable for r in (t[1], t[3])})
+            tasks = [[(VARIANTS[v], thumbs[int(E["ids"][q])], thumbs[int(E["ids"][h])], kinds[E["kind"][q]],
+                       kinds[E["kind"][h]], files.get(int(E["item"][q]), (None, None)),
+                       files.get(int(E["item"][h]), (None, None))) for _, q, v, h in usable]
+                     for _, usable in chunk]
+            if pool is None:
+                return chunk, verify_pairs(spec, tasks, min_score, max_motion)
+            return chunk, pool.submit(verify_pairs, spec, tasks, min_score, max_motion)
+
+        def collect(entry):
+            chunk, res = entry
+            res = res if isinstance(res, list) else res.result()
+            for (link, usable), (n, score, motion, detail) in zip(chunk, res):
+                d, q, v, h = usable[n]
+                qi = int(E["item"][q])
+                link.distance, link.score, link.motion, link.detail = d, score, motion, detail
+                link.variant, link.varied = VARIANTS[v], qi
+                link.kind_a, link.kind_b = ((kinds[E["kind"][q]], kinds[E["kind"][h]]) if qi == link.a
+                                            else (kinds[E["kind"][h]], kinds[E["kind"][q]]))
+                if score < min_score:
+                    stats.rejected += 1
+                elif motion is not None and motion > max_motion:
+                    stats.rejected += 1
+                    stats.rejected_motion += 1
+                    link.detail = f"moved: residual motion {motion:.3f} > {max_motion}"
+                else:
+                    link.verified_by = "thumbnails+detail" if motion is not None else "thumbnails"
+                    stats.verified += 1
+
+        for chunk in chunks:
+            window.append(submit(chunk))
+            if len(window) > 2 * max(1, workers):
+                collect(window.popleft())
+        while window:
+            collect(window.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return links
+
+
+# --- output --------------------------------------------------------------------------------
+def group_rows(group: Group) -> list[dict[str, Any]]:
+    """The CSV rows of a group (:data:`CSV_COLUMNS`), one per item, the representative first.
+
+    ``distance``: Hamming distance to the representative: the search's own (over their entries and the
+    edits searched) when the two were paired, else the smallest between their stored entries (then
+    possibly above the threshold: a member reached through others). ``score``, ``motion``, ``kinds``
+    (this item's entry kind ~ the linked item's), ``variant`` (the edit of one side's thumbnail that
+    matched, ``this:`` or ``linked:``) and ``verified_by`` describe the link to ``linked_to``.
+    """
+    rows = []
+    for m in group.members:
+        it, lk = m.item, m.link
+        row: dict[str, Any] = {
+            "group": group.id, "group_size": group.size, "item_id": it.id, "dataset": it.dataset, "key": it.key,
+            "url": it.url or "", "page_url": it.page_url or "", "owner": it.owner or "", "distance": m.distance,
+            "score": "", "motion": "", "kinds": "", "variant": "", "verified_by": "representative",
+            "linked_to": "", "hops": m.hops,
+        }
+        if lk is not None:
+            other = lk.other(it.id)
+            row.update(
+                score="" if lk.score is None else f"{lk.score:.4f}",
+                motion="" if lk.motion is None else f"{lk.motion:.3f}",
+                kinds=f"{lk.kind_of(it.id)}~{lk.kind_of(other)}",
+                variant=f"{'this' if lk.varied == it.id else 'linked'}:{lk.variant}",
+                verified_by=lk.verified_by, linked_to=other,
+            )
+        rows.append(row)
+    return rows
+
+
+def group_json(group: Group) -> dict[str, Any]:
+    """One JSON object per group: its members (CSV fields plus path, licence, title) and every verified link."""
+    items = []
+    for m, row in zip(group.members, group_rows(group)):
+        it = m.item
+        d = {k: row[k] for k in CSV_COLUMNS if k not in ("group", "group_size")}
+        d.update(path=it.path, license=it.license, title=it.title)
+        for k in ("score", "motion"):
+            d[k] = None if d[k] == "" else float(d[k])
+        for k in ("url", "page_url", "owner", "kinds", "variant", "linked_to"):
+            d[k] = d[k] or None
+        items.append(d)
+    return {"group": group.id, "size": group.size, "datasets": sorted({m.item.dataset for m in group.members}),
+            "items": items, "links": [lk.to_json() for lk in group.links]}
+
+
+def write_csv(groups: Sequence[Group], out) -> int:
+    import csv
+
+    w = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    n = 0
+    for g in groups:
+        for row in group_rows(g):
+            w.writerow(row)
+            n += 1
+    return n
+
+
+def write_jsonl(groups: Sequence[Group], out) -> int:
+    import json
+
+    for g in groups:
+        out.write(json.dumps(group_json(g), sort_keys=False) + "\n")
+    return len(groups)
