@@ -43,6 +43,7 @@ import numpy as np
 from .detail import DEFAULT_MAX_MOTION
 from .hashers.base import MIN_DETAIL
 from .images import DEFAULT_LIMITS, Limits
+from .index import BinaryIndex
 from .matcher import DEFAULT_THRESHOLD
 from .regions import query_boxes
 from .results import Item
@@ -51,7 +52,7 @@ from .verify import DEFAULT_MIN_SCORE, THUMB
 from .workers import HashSpec
 
 __all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Group", "DuplicateStats", "DuplicateReport",
-           "find_duplicates", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
+           "find_duplicates", "components", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
            "write_csv", "write_jsonl"]
 
 #: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
@@ -62,7 +63,7 @@ MAX_TRIES = 6
 #: Query entries per FAISS batch (x 16 codes with variants).
 BATCH = 2048
 #: Candidate pairs per verification task.
-VERIFY_CHUNK = 32
+VERIFY_CHUNK = 16
 
 #: Columns of the CSV output, one row per item in a group.
 CSV_COLUMNS = ["group", "group_size", "item_id", "dataset", "key", "url", "page_url", "owner", "distance", "score",
@@ -217,10 +218,12 @@ def variant_codes(thumbs: Sequence[bytes], size: int) -> tuple[np.ndarray, np.nd
     return np.array(codes, np.uint8), np.array(keep, bool)
 
 
-def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, threshold: int, across: bool,
-                scope: int | None, variants: bool, stats: DuplicateStats, batch: int) -> np.ndarray:
-    """Every (query entry row, variant, hit entry row, distance) hit between two different items in scope,
-    as an (n, 4) int64 array. Rows index the arrays of :func:`_load_entries`."""
+def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, index, threshold: int, across: bool,
+                variants: bool, stats: DuplicateStats, batch: int) -> np.ndarray:
+    """Every hit of the ``query_rows`` entries (stored codes and thumbnail edits) in ``index`` (a
+    :class:`BinaryIndex` over entry ids) on an entry of another item (of the same dataset unless
+    ``across``), as an (n, 4) int64 array: query entry row, variant, hit entry row, distance. Rows
+    index the arrays of :func:`_load_entries`."""
     found = []
     dead = store.dead
     ids = E["ids"]
@@ -241,10 +244,10 @@ def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, threshold: i
                 qcode.append(vc[r, v])
         qrow_a, qvar_a, qcode_a = np.concatenate(qrow), np.concatenate(qvar), np.concatenate(qcode)
         stats.queries += len(qrow_a)
-        lims, dist, hit_ids = store.faiss.range_search_arrays(qcode_a, threshold)
+        lims, dist, hit_ids = index.range_search_arrays(qcode_a, threshold)
         q = np.repeat(np.arange(len(qrow_a)), np.diff(lims))
         keep = np.ones(len(hit_ids), bool)
-        if len(dead):
+        if len(dead):  # removed items: their ids stay in FAISS until compaction
             keep &= ~np.isin(hit_ids, dead)
         pos = np.searchsorted(ids, hit_ids)
         pos[pos >= len(ids)] = 0
@@ -253,10 +256,6 @@ def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, threshold: i
         keep &= E["item"][pos] != E["item"][src]
         if not across:
             keep &= E["ds"][pos] == E["ds"][src]
-        elif scope is not None:
-            pass  # every query is in the scoped dataset: its pairs with any dataset count
-        if scope is not None and not across:
-            keep &= E["ds"][pos] == scope
         found.append(np.stack([src[keep], qvar_a[q][keep], pos[keep], dist[keep].astype(np.int64)], axis=1))
         stats.hits += int(keep.sum())
     return np.concatenate(found) if found else np.empty((0, 4), np.int64)
@@ -374,53 +373,63 @@ def _min_distance(E: dict, rows_a: np.ndarray, rows_b: np.ndarray) -> int:
     return int((a[:, None, :] != b[None, :, :]).sum(axis=2).min())
 
 
-def _groups(store: IndexStore, E: dict, links: list[Link]) -> list[Group]:
+def components(links: Sequence[Link]) -> list[tuple[int, dict[int, tuple[int, Link | None]], list[Link]]]:
+    """The groups the verified ``links`` make (union-find), by representative (lowest item id):
+    ``(representative, {item: (hops, link that reached it)}, the group's verified links)``.
+
+    Each member's link is found breadth-first from the representative (links in order of the other
+    end's id, so the result does not depend on the order the search found them): ``hops`` 1 means
+    verified against the representative itself, more means reached through other members (chaining).
+    """
     uf = _UnionFind()
     verified = [lk for lk in links if lk.verified]
+    adj: dict[int, list[Link]] = {}
     for lk in verified:
         uf.union(lk.a, lk.b)
-    comps: dict[int, list[int]] = {}
-    for x in list(uf.parent):
-        comps.setdefault(uf.find(x), []).append(x)
-    adj: dict[int, list[Link]] = {}
-    links_of: dict[int, list[Link]] = {}  # root -> its group's links
-    for lk in verified:
         adj.setdefault(lk.a, []).append(lk)
         adj.setdefault(lk.b, []).append(lk)
+    links_of: dict[int, list[Link]] = {}
+    for lk in verified:
         links_of.setdefault(uf.find(lk.a), []).append(lk)
-    items = store.catalog.items_by_id(list(uf.parent))
-    rows_of: dict[int, np.ndarray] = {}
-    order = np.argsort(E["item"], kind="stable")
-    sorted_items = E["item"][order]
-    for it in uf.parent:
-        lo, hi = np.searchsorted(sorted_items, [it, it + 1])
-        rows_of[it] = order[lo:hi]
-    pair_distance = {(lk.a, lk.b): lk.distance for lk in links}
-    groups = []
-    for rep in sorted(comps):
-        # breadth-first from the representative: each member's link is the one that reached it first
-        # (links in order of the other end's id, so the tree does not depend on the search order)
+    out = []
+    for rep in sorted(links_of):
         reached: dict[int, tuple[int, Link | None]] = {rep: (0, None)}
         todo = deque([rep])
         while todo:
             x = todo.popleft()
-            for lk in sorted(adj.get(x, []), key=lambda lk: lk.other(x)):
+            for lk in sorted(adj[x], key=lambda lk: lk.other(x)):
                 y = lk.other(x)
                 if y not in reached:
                     reached[y] = (reached[x][0] + 1, lk)
                     todo.append(y)
+        out.append((rep, dict(sorted(reached.items())), sorted(links_of[rep], key=lambda lk: (lk.a, lk.b))))
+    return out
+
+
+def _groups(store: IndexStore, E: dict, links: list[Link]) -> list[Group]:
+    comps = components(links)
+    wanted = [it for _, reached, _ in comps for it in reached]
+    items = store.catalog.items_by_id(wanted)
+    order = np.argsort(E["item"], kind="stable")
+    sorted_items = E["item"][order]
+
+    def rows_of(item_id: int) -> np.ndarray:
+        lo, hi = np.searchsorted(sorted_items, [item_id, item_id + 1])
+        return order[lo:hi]
+
+    pair_distance = {(lk.a, lk.b): lk.distance for lk in links}
+    groups = []
+    for rep, reached, glinks in comps:
         members = []
-        for it in sorted(comps[rep]):
-            hops, lk = reached[it]
-            key = (min(rep, it), max(rep, it))
+        for it, (hops, lk) in reached.items():
             if it == rep:
                 dist = 0
-            elif key in pair_distance:
-                dist = pair_distance[key]
+            elif (rep, it) in pair_distance:  # rep < it
+                dist = pair_distance[(rep, it)]
             else:
-                dist = _min_distance(E, rows_of[rep], rows_of[it])
+                dist = _min_distance(E, rows_of(rep), rows_of(it))
             members.append(Member(items[it], dist, hops, lk))
-        groups.append(Group(rep, members, sorted(links_of.get(rep, []), key=lambda lk: (lk.a, lk.b))))
+        groups.append(Group(rep, members, glinks))
     return groups
 
 
@@ -466,7 +475,24 @@ def find_duplicates(
     stats.load_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    hits = _candidates(store, E, query_rows, threshold, across_datasets, scope, variants and store.regions, stats, batch)
+    variants = variants and store.regions
+    if scope is None:  # every entry against the whole index
+        hits = _candidates(store, E, query_rows, store.faiss, threshold, across_datasets, variants, stats, batch)
+    else:
+        # one dataset's entries: an index of them alone, so that what is searched against them costs what
+        # they cost, not what the whole index costs
+        own = BinaryIndex.build(store.hasher.bits, E["ids"][query_rows], E["codes"][query_rows])
+        if not across_datasets:
+            hits = _candidates(store, E, query_rows, own, threshold, False, variants, stats, batch)
+        else:
+            # its entries against the whole index, and every other entry against its entries: an edit
+            # (a crop) finds a copy from the larger side only, which may be either
+            others = np.nonzero(E["ds"] != scope)[0]
+            hits = np.concatenate([
+                _candidates(store, E, query_rows, store.faiss, threshold, True, variants, stats, batch),
+                _candidates(store, E, others, own, threshold, True, variants, stats, batch),
+            ])
+            stats.entries += len(others)
     pairs = _pairs(E, hits)
     stats.pairs = len(pairs)
     stats.search_s = time.perf_counter() - t1
