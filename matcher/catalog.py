@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS identities (
 CREATE INDEX IF NOT EXISTS identities_photo ON identities (photo_id);
 CREATE INDEX IF NOT EXISTS identities_nsid ON identities (owner_nsid);
 CREATE INDEX IF NOT EXISTS identities_name ON identities (lower(owner_name));
+CREATE TABLE IF NOT EXISTS datasets (
+    name       TEXT PRIMARY KEY,
+    version    TEXT,
+    source     TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
 """
 
 
@@ -332,6 +339,8 @@ class Catalog:
             if dataset is None:
                 raise CatalogError("nothing selected: give a key, a URL or a dataset")
             ids = [r[0] for r in self.db.execute("SELECT id FROM items WHERE dataset = ?", (dataset,))]
+            if not ids and dataset in self.dataset_rows():
+                return []  # recorded by an add, but every item of it is gone: removing it drops the record
             if not ids:
                 known = ", ".join(sorted(r[0] for r in self.db.execute("SELECT DISTINCT dataset FROM items"))) or "none"
                 raise CatalogError(f"no dataset {dataset!r} in the index (datasets: {known})")
@@ -348,11 +357,12 @@ class Catalog:
             raise CatalogError(f"no item with {column} {', '.join(repr(m) for m in missing)}{scope}; nothing removed")
         return sorted(set(ids))
 
-    def remove_items(self, item_ids: Sequence[int]) -> tuple[int, np.ndarray]:
+    def remove_items(self, item_ids: Sequence[int], *, drop_dataset: str | None = None) -> tuple[int, np.ndarray]:
         """Delete these items and their entries in one transaction; their entry ids become tombstones.
 
         Returns (items removed, the tombstoned entry ids). ``entries_seq`` is not bumped: FAISS
-        still holds exactly entries + tombstones.
+        still holds exactly entries + tombstones. ``drop_dataset``: also forget that dataset's record
+        (name, version: :meth:`dataset_rows`), in the same transaction (a whole dataset removed).
         """
         db = self.db
         now = _now()
@@ -377,6 +387,8 @@ class Catalog:
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'entries_count'", (len(dead),))
             self.set_meta("entry_id_max", str(floor))
             db.execute("DELETE FROM _remove")
+            if drop_dataset is not None and self._has_datasets_table():
+                db.execute("DELETE FROM datasets WHERE name = ?", (drop_dataset,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -564,3 +576,91 @@ class Catalog:
         ):
             out[dataset]["failures"][kind] = n
         return list(out.values())
+
+    # datasets ---------------------------------------------------------------------
+    def _has_datasets_table(self) -> bool:
+        # a catalog written before the table existed and opened read-only has none (writable opens create it)
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datasets'").fetchone() is not None
+
+    def dataset_rows(self) -> dict[str, dict[str, Any]]:
+        """{name: {"version", "source", "created_at", "updated_at"}} of the datasets ``add`` recorded."""
+        if not self._has_datasets_table():
+            return {}
+        return {name: {"version": version, "source": source, "created_at": created, "updated_at": updated}
+                for name, version, source, created, updated in self.db.execute(
+                    "SELECT name, version, source, created_at, updated_at FROM datasets ORDER BY name")}
+
+    def register_datasets(self, sources: dict[str, list[str]], *, version: str | None = None,
+                          new_version: bool = False) -> list[tuple[str, str | None, str]]:
+        """Record each dataset an ``add`` is about to fill: ``{name: [source locations]}``, at ``version``.
+
+        A dataset recorded at another version is refused (CatalogError, nothing changed, for every
+        dataset of the call) unless ``new_version``: then its version is updated. Without ``version``
+        a dataset keeps the version it has. Returns ``[(name, old version, new version)]`` for the
+        versions that changed (a dataset's first version included).
+        """
+        if new_version and version is None:
+            raise CatalogError("--new-version needs --version V: the version the dataset now is")
+        rows = self.dataset_rows()
+        for name in sources:
+            old = rows.get(name, {}).get("version")
+            if version is not None and old is not None and old != version and not new_version:
+                raise CatalogError(
+                    f"dataset {name!r} is version {old!r} in this index, not {version!r}: adding to it would mix two "
+                    f"versions. Pass --new-version to record that {name!r} is now version {version!r} (items already "
+                    f"added stay until `matcher remove --dataset {name}`), or add it under another --dataset name; "
+                    "nothing was changed")
+        now = _now()
+        changed = []
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, locations in sources.items():
+                old = rows.get(name)
+                source = "; ".join(dict.fromkeys(locations)) or None
+                if old is None:
+                    first = db.execute("SELECT MIN(added_at) FROM items WHERE dataset = ?", (name,)).fetchone()[0]
+                    db.execute("INSERT INTO datasets (name, version, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                               (name, version, source, first or now, now))
+                else:
+                    db.execute("UPDATE datasets SET version = COALESCE(?, version), source = ?, updated_at = ? WHERE name = ?",
+                               (version, source, now, name))
+                if version is not None and (old is None or old["version"] != version):
+                    changed.append((name, None if old is None else old["version"], version))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return changed
+
+    #: Failed downloads whose error says the image is gone for good: HTTP 404 Not Found, 410 Gone and
+    #: 451 Unavailable For Legal Reasons (taken down), and host names DNS says do not exist (matcher/fetch.py
+    #: records "could not resolve host ..." once retries are over). Timeouts, refused connections, 403, 429
+    #: and 5xx may pass, so they are not counted.
+    DEAD_LINK_SQL = (
+        "status = 'failed' AND ((error_kind = 'http' AND (error LIKE 'HTTP 404%' OR error LIKE 'HTTP 410%'"
+        " OR error LIKE 'HTTP 451%')) OR (error_kind = 'connection' AND error LIKE 'could not resolve host%'))"
+    )
+
+    def dataset_overview(self) -> list[dict[str, Any]]:
+        """Per dataset, by name: :meth:`stats` plus ``version``, ``source``, ``created_at``, ``updated_at``
+        (None when ``add`` never recorded the dataset), ``dead_links`` (failed items whose image is gone,
+        :data:`DEAD_LINK_SQL`) and ``removed`` / ``removed_entries`` (items removed and their entries,
+        until ``matcher compact`` takes them out of FAISS). A dataset recorded but without items is listed
+        with zeros."""
+        stats = {d["dataset"]: d for d in self.stats()}
+        rows = self.dataset_rows()
+        dead = dict(self.db.execute(f"SELECT dataset, COUNT(*) FROM items WHERE {self.DEAD_LINK_SQL} GROUP BY dataset"))
+        removed: dict[str, tuple[int, int]] = {}
+        if self._has_tombstones_table():
+            removed = {ds: (items, entries) for ds, items, entries in self.db.execute(
+                "SELECT dataset, COUNT(DISTINCT item_id), COUNT(*) FROM tombstones GROUP BY dataset")}
+        out = []
+        for name in sorted(set(stats) | set(rows)):
+            d = stats.get(name) or {"dataset": name, "items": 0, "hashed": 0, "failed": 0, "entries": 0, "failures": {}}
+            r = rows.get(name, {})
+            gone = removed.get(name, (0, 0))
+            out.append({**d, "version": r.get("version"), "dead_links": dead.get(name, 0), "removed": gone[0],
+                        "removed_entries": gone[1], "source": r.get("source"), "created_at": r.get("created_at"),
+                        "updated_at": r.get("updated_at")})
+        return out

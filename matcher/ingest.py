@@ -20,12 +20,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .catalog import ItemRecord
 from .fetch import FetchSettings, fetch_iter
 from .flickr import identity_of
+from .facebox import normalise
 from .images import DEFAULT_LIMITS, Limits
 from .sources import Source, SourceItem
 from .store import IndexStore
 from .workers import HashSpec, index_batch, make_pool
 
-__all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record"]
+__all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record", "item_extra", "hash_payload"]
 
 
 def default_workers() -> int:
@@ -66,9 +67,26 @@ class AddStats:
 Progress = Callable[[AddStats], None]
 
 
+def item_extra(item: SourceItem, size: tuple[int, int] | None = None) -> dict:
+    """The extra metadata stored with an item: its ``extra``, plus its face boxes normalised to fractions of
+    the image (``faces``, :func:`matcher.facebox.normalise`; ``size`` is the decoded image's). Pixel boxes
+    of an image never decoded, with no reference size, are kept as given (``faces_px``)."""
+    if item.faces is None:
+        return item.extra
+    faces = normalise(item.faces, size)
+    if faces is None:
+        return {**item.extra, "faces_px": [list(b[:4]) for b in item.faces[0]]}
+    return {**item.extra, "faces": faces}
+
+
+def hash_payload(item: SourceItem, src):
+    """What :func:`matcher.workers.index_batch` takes for ``item``: its path or body, with its face boxes if any."""
+    return src if item.faces is None else (src, item.faces)
+
+
 def failure_record(item: SourceItem, reason: str, kind: str) -> ItemRecord:
     """The catalog record of an item that could not be hashed (shared by every engine)."""
-    return ItemRecord(item.dataset, item.key, fields=item.fields, error=reason, error_kind=kind, extra=item.extra,
+    return ItemRecord(item.dataset, item.key, fields=item.fields, error=reason, error_kind=kind, extra=item_extra(item),
                       identity=identity_of(item.fields, item.extra))
 
 
@@ -77,7 +95,7 @@ def outcome_record(item: SourceItem, out: tuple) -> ItemRecord:
     if out[0] == "ok":
         _, code, entries, w, h, _fmt = out
         return ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
-                          codes=entries, extra=item.extra, identity=identity_of(item.fields, item.extra))
+                          codes=entries, extra=item_extra(item, (w, h)), identity=identity_of(item.fields, item.extra))
     return failure_record(item, out[1], out[2])
 
 
@@ -245,10 +263,10 @@ def ingest(
             paths: list[str] = []
             for it in _unhashed(store, (i for i in source.items() if i.error or _is_local(i)), stats, progress):
                 if it.error:
-                    pipe.fail(it, it.error, "bad_row")
+                    pipe.fail(it, it.error, it.error_kind or "bad_row")
                     continue
                 items.append(it)
-                paths.append(it.path)
+                paths.append(hash_payload(it, it.path))
                 if len(items) >= batch:
                     pipe.submit(_Job(items, paths))
                     items, paths = [], []
@@ -263,7 +281,7 @@ def ingest(
                     pipe.fail(it, err.reason, err.kind)
                 else:
                     items.append(it)
-                    bodies.append(body)
+                    bodies.append(hash_payload(it, body))
                     if len(items) >= batch or (pipe.pool is not None and len(pipe.inflight) < workers):
                         pipe.submit(_Job(items, bodies))
                         items, bodies = [], []

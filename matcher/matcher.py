@@ -36,9 +36,16 @@ def add(
     fetch: FetchSettings = FetchSettings(),
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    version: str | None = None,
+    new_version: bool = False,
 ) -> AddStats:
-    """Create or extend the index at ``index_dir`` with every item of ``sources``."""
+    """Create or extend the index at ``index_dir`` with every item of ``sources``.
+
+    Each source's dataset is recorded first, at ``version`` if given (:meth:`IndexStore.register_sources`):
+    a dataset recorded at another version raises CatalogError, adding nothing, unless ``new_version``.
+    """
     with IndexStore.open(index_dir, create=True, writable=True) as store:
+        store.register_sources(sources, version=version, new_version=new_version)
         return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress)
 
 
@@ -173,7 +180,8 @@ def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict
     hits = store.search_codes(q.codes, threshold)
     ranked = rank_candidates([v.name for v in q.variants], hits)
     items = {item.id: item for item, _ in ranked}
-    cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries])
+    cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries],
+                       item.extra.get("faces"))
              for item, tries in ranked]
     return items, cands
 

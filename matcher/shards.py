@@ -80,6 +80,7 @@ class ShardTask:
     spec: HashSpec
     fetch: FetchSettings
     batch: int = 16
+    faces: tuple = ()  # per row: the face boxes its manifest gives (matcher.facebox.RawFaces) or None; () = none
 
 
 def run_shard(task: ShardTask) -> list[tuple]:
@@ -94,6 +95,8 @@ def run_shard(task: ShardTask) -> list[tuple]:
     remote = [(i, url) for i, (url, path) in enumerate(task.rows) if not is_local(url, path)]
 
     def hash_into(idx: list[int], srcs: list) -> None:
+        if task.faces:
+            srcs = [s if task.faces[i] is None else (s, task.faces[i]) for i, s in zip(idx, srcs)]
         for i, o in zip(idx, index_batch(task.spec, srcs)):
             out[i] = o
 
@@ -382,7 +385,8 @@ class _Shard:
 
     def task(self, spec: HashSpec, fetch: FetchSettings, batch: int) -> ShardTask:
         rows = tuple((self.items[i].url, self.items[i].path) for i in self.work)
-        return ShardTask(self.id, rows, spec, fetch, batch)
+        faces = tuple(self.items[i].faces for i in self.work)
+        return ShardTask(self.id, rows, spec, fetch, batch, faces if any(f is not None for f in faces) else ())
 
     def keys(self) -> list[str]:
         return [self.items[i].key for i in self.work]
@@ -429,7 +433,8 @@ def _plan(store: IndexStore, sources: Sequence[Source], shard_size: int, config:
                     work.append(len(keep))
                 keep.append(it)
             sid = f"{tag}-{k:06d}"
-            fp = _fingerprint(config, sid, [(keep[i].dataset, keep[i].key, keep[i].url, keep[i].path) for i in work])
+            fp = _fingerprint(config, sid, [(keep[i].dataset, keep[i].key, keep[i].url, keep[i].path)
+                                            + (() if keep[i].faces is None else (keep[i].faces,)) for i in work])
             yield _Shard(sid, keep, work, fp)
 
 
@@ -439,7 +444,8 @@ def _apply(store: IndexStore, shard: _Shard, stats: AddStats) -> None:
     work = set(shard.work)
     records = []
     for i, item in enumerate(shard.items):
-        rec = outcome_record(item, next(outs)) if i in work else failure_record(item, item.error or "", "bad_row")
+        rec = (outcome_record(item, next(outs)) if i in work
+               else failure_record(item, item.error or "", item.error_kind or "bad_row"))
         records.append(rec)
         if rec.error is None:
             stats.added += 1
@@ -563,7 +569,10 @@ def ingest_sharded(
     return stats
 
 
-def add_sharded(index_dir: str | os.PathLike, sources: Sequence[Source], engine: Engine, **kw: Any) -> AddStats:
-    """Create or extend the index at ``index_dir`` through ``engine`` (see :func:`ingest_sharded`)."""
+def add_sharded(index_dir: str | os.PathLike, sources: Sequence[Source], engine: Engine, *,
+                version: str | None = None, new_version: bool = False, **kw: Any) -> AddStats:
+    """Create or extend the index at ``index_dir`` through ``engine`` (see :func:`ingest_sharded`); the
+    datasets are recorded first, as :func:`matcher.matcher.add` does (``version``, ``new_version``)."""
     with IndexStore.open(index_dir, create=True, writable=True) as store:
+        store.register_sources(sources, version=version, new_version=new_version)
         return ingest_sharded(store, sources, engine, **kw)

@@ -55,6 +55,9 @@ class SourceItem:
     fields: dict[str, Any] = field(default_factory=dict)  # url, page_url, path, owner, license, title
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the row itself is unusable
+    error_kind: str | None = None  # the failure kind recorded for ``error`` (default "bad_row"; "video"...)
+    # face boxes the manifest gives (matcher.facebox.RawFaces): each becomes an index entry of the item
+    faces: tuple | None = None
 
 
 class Source:
@@ -261,9 +264,19 @@ class ManifestSource(Source):
         return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error)
 
 
-def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Mapping[str, str] | None = None) -> Source:
-    """A folder or a manifest file."""
+def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Mapping[str, str] | None = None,
+                preset: str | None = None) -> Source:
+    """A folder or a manifest file. ``preset``: read the manifest in a dataset's published layout
+    (``yfcc100m``, ``laion``, ``faces-jsonl``), or ``auto`` to pick one when the file's layout is
+    unambiguous (see :mod:`matcher.presets`); None reads it as a plain CSV/TSV/JSONL/Parquet manifest."""
     p = Path(spec)
+    if preset is not None:
+        from .presets import detect_preset, open_preset
+
+        if preset == "auto":
+            preset = detect_preset(p)  # None for a folder, or a file of no preset's layout
+        if preset is not None:
+            return open_preset(p, preset, dataset, columns)
     if p.is_dir():
         return FolderSource(p, dataset)
     if p.is_file():

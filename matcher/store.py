@@ -273,9 +273,21 @@ class IndexStore:
         if not self.writable:
             raise CatalogError("index opened read-only")
         item_ids = self.catalog.find_items(dataset=dataset, keys=keys, urls=urls)
-        n_items, dead = self.catalog.remove_items(item_ids)
+        whole = dataset if dataset is not None and not keys and not urls else None  # its record goes too
+        n_items, dead = self.catalog.remove_items(item_ids, drop_dataset=whole)
         self.dead = np.union1d(self.dead, dead)
         return {"items": int(n_items), "entries": int(len(dead)), "tombstones": int(len(self.dead))}
+
+    def register_sources(self, sources: Sequence[Any], *, version: str | None = None,
+                         new_version: bool = False) -> list[tuple[str, str | None, str]]:
+        """Record the datasets ``sources`` are about to fill (name, version, source locations) before an add:
+        see :meth:`Catalog.register_datasets` (a different version is refused unless ``new_version``)."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        by_dataset: dict[str, list[str]] = {}
+        for source in sources:
+            by_dataset.setdefault(source.dataset, []).append(source.location)
+        return self.catalog.register_datasets(by_dataset, version=version, new_version=new_version)
 
     def record(self, records: Sequence[ItemRecord], *, save_every: float = 30.0) -> None:
         """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ImageTooLarge, MatcherError
+from .facebox import MAX_FACE_ENTRIES, face_index, face_kind, face_region, indexable, normalise
 from .faces import detect_faces
 from .hashers import get_hasher
 from .hashers.base import MIN_DETAIL
@@ -165,7 +166,20 @@ def _entry_boxes(a: np.ndarray) -> dict:
 
 
 # --- dataset side -----------------------------------------------------------------------
-def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
+def _face_boxes(faces: list | None, w: int, h: int) -> dict[str, tuple[float, float, float, float]]:
+    """Entry kind -> fraction box of the regions around the published face boxes (``faces``: normalised)."""
+    out = {}
+    for i, box in enumerate((faces or [])[:MAX_FACE_ENTRIES]):
+        region = face_region(box, w, h)
+        if indexable(region, w, h):
+            l, t, r, b = region
+            out[face_kind(i)] = (l / w, t / h, r / w, b / h)
+    return out
+
+
+def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None) -> tuple:
+    """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.facebox.RawFaces`);
+    with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.facebox.face_region`)."""
     try:
         loaded = load_image(src, limits=limits, draft=("L", INDEX_DRAFT)) if regions else hasher.load(src, limits)
     except ImageTooLarge as e:
@@ -177,6 +191,8 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     kinds = {"full": (0.0, 0.0, 1.0, 1.0)}
     if regions:
         kinds = _entry_boxes(np.asarray(img))
+        if faces is not None:
+            kinds.update(_face_boxes(normalise(faces, (loaded.width, loaded.height)), w, h))
     boxes = [(l * w, t * h, r * w, b * h) for (l, t, r, b) in kinds.values()]
     codes, detail = _region_codes(img, boxes, hasher.img_size)
     if detail[0] < MIN_DETAIL:
@@ -190,11 +206,13 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
 
-def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limits: Limits) -> np.ndarray | str:
+def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limits: Limits,
+                   faces: list | None = None) -> np.ndarray | str:
     """The greyscale pixels of entry ``kind`` of the dataset image at ``path``, decoded as at index time.
 
     Returns a reason (str) instead when the file cannot be read, or no longer hashes to
-    ``expected_hash`` (it was replaced since it was indexed), or has no such region.
+    ``expected_hash`` (it was replaced since it was indexed), or has no such region. A face entry
+    (``face<i>``) is re-derived from ``faces``, the item's stored face boxes (``extra["faces"]``).
     """
     try:
         loaded = load_image(path, limits=limits, draft=("L", INDEX_DRAFT))
@@ -205,7 +223,10 @@ def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limi
     code, _ = _region_codes(img, [(0.0, 0.0, float(w), float(h))], hasher.img_size)
     if expected_hash is not None and code[0].tobytes().hex() != expected_hash:
         return "dataset image changed since it was indexed"
-    box = _entry_boxes(np.asarray(img)).get(kind)
+    if face_index(kind) is not None:
+        box = _face_boxes(faces, w, h).get(kind)
+    else:
+        box = _entry_boxes(np.asarray(img)).get(kind)
     if box is None:
         return f"dataset image has no {kind} region any more"
     l, t, r, b = box
@@ -213,9 +234,11 @@ def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limi
 
 
 def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
-    """Hash each dataset path or body. Used by the process pool (and in-process when workers=0)."""
+    """Hash each dataset path or body, or ``(path or body, face boxes)`` (:func:`index_one`'s ``faces``).
+    Used by the process pool (and in-process when workers=0)."""
     hasher = _build(spec.hasher)
-    return [index_one(hasher, spec.regions, s, spec.limits) for s in sources]
+    return [index_one(hasher, spec.regions, s[0], spec.limits, s[1]) if isinstance(s, tuple)
+            else index_one(hasher, spec.regions, s, spec.limits) for s in sources]
 
 
 # --- query side -------------------------------------------------------------------------
@@ -295,12 +318,13 @@ class Candidate:
     path: str | None  # the dataset image, when it is a local file
     item_hash: str | None  # its full-image code as indexed (hex)
     tries: list  # [(distance, Variant, entry kind, thumbnail png | None)], best first
+    faces: list | None = None  # the item's stored face boxes (extra["faces"]): face entries' regions
 
 
 def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndarray | str:
     if not cand.path or not os.path.isfile(cand.path):
         return "dataset image not available locally"
-    return dataset_region(hasher, cand.path, kind, cand.item_hash, limits)
+    return dataset_region(hasher, cand.path, kind, cand.item_hash, limits, cand.faces)
 
 
 def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence[Candidate], min_score: float,
