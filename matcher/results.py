@@ -32,11 +32,13 @@ class Item:
 
 @dataclass
 class Match:
-    """A dataset item that matched a query photo."""
+    """A dataset item that matched a query photo (or, with ``found_by="identity"``, an item listed under
+    the searcher's Flickr identity that no photo matched: ``distance`` is then None)."""
 
     item: Item
-    distance: int
+    distance: int | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    found_by: str | None = None  # "content" | "identity" | "both", when the search joined identity with content
 
     def to_json(self) -> dict[str, Any]:
         it = self.item
@@ -55,6 +57,8 @@ class Match:
             "distance": self.distance,
             "id": it.id,
         }
+        if self.found_by is not None:
+            out["found_by"] = self.found_by
         if it.extra:
             out["extra"] = it.extra
         if self.evidence:
@@ -64,9 +68,12 @@ class Match:
 
 @dataclass
 class QueryResult:
-    """The answer for one query photo: its matches, or the error that stopped it being read."""
+    """The answer for one query photo: its matches, or the error that stopped it being read.
 
-    query: str
+    ``query`` None: not a photo but the items listed under the searcher's Flickr identity that no
+    photo matched (:mod:`matcher.identities`)."""
+
+    query: str | None
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
     hash: str | None = None
