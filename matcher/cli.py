@@ -94,6 +94,9 @@ def main() -> None:
 @click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
 @click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
 @click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
+@click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
+              help="An opt-out registry (`matcher optout`): images that match it are not added (recorded as failed, "
+                   "\"opted out\"), so a later add cannot bring an opted-out photo back.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: this machine's processes; dask: shards of rows hashed on a Dask cluster (--scheduler).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")
@@ -101,7 +104,7 @@ def main() -> None:
               help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, retries, max_bytes, max_pixels,
-        allow_private_urls, engine, scheduler, shard_size, sources) -> None:
+        allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -120,9 +123,17 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
         settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
                                  max_bytes=max_bytes, allow_private=allow_private_urls)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
+        registry = None
+        if optout_registry:
+            from .optout import Registry
+
+            if engine != "local":
+                raise MatcherError("--registry is not supported with --engine dask yet: screen the manifest first "
+                                   "with `matcher filter`, then add the clean manifest")
+            registry = Registry.load(optout_registry)
         if engine == "local":
             with _AddProgress(err) as progress:
-                stats = add_items(index_dir, srcs, workers=workers, fetch=settings, limits=limits, progress=progress)
+                stats = add_items(index_dir, srcs, registry=registry, workers=workers, fetch=settings, limits=limits, progress=progress)
         else:
             from .shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
 
@@ -474,15 +485,30 @@ def info(index_dir, as_json, failures) -> None:
 @click.option("--key", "keys", multiple=True, help="Remove the item with this key (repeatable).")
 @click.option("--url", "urls", multiple=True, help="Remove the item(s) with this image URL (repeatable).")
 @click.option("--dataset", help="Remove every item of this dataset; with --key/--url, only look in it.")
-def remove(index_dir, keys, urls, dataset) -> None:
+@click.option("--matching", is_flag=True,
+              help="Remove every item that PHOTOS match, searched exactly as `matcher search` does (verified).")
+@click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
+              help="Remove every item that matches an entry of this opt-out registry (`matcher optout`).")
+@click.option("--workers", type=int, default=None, help="With --matching: hashing processes (default: one per core).")
+@click.argument("photos", nargs=-1, type=click.Path())
+def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None, workers=None, photos=()) -> None:
     """Remove items from an index without rebuilding it.
 
     Searches stop returning them at once; `matcher compact` later drops them from the FAISS file.
     A later `add` of a source that still lists an item adds it back. Exit 2, changing nothing,
     when a key, URL or dataset matches no item.
+
+    By content (a person's request): `--matching PHOTOS...` removes every item the photos match
+    (searched as `matcher search` does, verified), `--registry FILE` every item that matches an
+    entry of an opt-out registry; each removed item is printed. Exit 0 if something was removed,
+    1 if nothing matched, 2 on an error (a photo could not be read).
     """
     from .matcher import remove as remove_items
 
+    if matching or optout_registry or photos:  # by content: exits 0 removed, 1 nothing matched, 2 error
+        from .cli_optout import remove_by_content
+
+        remove_by_content(index_dir, keys, urls, dataset, matching, optout_registry, photos, workers)
     err = Console(stderr=True)
     if keys and urls:
         _err(err, "choose one of --key and --url")
@@ -681,6 +707,8 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, cors_origins
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
 
+
+from . import cli_optout  # noqa: E402,F401  (registers `optout` and `filter` on main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,6 +15,7 @@ __all__ = [
     "IndexMismatch",
     "FetchError",
     "ManifestError",
+    "RegistryError",
 ]
 
 
@@ -57,3 +58,8 @@ class FetchError(MatcherError):
 
 class ManifestError(MatcherError):
     """A manifest file could not be read, or has no usable image URL/path column."""
+
+
+class RegistryError(MatcherError):
+    """An opt-out registry file is missing, unreadable, corrupt, of an unknown format version or made with
+    another hasher; or a registry operation was refused (no such entry)."""

@@ -110,9 +110,16 @@ class _Job:
 
 class _Pipeline:
     def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
-                 stats: AddStats, commit_every: int):
+                 stats: AddStats, commit_every: int, screen=None):
         self.store = store
         self.spec = HashSpec.of(store.hasher, store.regions, limits)
+        # the worker task and its leading arguments: hashing, or hashing screened against an opt-out registry
+        if screen is None:
+            self.task: tuple = (index_batch, self.spec)
+        else:
+            from .optout import screened_index_batch
+
+            self.task = (screened_index_batch, self.spec, screen)
         self.workers = workers
         self.progress = progress
         self.stats = stats
@@ -151,12 +158,12 @@ class _Pipeline:
     # jobs -----------------------------------------------------------------------------
     def submit(self, job: _Job) -> None:
         if self.pool is None:
-            for item, out in zip(job.items, index_batch(self.spec, job.payloads)):
+            for item, out in zip(job.items, self.task[0](*self.task[1:], job.payloads)):
                 self._outcome(item, out)
             return
         while len(self.inflight) >= self.max_inflight:
             self.harvest(block=True)
-        self.inflight[self.pool.submit(index_batch, self.spec, job.payloads)] = job
+        self.inflight[self.pool.submit(*self.task, job.payloads)] = job
 
     def harvest(self, block: bool = False) -> None:
         if not self.inflight:
@@ -251,11 +258,16 @@ def ingest(
     progress: Progress | None = None,
     batch: int = 16,
     commit_every: int = 512,
+    screen=None,
 ) -> AddStats:
-    """Add every item of ``sources`` to ``store`` (which must be writable)."""
+    """Add every item of ``sources`` to ``store`` (which must be writable).
+
+    ``screen`` (a :class:`matcher.optout.Screen`): images that match its opt-out registry are not added
+    but recorded as failed (kind ``opted_out``), so a later add cannot bring an opted-out photo back.
+    """
     stats = AddStats()
     workers = default_workers() if workers is None else workers
-    pipe = _Pipeline(store, workers, limits, progress, stats, commit_every)
+    pipe = _Pipeline(store, workers, limits, progress, stats, commit_every, screen)
     try:
         for source in sources:
             # Pass 1: rows that cannot be used, and local files.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from .detail import DEFAULT_MAX_MOTION
+from .errors import IndexMismatch
 from .fetch import FetchSettings
 from .images import DEFAULT_LIMITS, Limits, iter_image_files
 from .ingest import AddStats, Progress, default_workers, ingest
@@ -38,15 +39,26 @@ def add(
     progress: Progress | None = None,
     version: str | None = None,
     new_version: bool = False,
+    registry=None,
 ) -> AddStats:
     """Create or extend the index at ``index_dir`` with every item of ``sources``.
 
     Each source's dataset is recorded first, at ``version`` if given (:meth:`IndexStore.register_sources`):
     a dataset recorded at another version raises CatalogError, adding nothing, unless ``new_version``.
+    ``registry`` (a :class:`matcher.optout.Registry`): images that match one of its entries are not added
+    but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
     """
     with IndexStore.open(index_dir, create=True, writable=True) as store:
+        screen = None
+        if registry is not None:
+            from .optout import Screen
+
+            if store.hasher.identity() != registry.hasher:
+                raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
+                                    f"are {registry.hasher}")
+            screen = Screen(registry, limits)
         store.register_sources(sources, version=version, new_version=new_version)
-        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress)
+        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen)
 
 
 def remove(
