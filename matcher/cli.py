@@ -557,7 +557,7 @@ def compact(index_dir) -> None:
 @click.option("--no-detail", is_flag=True, help="Skip the full-detail check (thumbnail verification only).")
 @click.option("--no-variants", is_flag=True,
               help="Search each entry's stored code only, not the mirrored and cropped edits of its thumbnail "
-                   "(16x fewer searches; mirrored and cropped copies are then missed).")
+                   "(9x fewer searches; mirrored and cropped copies are then missed).")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Verification processes (default: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per group (with every verified link).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the CSV (or JSON Lines) here, not to stdout.")

@@ -4,8 +4,8 @@ recompressed, cropped or mirrored copies, within one dataset or (``across_datase
 Three steps, each reusing what ``search`` uses:
 
 1. **Candidates.** Every live entry of the index is a query: its stored code and, when the entry
-   keeps a verification thumbnail, codes of *edits* of that thumbnail (``variants``: the mirror
-   image and the crops :func:`matcher.regions.query_boxes` lists, 16 codes in all; the pHash of a
+   keeps a verification thumbnail, codes of *edits* of that thumbnail (:data:`VARIANTS`: the crops
+   :func:`matcher.regions.query_boxes` lists and the mirror image, 9 codes in all; the pHash of a
    64x64 thumbnail equals the stored code of its region in 39 of the sample's 45 entries and is
    2 bits off in the rest). The queries are range-searched against the FAISS index at
    ``threshold`` in batches; removed items' ids (tombstones) and an item's own entries are
@@ -59,11 +59,13 @@ __all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Grou
            "write_csv", "write_jsonl"]
 
 #: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
-ORIENTATIONS = ("id", "mirror")
-VARIANTS: tuple[str, ...] = tuple(f"{o}/{name}" for o in ORIENTATIONS for name in query_boxes())
+#: The whole thumbnail first (its code is the stored one), then the crops re-hosts commonly make and the
+#: mirror image: 9 codes per entry. Mirrored *and* cropped, rotated copies are not searched (each
+#: further edit costs one more range search per entry; see docs/drafts/duplicates.md).
+VARIANTS: tuple[str, ...] = tuple(f"id/{name}" for name in query_boxes()) + ("mirror/full",)
 #: Tries (entry pair + variant, nearest first) verified per candidate pair before giving up on it.
-MAX_TRIES = 6
-#: Query entries per FAISS batch (x 16 codes with variants).
+MAX_TRIES = 4
+#: Query entries per FAISS batch (x 9 codes with variants).
 BATCH = 2048
 #: Candidate pairs per verification task.
 VERIFY_CHUNK = 16
@@ -211,24 +213,30 @@ def _area_matrix(lo: float, hi: float, n_in: int, n_out: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _variant_operators(size: int, hash_size: int) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """The pHash DCT of each :data:`VARIANTS` edit of a THUMB x THUMB thumbnail as two matrix products:
-    ``low_v = Y[row_op[v]] @ thumb @ X[v]`` (crop + area resampling to ``size`` px + the DCT's low
-    ``hash_size`` frequencies). Crops share row operators, so ``Y`` holds the distinct ones."""
+def _variant_operators(size: int, hash_size: int) -> tuple[np.ndarray, list[tuple[list[int], np.ndarray]]]:
+    """The pHash DCT of each :data:`VARIANTS` edit of a THUMB x THUMB thumbnail as two matrix products,
+    ``low_v = Y_k @ thumb @ X_v`` (crop + area resampling to ``size`` px + the DCT's low ``hash_size``
+    frequencies, along columns then rows). Crops share row operators: returns ``Y`` (the distinct row
+    operators stacked, (k * hash_size, THUMB)) and per row operator ``k`` the variants using it with
+    their ``X_v`` side by side, (THUMB, hash_size * len(variants))."""
     d = dct_matrix(hash_size, size)
     ys: dict[tuple[float, float], int] = {}
-    y_ops, row_op, x_ops = [], [], []
-    for orient in ORIENTATIONS:
-        for left, top, right, bottom in query_boxes().values():
-            if (top, bottom) not in ys:
-                ys[(top, bottom)] = len(y_ops)
-                y_ops.append(d @ _area_matrix(top * THUMB, bottom * THUMB, THUMB, size))
-            row_op.append(ys[(top, bottom)])
-            rx = _area_matrix(left * THUMB, right * THUMB, THUMB, size)
-            if orient == "mirror":  # the crop is of the mirrored thumbnail: columns read right to left
-                rx = rx[:, ::-1]
-            x_ops.append((d @ rx).T)
-    return np.stack(y_ops).astype(np.float32), row_op, np.stack(x_ops).astype(np.float32)
+    y_ops: list[np.ndarray] = []
+    groups: dict[int, list[tuple[int, np.ndarray]]] = {}
+    boxes = query_boxes()
+    for v, name in enumerate(VARIANTS):
+        orient, crop = name.split("/")
+        left, top, right, bottom = boxes[crop]
+        if (top, bottom) not in ys:
+            ys[(top, bottom)] = len(y_ops)
+            y_ops.append(d @ _area_matrix(top * THUMB, bottom * THUMB, THUMB, size))
+        rx = _area_matrix(left * THUMB, right * THUMB, THUMB, size)
+        if orient == "mirror":  # the crop is of the mirrored thumbnail: columns read right to left
+            rx = rx[:, ::-1]
+        groups.setdefault(ys[(top, bottom)], []).append((v, (d @ rx).T))
+    return (np.concatenate(y_ops).astype(np.float32),
+            [([v for v, _ in g], np.concatenate([x for _, x in g], axis=1).astype(np.float32))
+             for _, g in sorted(groups.items())])
 
 
 def variant_codes(thumbs: Sequence[bytes], size: int = 32, hash_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +245,8 @@ def variant_codes(thumbs: Sequence[bytes], size: int = 32, hash_size: int = 8) -
 
     The pHash of an edit as :mod:`matcher.hashers.phash` computes it (area resampling to ``size`` px, the
     low DCT frequencies, bits above their median), all edits of a batch in a few matrix products
-    (~8x cheaper than resampling each crop: measured in benchmarks/bench_duplicates.py).
+    (~4x cheaper than resampling each crop with OpenCV and hashing it; the codes differ from those by
+    ~1 bit on average: float32 sums, fractional crop edges).
     """
     n = len(thumbs)
     nv = len(VARIANTS)
@@ -245,27 +254,29 @@ def variant_codes(thumbs: Sequence[bytes], size: int = 32, hash_size: int = 8) -
     if n == 0:
         return np.empty((0, nv, nbytes), np.uint8), np.empty((0, nv), bool)
     a = np.stack([_decode(t) for t in thumbs]).astype(np.float32)  # (n, THUMB, THUMB)
-    y_ops, row_op, x_ops = _variant_operators(size, hash_size)
+    y_ops, groups = _variant_operators(size, hash_size)
     h = hash_size
-    # rows first, every distinct row operator at once: (k*h, THUMB) @ (THUMB, n*THUMB)
-    rows = (y_ops.reshape(-1, THUMB) @ a.transpose(1, 0, 2).reshape(THUMB, n * THUMB)).reshape(len(y_ops), h * n, THUMB)
-    low = np.stack([rows[row_op[v]] @ x_ops[v] for v in range(nv)])  # (nv, h*n, h)
-    low = low.reshape(nv, h, n, h).transpose(2, 0, 1, 3).reshape(n, nv, h * h)
+    rows = np.matmul(y_ops, a)  # (n, k * h, THUMB): every distinct row operator
+    low = np.empty((n, nv, h, h), np.float32)
+    for k, (vs, x_ops) in enumerate(groups):
+        out = np.matmul(rows[:, k * h : (k + 1) * h, :], x_ops)  # (n, h, h * len(vs))
+        low[:, vs] = out.reshape(n, h, len(vs), h).transpose(0, 2, 1, 3)
+    low = low.reshape(n, nv, h * h)
     m = h * h
     part = np.partition(low, (m // 2 - 1, m // 2), axis=-1)
     med = (part[..., m // 2 - 1 : m // 2] + part[..., m // 2 : m // 2 + 1]) / 2
     codes = np.packbits(low > med, axis=-1)
-    # detail: the grey-level spread of each crop of the thumbnail (the same for both orientations)
-    boxes = np.array([[round(v * THUMB) for v in b] for b in query_boxes().values()])
+    # detail: the grey-level spread of each variant's crop of the thumbnail
+    crops = query_boxes()
+    boxes = np.array([[round(x * THUMB) for x in crops[name.split("/")[1]]] for name in VARIANTS])
     px = np.arange(THUMB)
     in_y = ((px >= boxes[:, 1:2]) & (px < boxes[:, 3:4])).astype(np.float32)  # (boxes, THUMB)
     in_x = ((px >= boxes[:, 0:1]) & (px < boxes[:, 2:3])).astype(np.float32)
     area = in_y.sum(1) * in_x.sum(1)
-    sums = [np.einsum("bnc,bc->nb", (in_y @ x.transpose(1, 0, 2).reshape(THUMB, -1)).reshape(len(boxes), n, THUMB),
-                      in_x) for x in (a, a * a)]
+    sums = [np.einsum("nbc,bc->nb", np.matmul(in_y, x), in_x) for x in (a, a * a)]
     mean = sums[0] / area
     spread = np.sqrt(np.maximum(sums[1] / area - mean * mean, 0.0))
-    keep = np.tile(spread >= MIN_DETAIL, (1, len(ORIENTATIONS)))
+    keep = spread >= MIN_DETAIL
     return codes, keep
 
 
@@ -516,7 +527,7 @@ def find_duplicates(
     dataset). ``dataset``: only items of that dataset are searched; within datasets that means its
     groups; across datasets, its items and the items of any dataset that duplicate one of them (pairs
     between two items of other datasets are not searched). ``variants``: also search the mirrored and
-    cropped edits of each entry's thumbnail (16 codes per entry instead of 1). ``max_motion``: the
+    cropped edits of each entry's thumbnail (9 codes per entry instead of 1). ``max_motion``: the
     full-detail check for pairs of local files (None: thumbnails only). ``workers``: verification
     processes (default one per core; 0 = in-process).
     """
