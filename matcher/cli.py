@@ -86,6 +86,14 @@ def main() -> None:
 @click.option("--dataset", help="Dataset name for these items (default: folder or manifest name).")
 @click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
               help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
+@click.option("--format", "manifest_format", type=click.Choice(["yfcc100m", "laion", "faces-jsonl", "auto"]),
+              default=None, help="Read manifests in a dataset's published layout: yfcc100m (yfcc100m_dataset lines), "
+              "laion (LAION Parquet/CSV/TSV), faces-jsonl (JSON Lines with face boxes), or auto (one of these when "
+              "the file's layout is unambiguous). Default: plain CSV/TSV/JSONL/Parquet by column names.")
+@click.option("--version", "dataset_version", metavar="V",
+              help="Record the dataset's version (e.g. 2014-v1); adding to a dataset recorded at another version is refused.")
+@click.option("--new-version", is_flag=True,
+              help="With --version: the dataset is now version V (its record is updated; items already added stay).")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
 @click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight.")
 @click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host.")
@@ -103,8 +111,8 @@ def main() -> None:
 @click.option("--shard-size", type=click.IntRange(1), default=None,
               help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
 @click.argument("sources", nargs=-1, required=True)
-def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, retries, max_bytes, max_pixels,
-        allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None) -> None:
+def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
+        timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -116,10 +124,17 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
     if engine == "local" and (scheduler or shard_size is not None):
         _err(err, f"{'--scheduler' if scheduler else '--shard-size'} is for --engine dask")
         sys.exit(EXIT_ERROR)
+    if new_version and not dataset_version:
+        _err(err, "--new-version needs --version V: the version the dataset now is")
+        sys.exit(EXIT_ERROR)
     failed_shards = None
     try:
         cols = _parse_columns(columns)
-        srcs = [open_source(s, dataset, cols) for s in sources]
+        srcs = [open_source(s, dataset, cols, preset=manifest_format) for s in sources]
+        for s in srcs:
+            if manifest_format == "auto" or getattr(s, "preset", None):
+                err.print(f"{escape(s.location)}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
+                          f" (dataset {escape(s.dataset)})", highlight=False, soft_wrap=True)
         settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
                                  max_bytes=max_bytes, allow_private=allow_private_urls)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
@@ -133,7 +148,8 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
             registry = Registry.load(optout_registry)
         if engine == "local":
             with _AddProgress(err) as progress:
-                stats = add_items(index_dir, srcs, registry=registry, workers=workers, fetch=settings, limits=limits, progress=progress)
+                stats = add_items(index_dir, srcs, registry=registry, workers=workers, fetch=settings, limits=limits, progress=progress,
+                                  version=dataset_version, new_version=new_version)
         else:
             from .shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
 
@@ -141,7 +157,8 @@ def add(index_dir, dataset, columns, workers, concurrency, per_host, timeout, re
                 with _AddProgress(err) as progress:
                     try:
                         stats = add_sharded(index_dir, srcs, cluster, fetch=settings, limits=limits, progress=progress,
-                                            shard_size=shard_size or SHARD_SIZE)
+                                            shard_size=shard_size or SHARD_SIZE, version=dataset_version,
+                                            new_version=new_version)
                     except ShardsFailed as e:
                         stats, failed_shards = e.stats, e.reason
     except MatcherError as e:
@@ -448,7 +465,7 @@ def info(index_dir, as_json, failures) -> None:
             "removed_entries": len(store.dead),
             "layout": store.faiss.layout,
             "size_bytes": store.size_on_disk(),
-            "datasets": store.catalog.stats(),
+            "datasets": store.catalog.dataset_overview(),
         }
         failed = []
         if failures:
@@ -468,11 +485,21 @@ def info(index_dir, as_json, failures) -> None:
     removed = (f" (+{data['removed_entries']:,} of removed items, until `matcher compact`)"
                if data["removed_entries"] else "")
     out.print(f"entries {data['entries']:,} in FAISS{removed}; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
-    t = Table("dataset", "items", "hashed", "failed", "failures by kind")
+    from rich import box
+
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    t.add_column("dataset", overflow="fold", min_width=7)
+    t.add_column("version", overflow="fold", min_width=7)
+    for name in ("items", "hashed", "failed", "dead links", "entries", "removed"):
+        t.add_column(name, justify="right", min_width=max(len(w) for w in name.split()))
+    t.add_column("failures by kind", overflow="fold", min_width=8)
     for d in data["datasets"]:
-        t.add_row(d["dataset"], f"{d['items']:,}", f"{d['hashed']:,}", f"{d['failed']:,}",
+        t.add_row(escape(d["dataset"]), escape(d["version"] or "-"), f"{d['items']:,}", f"{d['hashed']:,}",
+                  f"{d['failed']:,}", f"{d['dead_links']:,}", f"{d['entries']:,}", f"{d['removed']:,}",
                   ", ".join(f"{k}: {v}" for k, v in sorted(d["failures"].items())))
     out.print(t)
+    if any(d["removed"] for d in data["datasets"]):
+        out.print("removed: items taken out by `matcher remove`, until `matcher compact`", highlight=False)
     if failures:
         t = Table("dataset", "key", "source", "reason")
         for f in failed:
@@ -521,8 +548,9 @@ def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None,
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
+    whole = f"dataset {dataset} (and its version record): " if dataset and not keys and not urls else ""
     err.print(
-        f"removed {stats['items']:,} items ({stats['entries']:,} index entries); searches no longer return them. "
+        f"removed {whole}{stats['items']:,} items ({stats['entries']:,} index entries); searches no longer return them. "
         f"{stats['tombstones']:,} removed entries wait for `matcher compact --index {index_dir}`",
         highlight=False,
     )

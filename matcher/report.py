@@ -46,6 +46,7 @@ __all__ = [
     "print_table",
     "write_html",
     "summarise",
+    "dataset_counts",
 ]
 
 # --------------------------------------------------------------------------- JSON Lines
@@ -220,6 +221,33 @@ def _sorted_matches(matches: list[Match]) -> list[Match]:
     return sorted(matches, key=lambda m: (m.distance is None, m.distance or 0))
 
 
+def _by_dataset(matches: list[Match]) -> list[tuple[str, list[Match]]]:
+    """A photo's matches grouped by dataset: the dataset with the nearest match first (then by name),
+    nearest first within each."""
+    groups: dict[str, list[Match]] = {}
+    for m in _sorted_matches(matches):
+        groups.setdefault(m.item.dataset, []).append(m)
+    return sorted(groups.items(), key=lambda g: (g[1][0].distance is None, g[1][0].distance or 0, g[0]))
+
+
+def dataset_counts(results: Iterable[QueryResult]) -> dict[str, dict[str, int]]:
+    """``{dataset: {"matches": n, "photos": photos with at least one match in it}}``, most matches first."""
+    out: dict[str, dict[str, int]] = {}
+    for r in results:
+        seen = set()
+        for m in r.matches:
+            d = out.setdefault(m.item.dataset, {"matches": 0, "photos": 0})
+            d["matches"] += 1
+            if m.item.dataset not in seen:
+                seen.add(m.item.dataset)
+                d["photos"] += 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["matches"], kv[0])))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else ('es' if word.endswith('h') else 's')}"
+
+
 def _match_table(show_header: bool, wide: bool = True, found_by: bool = False) -> Table:
     # Fixed ratios + expand: every per-query table gets the same column widths, so the
     # successive tables line up like one table while still printing as results arrive.
@@ -241,13 +269,19 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
                 found_by: bool = False) -> None:
     """Print matches as a table, one block per photo as soon as its result arrives.
 
-    Columns: photo file name, dataset/key, distance, owner, licence, URL. Photos that
-    could not be read are printed in red with the reason. Photos without matches are not
-    printed unless ``show_unmatched`` (the CLI prints the counts afterwards). All text is
-    printed literally: rich markup and terminal control characters in metadata are inert.
+    Columns: photo file name, dataset/key, distance, owner, licence, URL; a photo's matches are
+    grouped by dataset (:func:`_by_dataset`). Photos that could not be read are printed in red
+    with the reason. Photos without matches are not printed unless ``show_unmatched`` (the CLI
+    prints the counts afterwards). After the last photo, one line gives the matches per dataset.
+    All text is printed literally: rich markup and terminal control characters in metadata are inert.
     """
     header_done = False
+    counts: dict[str, dict[str, int]] = {}
     for r in results:
+        for ds, d in dataset_counts([r]).items():
+            c = counts.setdefault(ds, {"matches": 0, "photos": 0})
+            c["matches"] += d["matches"]
+            c["photos"] += d["photos"]
         if r.error is not None:
             console.print(Text(f"✗ {_visible(r.query)}: {_visible(r.error)}", style="red"),
                           soft_wrap=True)
@@ -258,7 +292,7 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
         wide = console.width >= 120
         t = _match_table(show_header=not header_done, wide=wide, found_by=found_by)
         header_done = True
-        for i, m in enumerate(_sorted_matches(r.matches)):
+        for i, m in enumerate(m for _, group in _by_dataset(r.matches) for m in group):
             it = m.item
             cells = [
                 Text(_visible(_name(r.query)) if i == 0 else "", style="bold"),
@@ -272,6 +306,11 @@ def print_table(results: Iterable[QueryResult], console: Console, *, show_unmatc
             cells.append(Text(_visible(it.url or it.page_url or it.path), style="cyan"))
             t.add_row(*cells)
         console.print(t)
+    if counts:
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1]["matches"], kv[0]))
+        console.print(Text("matches by dataset: " + "; ".join(
+            f"{_visible(ds)} {_plural(c['matches'], 'match')} ({_plural(c['photos'], 'photo')})" for ds, c in ranked),
+            style="bold"), soft_wrap=True)
 
 
 def print_identity(result: QueryResult, console: Console, who: str) -> None:
@@ -453,7 +492,9 @@ ul.compact li, ul.errors li { overflow-wrap: anywhere; unicode-bidi: isolate; }
 .matches { flex: 1 1 400px; display: flex; flex-direction: column; gap: 12px; min-width: 0; }
 .match { display: flex; gap: 14px; align-items: flex-start; border-top: 1px solid #e5e5ea;
          padding-top: 12px; }
-.match:first-child { border-top: 0; padding-top: 0; }
+.match:first-child, h3.dataset + .match { border-top: 0; padding-top: 0; }
+h3.dataset { font-size: 14px; margin: 8px 0 0; overflow-wrap: anywhere; }
+h3.dataset:first-child { margin-top: 0; }
 .match table.kv { flex: 1 1 auto; min-width: 0; font-size: 13px; }
 figure { margin: 0; }
 figcaption { font-size: 11px; color: #6e6e73; margin-top: 4px; overflow-wrap: anywhere; }
@@ -491,7 +532,9 @@ def _summary_html(results: list[QueryResult], title: str, index_info: dict | Non
         ("matches", f"{s['matches']:,}"),
         ("unreadable photos", f"{s['errors']:,}"),
     ]
-    rows += [(f"matches in {name}", f"{n:,}") for name, n in s["by_dataset"].items()]
+    per_dataset = dataset_counts(results)
+    rows += [(f"matches in {name}", f"{n:,} ({_plural(per_dataset[name]['photos'], 'photo')})")
+             for name, n in s["by_dataset"].items()]
     if identity:
         rows.append(("listed under your Flickr identity, not found among your photos",
                      f"{sum(len(r.matches) for r in identity):,}"))
@@ -585,7 +628,10 @@ def _photo_html(r: QueryResult, thumbs: _Thumbs, n: int) -> str:
         + (f" · hash <code>{_h(r.hash)}</code>" if r.hash else "")
         + f" · {count} match{'es' if count != 1 else ''}</div>"
     )
-    matches = "".join(_match_html(m, thumbs) for m in _sorted_matches(r.matches))
+    matches = "".join(
+        f'<h3 class="dataset">{_h(ds)} <span class="sub">· {_plural(len(group), "match")}</span></h3>'
+        + "".join(_match_html(m, thumbs) for m in group)
+        for ds, group in _by_dataset(r.matches))
     return (
         f'<section class="card">{head}<div class="photo">'
         f'<figure class="query">{img}<figcaption>your photo</figcaption></figure>'

@@ -52,9 +52,10 @@ def matcher_cli():
     return run_matcher
 
 
-#: What an index entry can be computed from: the whole image, the photo inside padding, or one of up
-#: to three photos inside a frame (caption bar, screenshot, collage).
-ENTRY_KINDS = {"full", "trim", "content", "content2", "content3"}
+#: What an index entry can be computed from: the whole image, the photo inside padding, one of up
+#: to three photos inside a frame (caption bar, screenshot, collage), or the region around one of the
+#: face boxes a faces manifest gives (matcher.facebox: face0 .. face7).
+ENTRY_KINDS = {"full", "trim", "content", "content2", "content3"} | {f"face{i}" for i in range(8)}
 
 
 def catalog_sql(index: Path, query: str, *args) -> list[tuple]:
