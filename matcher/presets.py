@@ -289,6 +289,9 @@ class FacesSource(ManifestSource):
     preset = "faces-jsonl"
 
     def __init__(self, path, dataset=None, columns=None):
+        if _base_suffix(Path(path)) in (".csv", ".tsv", ".tab", ".parquet", ".pq"):
+            raise ManifestError(f"{path}: --format faces-jsonl reads JSON Lines (one object per line), not "
+                                f"{_base_suffix(Path(path))[1:].upper()}")
         super().__init__(path, dataset, columns, fmt="jsonl")
 
     def _mapping(self, headers: list[str]) -> dict[str, str]:

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import ENTRY_KINDS, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
+from matcher.errors import ManifestError
 from matcher.facebox import MAX_FACE_ENTRIES, FaceSpecError, face_region, normalise, parse_face, parse_faces
 from matcher.faces import detect_faces
 from matcher.presets import YFCC_AWS_FIELDS, YFCC_FIELDS, FacesSource, LaionSource, YfccSource, detect_preset
@@ -321,8 +322,12 @@ def test_auto_keeps_plain_manifests_plain(tmp_path, sample):
     j.write_text(json.dumps({"id": "a", "url": "http://x/a.jpg", "caption": "no faces here"}) + "\n")
     assert detect_preset(j) is None
     assert detect_preset(sample / "dataset") is None
-    with pytest.raises(Exception, match="not a folder"):
+    with pytest.raises(ManifestError, match="not a folder"):
         open_source(sample / "dataset", "s", preset="yfcc100m")
+    with pytest.raises(ManifestError, match="reads JSON Lines"):
+        open_source(sample / "manifest.csv", "s", preset="faces-jsonl")
+    with pytest.raises(ManifestError, match="not JSON Lines"):
+        open_source(j, "s", preset="laion")
     p = run_matcher("add", "--index", str(tmp_path / "i"), "--format", "yfcc100m", "--column", "url=x",
                     str(tmp_path / "plain.jsonl"))
     assert p.returncode == 2 and "--column does not apply" in p.stderr
