@@ -153,6 +153,7 @@ class DuplicateStats:
     load_s: float = 0.0
     search_s: float = 0.0
     verify_s: float = 0.0
+    verify_cpu_s: float = 0.0  # CPU time of verification, in whichever processes it ran
     elapsed: float = 0.0
 
 
@@ -422,6 +423,13 @@ def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max
     return out
 
 
+def _timed_verify(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max_motion: float | None):
+    """:func:`verify_pairs` and the CPU time it took (in the worker process)."""
+    t0 = time.process_time()
+    out = verify_pairs(spec, tasks, min_score, max_motion)
+    return out, time.process_time() - t0
+
+
 # --- grouping ------------------------------------------------------------------------------
 class _UnionFind:
     def __init__(self):
@@ -625,12 +633,13 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
                        files.get(int(E["item"][h]), (None, None))) for _, q, v, h in usable]
                      for _, usable in chunk]
             if pool is None:
-                return chunk, verify_pairs(spec, tasks, min_score, max_motion)
-            return chunk, pool.submit(verify_pairs, spec, tasks, min_score, max_motion)
+                return chunk, _timed_verify(spec, tasks, min_score, max_motion)
+            return chunk, pool.submit(_timed_verify, spec, tasks, min_score, max_motion)
 
         def collect(entry):
             chunk, res = entry
-            res = res if isinstance(res, list) else res.result()
+            res, cpu = res if isinstance(res, tuple) else res.result()
+            stats.verify_cpu_s += cpu
             for (link, usable), (n, score, motion, detail) in zip(chunk, res):
                 d, q, v, h = usable[n]
                 qi = int(E["item"][q])
