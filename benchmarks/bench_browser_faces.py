@@ -189,17 +189,17 @@ def main() -> None:
     with_faces = sum(1 for r in rows if r["cv"])
     for r in rows:
         same_count += len(r["js"]) == len(r["cv"])
-        exact += sorted(r["js"]) == sorted(r["cv"])
+        exact += r["js"] == r["cv"]  # same boxes in the same order (the page names crops face0, face1, ...)
         for b in r["cv"]:
             ious.append(max((iou(b, g) for g in r["js"]), default=0.0))
-        if args.verbose or sorted(r["js"]) != sorted(r["cv"]):
-            flag = "" if sorted(r["js"]) == sorted(r["cv"]) else "  DIFFERENT"
+        if args.verbose or r["js"] != r["cv"]:
+            flag = "" if r["js"] == r["cv"] else "  DIFFERENT"
             print(f"{r['name']:<60} {r['w']:>4}x{r['h']:<4} cv {r['cv']} js {r['js']}"
                   f"  js {r['js_ms']:.1f} ms  cv {r['cv_ms']:.1f} ms{flag}")
 
     n = len(rows)
     print(f"pictures: {n} ({with_faces} where OpenCV finds a face, {sum(len(r['cv']) for r in rows)} faces)")
-    print(f"same number of faces: {same_count}/{n}; identical boxes: {exact}/{n}")
+    print(f"same number of faces: {same_count}/{n}; identical boxes in the same order: {exact}/{n}")
     if ious:
         q = np.quantile(ious, [0, 0.05, 0.5])
         print(f"IoU of OpenCV's faces with faces.js's best match: min {q[0]:.3f}, 5th percentile {q[1]:.3f}, "

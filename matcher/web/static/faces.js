@@ -56,6 +56,7 @@ function compile(json) {
   const rects = new Int32Array(nf * 12); // x, y, w, h for 3 rects (unused: 0)
   const weights = new Float32Array(nf * 3);
   json.features.forEach((rs, i) => {
+    if (!(rs.length >= 1 && rs.length <= 3)) throw new Error("faces.js: a feature must have 1 to 3 rects");
     rs.forEach(([x, y, w, h, wt], j) => {
       rects.set([x, y, w, h], i * 12 + j * 4);
       weights[i * 3 + j] = wt;
