@@ -331,3 +331,15 @@ def test_components_chain_and_representative():
     # the order links are found in changes nothing
     assert [(r, {k: (h, lk and (lk.a, lk.b)) for k, (h, lk) in m.items()}) for r, m, _ in components(links[::-1])] == \
            [(r, {k: (h, lk and (lk.a, lk.b)) for k, (h, lk) in m.items()}) for r, m, _ in comps]
+
+
+def test_options_named_in_the_draft_exist():
+    import re
+
+    helps = run_matcher("duplicates", "--help", check=True).stdout
+    draft = (ROOT / "docs" / "drafts" / "duplicates.md").read_text()
+    named = {opt for line in draft.splitlines() if "bench_duplicates.py" not in line
+             for opt in re.findall(r"(--[a-z][a-z-]+)", line)}
+    assert {"--across-datasets", "--dataset", "--threshold", "--min-score", "--json", "--out"} <= named
+    for opt in named:
+        assert opt in helps, f"docs/drafts/duplicates.md names {opt}; `matcher duplicates --help` does not"
