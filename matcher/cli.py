@@ -609,10 +609,10 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     try:
-        with store:
+        with store, _PhaseProgress(err) as progress:
             report = find_duplicates(store, threshold=threshold, min_score=min_score,
                                      max_motion=None if no_detail else max_motion, across_datasets=across_datasets,
-                                     dataset=dataset, variants=not no_variants, workers=workers)
+                                     dataset=dataset, variants=not no_variants, workers=workers, progress=progress)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
@@ -642,6 +642,30 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
         highlight=False, soft_wrap=True,
     )
     sys.exit(EXIT_MATCH if groups else EXIT_NO_MATCH)
+
+
+class _PhaseProgress:
+    """A rich progress bar per phase on stderr, only when stderr is a terminal."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True,
+                                 disable=not console.is_terminal)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.tasks[phase], completed=done, total=total)
 
 
 def _out_file_problem(path: Path) -> str | None:

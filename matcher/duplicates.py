@@ -292,7 +292,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, index, threshold: int, across: bool,
-                variants: bool, stats: DuplicateStats, batch: int) -> np.ndarray:
+                variants: bool, stats: DuplicateStats, batch: int, tick: Callable[[int], None]) -> np.ndarray:
     """Every hit of the ``query_rows`` entries (stored codes and thumbnail edits) in ``index`` (a
     :class:`BinaryIndex` over entry ids) on an entry of another item (of the same dataset unless
     ``across``), as an (n, 4) int64 array: query entry row, variant, hit entry row, distance. Rows
@@ -307,8 +307,9 @@ def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, index, thres
         qcode = [E["codes"][rows]]
         if variants:
             with_thumb = rows[E["thumb"][rows]]
+            th = _thumbs(store, ids[with_thumb].tolist()) if len(with_thumb) else {}
+            with_thumb = with_thumb[[th.get(int(i)) is not None for i in ids[with_thumb]]]  # none removed since
             if len(with_thumb):
-                th = _thumbs(store, ids[with_thumb].tolist())
                 vc, keep = variant_codes([th[int(i)] for i in ids[with_thumb]], store.hasher.img_size,
                                          store.hasher.hash_size)
                 keep[:, 0] = False  # id/full: the stored code (exact) is searched already
@@ -332,6 +333,7 @@ def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, index, thres
             keep &= E["ds"][pos] == E["ds"][src]
         found.append(np.stack([src[keep], qvar_a[q][keep], pos[keep], dist[keep].astype(np.int64)], axis=1))
         stats.hits += int(keep.sum())
+        tick(len(rows))
     return np.concatenate(found) if found else np.empty((0, 4), np.int64)
 
 
@@ -388,6 +390,8 @@ def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max
     for tries in tasks:
         best = None
         for n, (variant, qthumb, hthumb, *_rest) in enumerate(tries):
+            if qthumb is None or hthumb is None:  # the entry was removed during the run
+                continue
             orient, crop = variant.split("/")
             a = decode_thumb(qthumb)
             if orient == "mirror":
@@ -399,6 +403,9 @@ def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max
                 best = (n, score, box)
             if score >= min_score:
                 break
+        if best is None:
+            out.append((0, 0.0, None, "removed during the run"))
+            continue
         n, score, box = best
         motion, detail = None, None
         if score >= min_score and max_motion is not None:
@@ -488,9 +495,8 @@ def components(links: Sequence[Link]) -> list[tuple[int, dict[int, tuple[int, Li
 
 
 def _groups(store: IndexStore, E: dict, links: list[Link]) -> list[Group]:
-    comps = components(links)
-    wanted = [it for _, reached, _ in comps for it in reached]
-    items = store.catalog.items_by_id(wanted)
+    items = store.catalog.items_by_id(sorted({x for lk in links if lk.verified for x in (lk.a, lk.b)}))
+    comps = components([lk for lk in links if lk.a in items and lk.b in items])  # none removed since
     order = np.argsort(E["item"], kind="stable")
     sorted_items = E["item"][order]
 
@@ -527,7 +533,7 @@ def find_duplicates(
     workers: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     batch: int = BATCH,
-    log: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> DuplicateReport:
     """Groups of near-duplicate items in ``store`` (see the module doc).
 
@@ -537,7 +543,8 @@ def find_duplicates(
     between two items of other datasets are not searched). ``variants``: also search the mirrored and
     cropped edits of each entry's thumbnail (9 codes per entry instead of 1). ``max_motion``: the
     full-detail check for pairs of local files (None: thumbnails only). ``workers``: verification
-    processes (default one per core; 0 = in-process).
+    processes (default one per core; 0 = in-process). ``progress(phase, done, total)`` is called as
+    the work advances: phase "search" (entries), then "verify" (candidate pairs).
     """
     from .errors import CatalogError
     from .ingest import default_workers
@@ -557,33 +564,38 @@ def find_duplicates(
 
     t1 = time.perf_counter()
     variants = variants and store.regions
+    searched = [0]
+    n_search = len(E["ids"]) if scope is not None and across_datasets else len(query_rows)
+
+    def tick(n: int) -> None:
+        searched[0] += n
+        if progress:
+            progress("search", searched[0], n_search)
+
     if scope is None:  # every entry against the whole index
-        hits = _candidates(store, E, query_rows, store.faiss, threshold, across_datasets, variants, stats, batch)
+        hits = _candidates(store, E, query_rows, store.faiss, threshold, across_datasets, variants, stats, batch, tick)
     else:
         # one dataset's entries: an index of them alone, so that what is searched against them costs what
         # they cost, not what the whole index costs
         own = BinaryIndex.build(store.hasher.bits, E["ids"][query_rows], E["codes"][query_rows])
         if not across_datasets:
-            hits = _candidates(store, E, query_rows, own, threshold, False, variants, stats, batch)
+            hits = _candidates(store, E, query_rows, own, threshold, False, variants, stats, batch, tick)
         else:
             # its entries against the whole index, and every other entry against its entries: an edit
             # (a crop) finds a copy from the larger side only, which may be either
             others = np.nonzero(E["ds"] != scope)[0]
             hits = np.concatenate([
-                _candidates(store, E, query_rows, store.faiss, threshold, True, variants, stats, batch),
-                _candidates(store, E, others, own, threshold, True, variants, stats, batch),
+                _candidates(store, E, query_rows, store.faiss, threshold, True, variants, stats, batch, tick),
+                _candidates(store, E, others, own, threshold, True, variants, stats, batch, tick),
             ])
             stats.entries += len(others)
     pairs = _pairs(E, hits)
     stats.pairs = len(pairs)
     stats.search_s = time.perf_counter() - t1
-    if log:
-        log(f"{stats.entries:,} entries searched ({stats.queries:,} codes) in {stats.search_s:.1f} s: "
-            f"{stats.pairs:,} candidate pairs")
 
     t2 = time.perf_counter()
     links = _verify(store, E, pairs, min_score, max_motion, workers if workers is not None else default_workers(),
-                    limits, stats)
+                    limits, stats, progress)
     stats.verify_s = time.perf_counter() - t2
     groups = _groups(store, E, links)
     stats.elapsed = time.perf_counter() - t0
@@ -593,7 +605,7 @@ def find_duplicates(
 
 
 def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: float | None, workers: int,
-            limits: Limits, stats: DuplicateStats) -> list[Link]:
+            limits: Limits, stats: DuplicateStats, progress=None) -> list[Link]:
     kinds = E["kinds"]
     links: list[Link] = []
     todo: list[tuple[Link, list]] = []
@@ -628,7 +640,7 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
 
         def submit(chunk):
             thumbs = _thumbs(store, {E["ids"][r] for _, usable in chunk for t in usable for r in (t[1], t[3])})
-            tasks = [[(VARIANTS[v], thumbs[int(E["ids"][q])], thumbs[int(E["ids"][h])], kinds[E["kind"][q]],
+            tasks = [[(VARIANTS[v], thumbs.get(int(E["ids"][q])), thumbs.get(int(E["ids"][h])), kinds[E["kind"][q]],
                        kinds[E["kind"][h]], files.get(int(E["item"][q]), (None, None)),
                        files.get(int(E["item"][h]), (None, None))) for _, q, v, h in usable]
                      for _, usable in chunk]
@@ -656,7 +668,11 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
                 else:
                     link.verified_by = "thumbnails+detail" if motion is not None else "thumbnails"
                     stats.verified += 1
+            done[0] += len(chunk)
+            if progress:
+                progress("verify", done[0], len(todo))
 
+        done = [0]
         for chunk in chunks:
             window.append(submit(chunk))
             if len(window) > 2 * max(1, workers):
