@@ -349,7 +349,7 @@ def _pairs(E: dict, hits: np.ndarray) -> list[tuple[int, int, list[tuple[int, in
     same = var == 0
     s2 = np.where(same, np.minimum(src, pos), src)
     p2 = np.where(same, np.maximum(src, pos), pos)
-    order = np.lexsort((p2, var, s2, d, hi, lo))
+    order = np.lexsort((p2, s2, var, d, hi, lo))
     out = []
     i, n = 0, len(order)
     while i < n:
