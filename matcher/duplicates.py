@@ -373,7 +373,7 @@ def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max
     """Verify candidate pairs on their thumbnails (and, when both are local files, at full detail).
 
     Each task is one pair's tries, nearest first: ``(variant, query thumbnail, hit thumbnail, query kind,
-    hit kind, query (path, hash), hit (path, hash))``, the query side being the entry whose thumbnail the
+    hit kind, query (path, hash, face boxes), hit (path, hash, face boxes))``, the query side being the entry whose thumbnail the
     variant edits. Returns per task ``(try index, score, motion, detail)``: the first try scoring
     ``min_score`` (else the best), its full-detail residual motion (None when not measured) and why the
     check did not run (or None). Runs in a worker process (or in-process).
@@ -409,12 +409,12 @@ def verify_pairs(spec: HashSpec, tasks: list[list[tuple]], min_score: float, max
         n, score, box = best
         motion, detail = None, None
         if score >= min_score and max_motion is not None:
-            variant, _, _, qkind, hkind, (qpath, qhash), (hpath, hhash) = tries[n]
+            variant, _, _, qkind, hkind, (qpath, qhash, qfaces), (hpath, hhash, hfaces) = tries[n]
             if not (qpath and hpath and os.path.isfile(qpath) and os.path.isfile(hpath)):
                 detail = "not both local files"
             else:
-                qr = dataset_region(hasher, qpath, qkind, qhash, spec.limits)
-                hr = dataset_region(hasher, hpath, hkind, hhash, spec.limits)
+                qr = dataset_region(hasher, qpath, qkind, qhash, spec.limits, qfaces)
+                hr = dataset_region(hasher, hpath, hkind, hhash, spec.limits, hfaces)
                 if isinstance(qr, str) or isinstance(hr, str):
                     detail = qr if isinstance(qr, str) else hr
                 else:
@@ -609,10 +609,12 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
     kinds = E["kinds"]
     links: list[Link] = []
     todo: list[tuple[Link, list]] = []
-    files: dict[int, tuple[str | None, str | None]] = {}  # item id -> (local path, hash as indexed)
+    # item id -> (local path, hash as indexed, stored face boxes: the regions of face entries)
+    files: dict[int, tuple[str | None, str | None, list | None]] = {}
     if pairs and max_motion is not None:
         wanted = {x for a, b, _ in pairs for x in (a, b)}
-        files = {it.id: (it.path, it.hash) for it in store.catalog.items_by_id(sorted(wanted)).values()}
+        files = {it.id: (it.path, it.hash, it.extra.get("faces"))
+                 for it in store.catalog.items_by_id(sorted(wanted)).values()}
     for a, b, tries in pairs:
         d0, q0, v0, h0 = tries[0]
         qi = int(E["item"][q0])
@@ -641,8 +643,8 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
         def submit(chunk):
             thumbs = _thumbs(store, {E["ids"][r] for _, usable in chunk for t in usable for r in (t[1], t[3])})
             tasks = [[(VARIANTS[v], thumbs.get(int(E["ids"][q])), thumbs.get(int(E["ids"][h])), kinds[E["kind"][q]],
-                       kinds[E["kind"][h]], files.get(int(E["item"][q]), (None, None)),
-                       files.get(int(E["item"][h]), (None, None))) for _, q, v, h in usable]
+                       kinds[E["kind"][h]], files.get(int(E["item"][q]), (None, None, None)),
+                       files.get(int(E["item"][h]), (None, None, None))) for _, q, v, h in usable]
                      for _, usable in chunk]
             if pool is None:
                 return chunk, _timed_verify(spec, tasks, min_score, max_motion)
