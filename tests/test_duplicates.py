@@ -343,3 +343,24 @@ def test_options_named_in_the_draft_exist():
     assert {"--across-datasets", "--dataset", "--threshold", "--min-score", "--json", "--out"} <= named
     for opt in named:
         assert opt in helps, f"docs/drafts/duplicates.md names {opt}; `matcher duplicates --help` does not"
+
+
+def test_index_without_thumbnails_pairs_by_distance(tmp_path):
+    """An index built without regions keeps no thumbnails: pairs are grouped on the hash distance alone,
+    and say so; the cabinets photographed alike (4 bits apart) are then grouped too."""
+    from matcher.matcher import add
+    from matcher.sources import open_source
+    from matcher.store import IndexStore
+
+    index = tmp_path / "index"
+    IndexStore.open(index, create=True, regions=False).close()
+    add(index, [open_source(str(SAMPLE / "manifest.csv"), "sample")], workers=0)
+    p = _run(index, "--workers", "0")
+    assert p.returncode == 0, p.stderr
+    rows = _rows(p.stdout)
+    got = _groups(rows)
+    assert {"ds-0007", "ds-0011"} in got and {"ds-0019", "ds-0023"} in got
+    assert {r["verified_by"] for r in rows} == {"representative", "distance"}
+    assert all(r["score"] == "" for r in rows)
+    assert "by distance only: no thumbnails" in p.stderr
+    assert "(32 codes)" in p.stderr  # one code per entry: no thumbnail, no edits
