@@ -32,6 +32,7 @@ import numpy as np
 from .errors import CatalogError
 from .flickr import identity_of, normalize_nsid, parse_url
 from .results import Item
+from .testpoints import pause
 
 __all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS"]
 
@@ -298,6 +299,7 @@ class Catalog:
                     "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'entries_count'",
                     (len(new_ids) - len(removed),),
                 )
+            pause("catalog.record")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -389,6 +391,7 @@ class Catalog:
             db.execute("DELETE FROM _remove")
             if drop_dataset is not None and self._has_datasets_table():
                 db.execute("DELETE FROM datasets WHERE name = ?", (drop_dataset,))
+            pause("catalog.remove")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -410,6 +413,7 @@ class Catalog:
         try:
             db.executemany("DELETE FROM tombstones WHERE entry_id = ?", ((int(i),) for i in ids))
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'entries_seq'")
+            pause("catalog.clear-tombstones")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -34,6 +34,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .errors import CatalogError, InvalidHash  # noqa: E402
+from .testpoints import pause  # noqa: E402
 
 __all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer"]
 
@@ -262,6 +263,7 @@ class BinaryIndex:
                     f.write(blob + struct.pack("<Q", len(blob)) + _TRAILER_MAGIC)
                 f.flush()
                 os.fsync(f.fileno())
+            pause("faiss.before-rename")
             os.replace(tmp, path)
         finally:
             if tmp.exists():

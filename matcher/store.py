@@ -35,6 +35,7 @@ from .errors import CatalogError, IndexMismatch
 from .hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
 from .index import BinaryIndex
 from .results import Item
+from .testpoints import pause
 
 __all__ = ["IndexStore", "FORMAT_VERSION"]
 
@@ -117,6 +118,7 @@ class IndexStore:
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 },
             )
+            pause("create.meta-written")
             writable = True
         try:
             meta = json.loads(meta_path.read_text())
@@ -233,6 +235,7 @@ class IndexStore:
             self.faiss = self.faiss.relayout()
         seq = self.catalog.entries_seq
         self.faiss.save(self.root / FAISS, {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)})
+        pause("faiss.after-rename")
         self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
         self.catalog.set_meta("faiss_seq", str(seq))
         self._dirty = False
@@ -247,6 +250,7 @@ class IndexStore:
         dead = self.dead
         removed = self.faiss.remove(dead)
         self.catalog.clear_tombstones(dead)
+        pause("compact.committed")
         self.dead = np.empty(0, np.int64)
         self._dirty = True
         return removed
@@ -275,6 +279,7 @@ class IndexStore:
         item_ids = self.catalog.find_items(dataset=dataset, keys=keys, urls=urls)
         whole = dataset if dataset is not None and not keys and not urls else None  # its record goes too
         n_items, dead = self.catalog.remove_items(item_ids, drop_dataset=whole)
+        pause("remove.committed")
         self.dead = np.union1d(self.dead, dead)
         return {"items": int(n_items), "entries": int(len(dead)), "tombstones": int(len(self.dead))}
 

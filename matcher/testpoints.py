@@ -1,0 +1,46 @@
+"""Test-only pause points, for the kill -9 harness (tests/test_kill9.py, benchmarks/bench_crash.py).
+
+``MATCHER_TEST_PAUSE_AT=POINT[:N]`` makes the process stop itself (SIGSTOP) the ``N``-th time (default:
+the first) it reaches the named point, so that the harness can SIGKILL it exactly there. Never set it
+otherwise. Unset, :func:`pause` is a function that does nothing (chosen once, at import).
+
+Points (where they are called):
+
+* ``create.meta-written``: a new index's ``meta.json`` is written, its catalog not yet (store.py);
+* ``catalog.record``: inside the catalog transaction of a batch of items, before COMMIT (catalog.py);
+* ``catalog.remove``: inside the transaction of ``matcher remove``, before COMMIT (catalog.py);
+* ``catalog.clear-tombstones``: inside the transaction that forgets compacted tombstones (catalog.py);
+* ``remove.committed``: a removal committed, before ``matcher remove`` reports it (store.py);
+* ``compact.committed``: tombstones cleared in the catalog, FAISS not yet written (store.py);
+* ``faiss.before-rename``: a FAISS save's temporary file written and fsynced, not renamed yet (index.py);
+* ``faiss.after-rename``: the FAISS file replaced, the catalog's ``faiss_seq`` not updated yet (store.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["POINTS", "pause"]
+
+POINTS = ("create.meta-written", "catalog.record", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
+          "compact.committed", "faiss.before-rename", "faiss.after-rename")
+
+_SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")
+_POINT, _, _NTH = _SPEC.partition(":")
+_left = int(_NTH or 1)
+
+
+def _pause(point: str) -> None:
+    global _left
+    if point == _POINT:
+        _left -= 1
+        if _left == 0:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _nothing(point: str) -> None:
+    pass
+
+
+pause = _pause if _SPEC else _nothing
