@@ -147,12 +147,12 @@ class Catalog:
                 self.db.execute("PRAGMA synchronous = NORMAL")
             if create and not readonly:
                 had_identities = self._has_table("identities")
-                self.db.executescript(_SCHEMA)
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
-                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0')")
-                self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0')")
+                # one transaction: a kill leaves the whole schema or no table at all (see unfinished())
+                self.db.executescript(
+                    f"BEGIN IMMEDIATE;\n{_SCHEMA}\n"
+                    f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');\n"
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0');\n"
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0');\nCOMMIT;")
                 if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION or not had_identities:
                     self._upgrade()  # the schema above added what was missing: fill it, record the version
             version = self.get_meta("schema_version")
@@ -167,6 +167,26 @@ class Catalog:
 
     def close(self) -> None:
         self.db.close()
+
+    @staticmethod
+    def unfinished(path: str | Path) -> bool:
+        """Whether the catalog at ``path`` was never finished: absent, or without its schema and without
+        items. That is what a kill during the first ``add`` of an index (after ``meta.json``) leaves: the
+        index holds nothing yet (the next ``add`` creates the catalog)."""
+        path = Path(path)
+        if not path.exists():
+            return True
+        try:
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "meta" in tables and db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
+                    return False
+                return "items" not in tables or db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
 
     def _has_table(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None

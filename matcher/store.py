@@ -152,7 +152,13 @@ class IndexStore:
                 os.close(lock_fd)
                 raise CatalogError(f"{root} is being written by another matcher process") from None
         try:
-            catalog = Catalog(root / CATALOG, create=writable)
+            try:
+                catalog = Catalog(root / CATALOG, create=writable)
+            except CatalogError:
+                if writable or not Catalog.unfinished(root / CATALOG):
+                    raise
+                # the add that created this index was killed before its catalog was: it holds nothing yet
+                catalog = Catalog(":memory:", create=True)
             faiss_path = root / FAISS
             if faiss_path.exists():
                 faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
