@@ -223,10 +223,10 @@ class IndexStore:
                 codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), -1)
                 self.faiss.add(ids, codes)
         self.reconciled = {"added": int(len(missing)), "removed": int(len(extra))}
+        if self.writable and len(self.dead):
+            self.catalog.clear_tombstones(self.dead)  # FAISS holds none of them any more
+        self.dead = np.empty(0, np.int64)  # read-only too: FAISS in memory holds none (info counts it)
         if self.writable:
-            if len(self.dead):
-                self.catalog.clear_tombstones(self.dead)  # FAISS holds none of them any more
-            self.dead = np.empty(0, np.int64)
             self.save()
         return self.reconciled
 
