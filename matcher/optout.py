@@ -33,7 +33,7 @@ registry cannot, so the 256-bit code is what tells a copy from a photo that only
      "hasher": {"name": "phash", "bits": 64, "version": 1, "params": {...}},   # as in an index's meta.json
      "confirm": {"name": "phash", "bits": 256, "version": 1, "params": {"hash_size": 16, "highfreq_factor": 4}},
      "variants": {"recipe_version": 1},       # matcher.recipe: how the query variants are cut
-     "threshold": 12, "confirm_threshold": 32,
+     "threshold": 10, "confirm_threshold": 32,
      "created_at": "...", "updated_at": "...",
      "entries": [{"id": "o-3f2a...", "added_at": "...", "note": "contact: ...", "source_name": "IMG_0002.jpg",
                   "codes": [{"kind": "id/full", "hash": "aca29c1c33dc23d7", "confirm": "<64 hex>"}, ...]}]}
@@ -82,12 +82,14 @@ CONFIRM_HASH_SIZE = 16
 CONFIRM_SIDE = CONFIRM_HASH_SIZE * 4
 CONFIRM = {"name": "phash", "bits": CONFIRM_HASH_SIZE ** 2, "version": 1,
            "params": {"hash_size": CONFIRM_HASH_SIZE, "highfreq_factor": 4}}
-#: Largest 64-bit distance between a registry code and a dataset entry that makes a candidate. Larger
-#: than search's 10: the 256-bit confirmation removes what the extra bits let in (bench_optout.py).
-DEFAULT_THRESHOLD = 12
-#: Largest 256-bit distance, after alignment, that confirms a candidate. Copies: p99 ~36 (watermarks
-#: are the far end); different photos within 12 bits at 64 bits: >= 74; same-scene shots 38-48
-#: (stereo views, twin objects), consecutive video frames 2-16 (bench_optout.py, docs/drafts/optout.md).
+#: Largest 64-bit distance between a registry code and a dataset entry that makes a candidate, as search's.
+#: 12 would find one more copy in 891 on the bench but makes 10x more candidates among photos nobody opted
+#: out (4.3e-4 against 4.3e-5 per dataset image and registered photo), each costing a confirmation
+#: (bench_optout.py, docs/drafts/optout.md).
+DEFAULT_THRESHOLD = 10
+#: Largest 256-bit distance, after alignment, that confirms a candidate. On the bench: copies mostly <= 8,
+#: watermarked ones up to ~50 (the misses); different photos >= 62; other shots of the same scene 38-52
+#: (stereo views, twin objects: kept), consecutive video frames 8-20 (dropped) (docs/drafts/optout.md).
 DEFAULT_CONFIRM_THRESHOLD = 32
 #: Code pairs of one registry entry tried per dataset image (nearest first) before giving up on it.
 MAX_TRIES = 6
@@ -97,6 +99,10 @@ SAME_PHOTO_DISTANCE = (2, 8)
 CONFIRM_SOURCE_SIDE = 256
 #: Long side of the copy of a dataset region the alignment search works on.
 SEARCH_SIDE = 96
+#: A confirmation search still this many 256-bit bits away after its coarsest round gives up. On the bench
+#: (bench_optout.py), every copy that was confirmed was <= 82 bits away at that point; 78% of the tries on
+#: different photos were > 96 (they cost ~25 steps instead of ~120).
+GIVE_UP = 96
 
 
 def _now() -> str:
@@ -504,14 +510,16 @@ class _Compiled:
 _D = dct_matrix(CONFIRM_HASH_SIZE, CONFIRM_SIDE).astype(np.float32)
 
 
-def _soft(px: np.ndarray, sign: np.ndarray) -> float:
-    """How far the region's DCT signs are from ``sign`` (+1/-1), weighted by the coefficients' size (0 = all agree)."""
+def _soft(px: np.ndarray, sign: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
+    """How far the region's DCT signs are from ``sign`` (+1/-1): weighted by the coefficients' size (0 = all
+    agree; what the search minimises), and as a plain count of disagreeing bits."""
     c = (_D @ px @ _D.T).ravel()
     v = c - np.median(c)
-    return float(np.maximum(0.0, -sign * v).sum() / (np.abs(v).sum() + 1e-6))
+    return float(np.maximum(0.0, -sign * v).sum() / (np.abs(v).sum() + 1e-6)), int(((v > 0) != ref).sum())
 
 
-def confirm_distance(region: np.ndarray, ref: np.ndarray) -> int:
+def confirm_distance(region: np.ndarray, ref: np.ndarray, *, accept: int | None = None,
+                     give_up: int | None = GIVE_UP) -> int:
     """The smallest 256-bit distance between ``ref`` (unpacked bits) and the confirmation code of ``region``
     (greyscale pixels of a dataset entry) or of a slightly moved copy of its box.
 
@@ -520,8 +528,16 @@ def confirm_distance(region: np.ndarray, ref: np.ndarray) -> int:
     weighted by the coefficients' magnitudes) improves, on a copy of the region about SEARCH_SIDE px
     across; the distance is then computed exactly (:func:`confirm_code`, as on the person's side) at the
     box found and at the region as given, and the smaller one returned.
+
+    Shortcuts: a region within ``accept`` bits as it is needs no search (that distance is returned);
+    a search still more than ``give_up`` bits away after its first, coarsest round is abandoned and
+    returns that (approximate, > ``give_up``) distance: no copy in the benchmark was ever further than
+    82 bits at that point, and most different photos are (see :data:`GIVE_UP`).
     """
     h, w = region.shape
+    d0 = int((np.unpackbits(confirm_code(region, (0.0, 0.0, float(w), float(h)))).astype(bool) != ref).sum())
+    if accept is not None and d0 <= accept:
+        return d0
     f = min(1.0, SEARCH_SIDE / max(h, w))
     g = region if f == 1.0 else cv2.resize(region, (max(1, round(w * f)), max(1, round(h * f))),
                                            interpolation=cv2.INTER_AREA)
@@ -532,34 +548,35 @@ def confirm_distance(region: np.ndarray, ref: np.ndarray) -> int:
     sign = np.where(ref, 1.0, -1.0).astype(np.float32)
     n = float(CONFIRM_SIDE)
 
-    def soft(b) -> float:
+    def soft(b) -> tuple[float, int]:
         l, t, r, bt = b
         sx, sy = (r - l) / n, (bt - t) / n
         m = np.array([[sx, 0.0, l + 0.5 * sx - 0.5], [0.0, sy, t + 0.5 * sy - 0.5]], np.float32)
         px = cv2.warpAffine(gp, m, (CONFIRM_SIDE, CONFIRM_SIDE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_REPLICATE)
-        return _soft(px, sign)
+        return _soft(px, sign, ref)
 
     start = (float(pad), float(pad), float(pad + gw), float(pad + gh))
-    cur, best = start, soft(start)
-    bw, bh = gw, gh
+    cur = start
+    best, hard = soft(start)
     step = 0.05
     while step >= 0.003:
         improved = False
         for edge in range(4):
-            unit = bw if edge in (0, 2) else bh
+            unit = gw if edge in (0, 2) else gh
             for s in (-1, 1):
                 nb = list(cur)
                 nb[edge] += s * step * unit
                 nb = [max(0.0, nb[0]), max(0.0, nb[1]), min(float(W), nb[2]), min(float(H), nb[3])]
                 if nb[2] - nb[0] < 8 or nb[3] - nb[1] < 8:
                     continue
-                v = soft(tuple(nb))
+                v, d = soft(tuple(nb))
                 if v < best - 1e-6:
-                    best, cur, improved = v, tuple(nb), True
+                    best, hard, cur, improved = v, d, tuple(nb), True
         if not improved:
+            if step == 0.05 and give_up is not None and hard > give_up:
+                return min(d0, hard)  # hopeless: a different picture
             step /= 2
-    d0 = int((np.unpackbits(confirm_code(region, (0.0, 0.0, float(w), float(h)))).astype(bool) != ref).sum())
     if cur == start:
         return d0
     # the box found, in the region's own pixels (the region padded the same way, edge pixels repeated)
@@ -579,6 +596,8 @@ class Hit:
     distance: int  # 64-bit
     confirm_distance: int | None  # 256-bit, after alignment (None: the region could not be read)
     confirmed: bool
+    # with report_all: every try, confirmed or not: [(distance, variant, dataset entry kind, confirm distance)]
+    tries: list | None = None
 
     def reason(self) -> str:
         return (f"opted out (registry entry {self.entry_id}: variant {self.variant} ~ {self.kind}, "
@@ -586,11 +605,13 @@ class Hit:
 
 
 def _confirm_tries(tries: Sequence[tuple[int, str, np.ndarray, str]], region: Callable[[str], np.ndarray | str],
-                   confirm_threshold: int, entry_id: str, pixels: dict) -> Hit:
+                   confirm_threshold: int, entry_id: str, pixels: dict, exhaustive: bool = False) -> Hit:
     """Confirm one candidate: ``tries`` = ``[(distance, variant, confirm bits, dataset entry kind)]``, best
-    first; stops at the first confirmed. Returns that hit, or the best unconfirmed one. ``pixels`` caches
-    ``region(kind)`` across candidates of the same dataset image."""
+    first; stops at the first confirmed (unless ``exhaustive``: every try, listed in ``Hit.tries``).
+    Returns that hit, or the best unconfirmed one. ``pixels`` caches ``region(kind)`` across candidates
+    of the same dataset image."""
     best: Hit | None = None
+    done = []
     for d, variant, ref, kind in tries:
         if kind not in pixels:
             pixels[kind] = region(kind)
@@ -598,13 +619,17 @@ def _confirm_tries(tries: Sequence[tuple[int, str, np.ndarray, str]], region: Ca
         if isinstance(px, str):
             hit = Hit(entry_id, variant, kind, d, None, False)
         else:
-            c = confirm_distance(px, ref)
+            c = confirm_distance(px, ref, accept=None if exhaustive else confirm_threshold)
             hit = Hit(entry_id, variant, kind, d, c, c <= confirm_threshold)
+        done.append((d, variant, kind, hit.confirm_distance))
         if best is None or (hit.confirm_distance is not None
                             and (best.confirm_distance is None or hit.confirm_distance < best.confirm_distance)):
             best = hit
-        if hit.confirmed:
+        if hit.confirmed and not exhaustive:
             return hit
+    if exhaustive:
+        best.tries = done
+        best = Hit(**{**best.__dict__, "confirmed": any(t[3] is not None and t[3] <= confirm_threshold for t in done)})
     return best
 
 
@@ -615,8 +640,8 @@ def screen_entries(registry: Registry, entries: Sequence[tuple[str, bytes]],
     ``region(kind)`` gives the dataset entry's greyscale pixels (or a reason it cannot). Each registry
     entry with a code within ``registry.threshold`` of a dataset entry is a candidate; its tries are
     confirmed nearest first until one comes within ``registry.confirm_threshold``. Stops at the first
-    registry entry confirmed (enough to drop the image), unless ``report_all``, which also returns each
-    candidate's best unconfirmed try (``confirmed=False``), for benchmarks.
+    registry entry confirmed (enough to drop the image), unless ``report_all``, which returns every
+    candidate, confirmed or not, each with all its tries confirmed (``Hit.tries``), for benchmarks.
     """
     comp = registry.compiled()
     cands = comp.candidates(entries, registry.threshold)
@@ -624,7 +649,7 @@ def screen_entries(registry: Registry, entries: Sequence[tuple[str, bytes]],
     out: list[Hit] = []
     for owner, tries in sorted(cands.items(), key=lambda kv: (kv[1][0][0], kv[0])):
         hit = _confirm_tries([(d, comp.kinds[code], comp.confirms[code], kind) for d, code, kind in tries], region,
-                             registry.confirm_threshold, registry.entries[owner].id, pixels)
+                             registry.confirm_threshold, registry.entries[owner].id, pixels, exhaustive=report_all)
         if hit.confirmed or report_all:
             out.append(hit)
         if hit.confirmed and not report_all:
@@ -640,7 +665,7 @@ class Screen:
     """
 
     def __init__(self, registry: Registry, limits: Limits = DEFAULT_LIMITS):
-        self.path = str(registry.path) if registry.path is not None else None
+        self.path = str(Path(registry.path).resolve()) if registry.path is not None else None
         self.digest = registry.digest()
         self.limits = limits
         self._registry: Registry | None = registry
@@ -765,20 +790,21 @@ def _numbered_items(src) -> Iterator[tuple[int, Any, bool]]:
         yield n, src._item(n, row, mapping), True
 
 
-def _open_out_text(path: Path):
-    if path.name.endswith(".gz"):
+def _open_out_text(path: Path, gz: bool):
+    if gz:
         return io.TextIOWrapper(gzip.open(path, "wb"), encoding="utf-8", newline="")
     return open(path, "w", encoding="utf-8", newline="")
 
 
-def _write_clean(src, out: Path, dropped: set[int]) -> int:
-    """Copy the manifest's rows, except ``dropped`` (row numbers), to ``out`` in its format and columns."""
+def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
+    """Copy the manifest's rows, except ``dropped`` (row numbers), to ``out`` in its format and columns
+    (text formats gzip-compressed with ``gz``)."""
     from .sources import _open_text
 
     written = 0
     if src.fmt in ("csv", "tsv"):
         delim = "\t" if src.fmt == "tsv" else ","
-        with _open_text(src.path) as f, _open_out_text(out) as g:
+        with _open_text(src.path) as f, _open_out_text(out, gz) as g:
             reader = csv.reader(f, delimiter=delim)
             writer = csv.writer(g, delimiter=delim, lineterminator="\n")
             try:
@@ -799,7 +825,7 @@ def _write_clean(src, out: Path, dropped: set[int]) -> int:
                     writer.writerow(row)
                     written += 1
     elif src.fmt == "jsonl":
-        with _open_text(src.path) as f, _open_out_text(out) as g:
+        with _open_text(src.path) as f, _open_out_text(out, gz) as g:
             for n, line in enumerate(f, 1):
                 if line.strip() and n not in dropped:
                     g.write(line if line.endswith("\n") else line + "\n")
@@ -1005,7 +1031,7 @@ def filter_manifest(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        _write_clean(src, tmp, dropped)
+        _write_clean(src, tmp, dropped, gz=out.name.endswith(".gz"))
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
