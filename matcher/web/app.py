@@ -56,14 +56,15 @@ class ServeSettings:
     max_upload: int = 50 << 20  # bytes of one uploaded file
     body_timeout: float = 30.0  # seconds to receive a request body
     upload_workers: int = 2  # uploads hashed at once; more wait, then get 429
+    max_queue: int = 128  # searches waiting for the index; beyond, 429 at once (latency stays bounded)
     cors_origins: tuple[str, ...] = ()
     access_log: bool = False
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list | None = None):
+    def __init__(self, status: int, code: str, message: str, details: list | None = None, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
 
 
 # --- request and response models (they make the OpenAPI page) ----------------------------
@@ -220,6 +221,10 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     index = _Index(index_dir)
     cpu = ThreadPoolExecutor(max(1, settings.upload_workers), thread_name_prefix="matcher-upload")
     uploads = asyncio.Semaphore(max(1, settings.upload_workers) * 2)
+    turn = asyncio.Semaphore(1)  # searches take turns on the index thread, waiting here (not in its queue)
+    waiting = 0
+    # The server's view of the index is fixed (FAISS is loaded once, read-only): count once, not per probe.
+    overview = index.call(lambda s: {"stats": s.catalog.stats(), "entries": len(s.faiss) - len(s.dead)})
     rec = index.call(lambda s: make_recipe(s, threshold=settings.threshold))
     rec["limits"] = {"max_photos": settings.max_photos, "max_hashes": settings.max_hashes,
                      "max_body": settings.max_body, "max_upload": settings.max_upload}
@@ -229,7 +234,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     async def lifespan(app):
         yield
         cpu.shutdown(wait=False, cancel_futures=True)
-        index.close()
+        index.close()  # after the search running now, if any (the others wait on `turn`, not in its queue)
 
     app = FastAPI(lifespan=lifespan, title="matcher web check", version=__version__, docs_url=None, redoc_url=None,
                   description="Are my photos in this AI training dataset? Send perceptual hashes of your photos "
@@ -239,7 +244,8 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
-        return Response(error_body(e.code, e.message, e.details), status_code=e.status, media_type="application/json")
+        return Response(error_body(e.code, e.message, e.details), status_code=e.status, media_type="application/json",
+                        headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
@@ -284,15 +290,13 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     # --- API ---------------------------------------------------------------------------
     @app.get("/api/v1/health", summary="Liveness and index size")
     async def health():
-        def stats(store):
-            s = store.catalog.stats()
-            return {"status": "ok", "version": __version__, "items": sum(d["hashed"] for d in s), "datasets": len(s),
-                    "entries": len(store.faiss) - len(store.dead)}
-        return await index.run(stats)
+        s = overview["stats"]
+        return {"status": "ok", "version": __version__, "items": sum(d["hashed"] for d in s), "datasets": len(s),
+                "entries": overview["entries"]}
 
     @app.get("/api/v1/datasets", summary="Datasets in this index with their item counts")
     async def datasets():
-        return {"datasets": await index.run(lambda s: s.catalog.stats())}
+        return {"datasets": overview["stats"]}
 
     @app.get("/api/v1/recipe", summary="What a client computes from each photo (hash variants, verification)")
     async def get_recipe():
@@ -328,7 +332,17 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
             photos.append((photo.id, [h.kind for h in photo.hashes], codes))
         if problems:
             raise ApiError(400, "invalid_hash", "malformed hashes", problems[:50])
-        return await index.run(_search, photos, threshold, body.thumbnails)
+        nonlocal waiting
+        if waiting >= settings.max_queue:
+            raise ApiError(429, "busy", f"{waiting} searches are waiting; retry shortly", headers={"retry-after": "2"})
+        waiting += 1
+        try:
+            async with turn:
+                if await request.is_disconnected():  # its client gave up while it waited: do not search
+                    raise ApiError(499, "client_closed", "the client closed the connection")
+                return await index.run(_search, photos, threshold, body.thumbnails)
+        finally:
+            waiting -= 1
 
     @app.post(UPLOAD_PATH, summary="Search one photo the browser could not decode (hashed in memory, never stored)",
               openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
@@ -420,7 +434,8 @@ def run(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings(),
     asgi = create_app(index_dir, settings)
     config = uvicorn.Config(asgi, host=host, port=port, access_log=settings.access_log,
                             log_level="info" if settings.access_log else "warning", lifespan="on",
-                            timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024)
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     log(f"matcher web check on http://{host}:{port}/  (index {index_dir}; API docs at /docs; Ctrl-C stops)")
     server.run()
