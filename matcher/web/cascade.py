@@ -27,7 +27,7 @@ import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["CASCADE_NAME", "cascade_path", "cascade_dict", "cascade_json"]
+__all__ = ["CASCADE_NAME", "cascade_dict", "cascade_json", "cascade_path"]
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
 FORMAT = "opencv-haar-stumps/1"
@@ -50,7 +50,7 @@ def _f32(text: str) -> float:
 
 
 def _licence(text: str) -> str:
-    m = re.search(r"<!--(.*?)-->", text, re.S)
+    m = re.search(r"<!--(.*?)-->", text, re.DOTALL)
     if not m:
         raise ValueError(f"{CASCADE_NAME}: no licence header comment")
     lines = [ln.rstrip() for ln in m.group(1).strip("\n").splitlines()]

@@ -443,6 +443,7 @@ export function detectFaces(work, opts, cascade) {
   let small = { w, h, data };
   if (f !== 1.0) {
     const sw = roundEven(w * f), sh = roundEven(h * f);
+    if (sw < 1 || sh < 1) return []; // (cv2.resize would refuse an empty size)
     small = { w: sw, h: sh, data: resizeArea(data, w, h, sw, sh) };
   }
   const minSide = Math.max(18, Math.trunc(Math.min(small.w, small.h) * 0.04));
