@@ -151,6 +151,8 @@ class IndexStore:
             except BlockingIOError:
                 os.close(lock_fd)
                 raise CatalogError(f"{root} is being written by another matcher process") from None
+            for stale in root.glob(f".{FAISS}.tmp-*"):  # a FAISS save killed before its rename (we hold the lock)
+                stale.unlink(missing_ok=True)
         try:
             try:
                 catalog = Catalog(root / CATALOG, create=writable)

@@ -499,6 +499,9 @@ def check(index: Path, *, info: Callable[[Path], tuple[int, str]] = cli_info_inp
     try:
         with IndexStore.open(copy, writable=True) as store:
             pass
+        left = sorted(f.name for f in copy.glob(".*.tmp-*"))  # a killed save's temporary file (FAISS-sized)
+        if left:
+            p.append(f"a writable open leaves the killed save's temporary files behind: {left}")
         live2 = IndexStore.open(copy)
         with live2 as store:
             if store.reconciled != {"added": 0, "removed": 0}:
@@ -594,10 +597,12 @@ def add_args(index: Path, corpus: Corpus, engine: str, scheduler: str | None = N
 
 def add_campaign(op: str, args_for: Callable[[Path], list[str]], kills: list[Kill], work: Path, reference: Snapshot,
                  hashes: dict, *, episode: int = 3, info=cli_info_inprocess, log: Log = print, rng: random.Random,
-                 need: int | None = None, more: Callable[[int], Kill] | None = None) -> list[Record]:
+                 need: int | None = None, more: Callable[[int], Kill] | None = None,
+                 prepare: Callable[[int, Path], str] | None = None) -> list[Record]:
     """Kill ``matcher add`` as ``kills`` say, in episodes of up to ``episode`` kills on a fresh index, each
     followed by a check; a completed rerun ends each episode (checked against ``reference``). When a kill
-    misses (the run finished first) and ``need`` kills are wanted, ``more(i)`` supplies another."""
+    misses (the run finished first) and ``need`` kills are wanted, ``more(i)`` supplies another.
+    ``prepare(episode, index)`` may create the episode's index first (returns what it made, for the log)."""
     records: list[Record] = []
     queue = list(kills)
     ep = 0
@@ -607,10 +612,16 @@ def add_campaign(op: str, args_for: Callable[[Path], list[str]], kills: list[Kil
         index = work / f"{op.replace(' ', '-')}-{ep}" / "index"
         shutil.rmtree(index.parent, ignore_errors=True)
         index.parent.mkdir(parents=True)
-        before: Snapshot = {}
+        made = prepare(ep, index) if prepare else ""
+        if made:
+            log(f"[{op}] episode {ep} starts from {made}")
+        before: Snapshot = snapshot(index)
         n = 0
         while queue and n < episode:
             kill = queue.pop(0)
+            if (kill.point or "").startswith("create.") and (index / "meta.json").exists():
+                queue.insert(0, kill)  # only a run that creates the index gets there: next episode
+                break
             out = execute(args_for(index), kill, index.parent / "add.log")
             chk = check(index, info=info, before=before, rng=rng)
             note = ""
@@ -657,8 +668,8 @@ def with_tombstones(base: Path, dst: Path, n: int, rng: random.Random) -> dict[t
 
 def remove_campaign(kills: list[Kill], base: Path, work: Path, *, info=cli_info_inprocess, log: Log = print,
                     rng: random.Random, stale_every: int = 2) -> list[Record]:
-    """Kill ``matcher remove`` on copies of ``base``; every other one with its FAISS file deleted first (the
-    remove's open then rebuilds and saves it, so the FAISS save points are reached too). Afterwards the
+    """Kill ``matcher remove`` on copies of ``base``; every other one (and those killed at a ``faiss.`` point)
+    with its FAISS file deleted first (the remove's open then rebuilds and saves it). Afterwards the
     removal happened entirely or not at all (entirely if the command had reported success); a rerun of
     the same remove then completes it."""
     records = []
@@ -667,7 +678,7 @@ def remove_campaign(kills: list[Kill], base: Path, work: Path, *, info=cli_info_
         shutil.rmtree(index.parent, ignore_errors=True)
         index.parent.mkdir(parents=True)
         shutil.copytree(base, index)
-        stale = stale_every and i % stale_every == 1
+        stale = (kill.point or "").startswith("faiss.") or (stale_every and i % stale_every == 1)
         if stale:
             (index / "index.faiss").unlink()
         snap = snapshot(index)

@@ -179,3 +179,17 @@ def test_a_searcher_repairing_faiss_counts_removed_entries_right(tmp_path, refer
     with IndexStore.open(index) as store:
         assert store.reconciled["added"] == live
         assert len(store.faiss) - len(store.dead) == live
+
+
+def test_the_next_writer_deletes_a_killed_saves_temporary_file(tmp_path, reference):
+    """A kill between writing FAISS's temporary file and its rename left the file (as big as the index)
+    for good, one more per such crash, and `info` counted it in the size on disk."""
+    index = tmp_path / "index"
+    shutil.copytree(reference[0], index)
+    stale = index / ".index.faiss.tmp-4242"
+    shutil.copy(index / "index.faiss", stale)
+    IndexStore.open(index).close()
+    assert stale.exists()  # a reader leaves it (a writer may be saving)
+    IndexStore.open(index, writable=True).close()
+    assert not stale.exists()
+    assert sorted(p.name for p in index.iterdir() if p.name.startswith(".")) == []
