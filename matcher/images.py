@@ -47,6 +47,7 @@ __all__ = [
     "iter_image_files",
     "IMAGE_EXTENSIONS",
     "HEIF_SUPPORT",
+    "shown_path",
 ]
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -83,6 +84,9 @@ class Limits:
 
     max_pixels: int = 100_000_000  # 100 MP: every phone and most cameras fit; bombs do not
     max_bytes: int = 200 * 1024 * 1024
+    # JPEG scans: encoders write 1 (baseline) to ~12 (progressive); every scan costs the decoder a pass over
+    # the whole image, so a few KB of repeated scans would hold a worker for hours (libjpeg-turbo's LJT-01-003)
+    max_scans: int = 100
 
 
 DEFAULT_LIMITS = Limits()
@@ -101,10 +105,11 @@ class LoadedImage:
 def _describe(exc: BaseException) -> str:
     msg = str(exc).strip() or type(exc).__name__
     low = msg.lower()
-    if "truncated" in low or isinstance(exc, EOFError):
-        return f"truncated or incomplete image ({msg})"
+    # "cannot identify image file <name>" first: the file's name may say "truncated"
     if isinstance(exc, UnidentifiedImageError) or "cannot identify" in low:
         return "not an image, or a format we cannot read"
+    if "truncated" in low or isinstance(exc, EOFError):
+        return f"truncated or incomplete image ({msg})"
     return f"cannot decode image ({msg})"
 
 
@@ -123,6 +128,13 @@ def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
         except OSError as e:
             raise UnreadableImage(f"cannot read file ({e.strerror or e})") from None
         if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.scandir(path).close()
+                except OSError as e:
+                    raise UnreadableImage(f"not a regular file: a folder that cannot be listed "
+                                          f"({e.strerror or e})") from None
+                raise UnreadableImage("not a regular file: a folder")
             raise UnreadableImage("not a regular file")
         if st.st_size == 0:
             raise UnreadableImage("empty (0 bytes)")
@@ -134,7 +146,7 @@ def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
             raise UnreadableImage(f"cannot read file ({e.strerror or e})") from None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # bomb warnings (our own limit follows), "Corrupt EXIF data"
             im = Image.open(fp)
     except Image.DecompressionBombError as e:
         fp.close()
@@ -152,12 +164,40 @@ def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
             f"{w}x{h} = {w * h / 1e6:.0f} MP, more than the {limits.max_pixels / 1e6:.0f} MP limit "
             "(decompression bomb refused)"
         )
+    if im.format in ("JPEG", "MPO"):
+        scans = _jpeg_scans(fp, limits.max_scans)
+        if scans > limits.max_scans:
+            fp.close()
+            raise ImageTooLarge(f"JPEG of more than {limits.max_scans} scans (decompression bomb refused)")
     return im, fp
+
+
+def _jpeg_scans(fp, limit: int) -> int:
+    """Start-of-scan markers in a JPEG file, counted up to ``limit + 1``.
+
+    Entropy-coded data never holds FF DA (an FF there is followed by 00 or a restart marker), so
+    every scan is counted; metadata may add a few false ones (an EXIF thumbnail's scan), never hide one.
+    """
+    pos = fp.tell()
+    fp.seek(0)
+    n, tail = 0, b""
+    try:
+        while n <= limit:
+            block = fp.read(1 << 20)
+            if not block:
+                break
+            n += (tail + block).count(b"\xff\xda")
+            tail = block[-1:]
+    finally:
+        fp.seek(pos)
+    return n
 
 
 def _orientation(im: Image.Image) -> int:
     try:
-        value = im.getexif().get(0x0112, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": the orientation is then 1
+            value = im.getexif().get(0x0112, 1)
     except _DECODE_ERRORS:
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -170,27 +210,36 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         return im
     if mode == "1":
         return im.convert("L")
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if mode.startswith("I;16"):
-            a = a / 257.0
-        elif mode == "I":
+    # Wide modes are converted in place, in at most 4 bytes a pixel: a 100 MP float image took 2.7 GB
+    # through float64 temporaries (benchmarks/bench_hostile.py).
+    if mode.startswith("I;16"):
+        a = np.array(im, dtype=np.int32)  # v / 257 rounded, exactly: 257 is odd, so there are no ties
+        a += 128
+        a //= 257
+        np.clip(a, 0, 255, out=a)
+        return Image.fromarray(a.astype(np.uint8), "L")
+    if mode in ("I", "F"):
+        a = np.array(im, dtype=np.float32)
+        if mode == "I":
             top = float(a.max()) if a.size else 0.0
             if top > 255:
-                a = a * (255.0 / (65535.0 if top <= 65535 else top))
+                a *= np.float32(255.0 / (65535.0 if top <= 65535 else top))
         else:  # float images: [0, 1] or [0, 255]
             top = float(np.nanmax(a)) if a.size else 0.0
             if top <= 1.0:
-                a = a * 255.0
-        a = np.nan_to_num(a, nan=0.0)
-        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+                a *= np.float32(255.0)
+        np.nan_to_num(a, copy=False, nan=0.0)
+        np.rint(a, out=a)
+        np.clip(a, 0, 255, out=a)
+        return Image.fromarray(a.astype(np.uint8), "L")
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
     if mode in ("PA", "LA", "La", "RGBa", "RGBA") or mode.endswith("A"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = im if mode == "RGBA" else im.convert("RGBA")
+        out = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        out = Image.alpha_composite(out, rgba)  # the white layer is freed before the RGB copy is made
+        return out.convert("RGB")
     return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
 
 
@@ -249,11 +298,23 @@ def load_image(
         fp.close()
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as text that can be stored and printed: bytes of a file name that are not UTF-8 (which
+    Python keeps as lone surrogates) are shown as ``\\xNN``. Other paths are returned unchanged."""
+    s = os.fspath(path)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return os.fsencode(s).decode("utf-8", "backslashreplace")
+
+
 def iter_image_files(root: str | os.PathLike, *, all_files: bool = False) -> Iterator[Path]:
     """Image files under ``root`` (recursive, sorted, hidden names skipped).
 
     Symlinked folders are followed once each (loops are cut). Files are chosen by
-    extension unless ``all_files``; a lone file path is yielded as is.
+    extension unless ``all_files``; a lone file path is yielded as is. A sub-folder that
+    cannot be listed is yielded itself, so that :func:`load_image` reports why.
     """
     root = Path(root)
     if not root.is_dir():
@@ -262,9 +323,13 @@ def iter_image_files(root: str | os.PathLike, *, all_files: bool = False) -> Ite
     seen: set[tuple[int, int]] = set()
 
     def walk(d: Path) -> Iterator[Path]:
+        # a sub-folder that cannot be listed (no permission, a path longer than PATH_MAX) is yielded
+        # itself, so that it is reported (load_image says why) rather than silently missing
         try:
             st = d.stat()
         except OSError:
+            if d != root:
+                yield d
             return
         ident = (st.st_dev, st.st_ino)
         if ident in seen:
@@ -273,6 +338,8 @@ def iter_image_files(root: str | os.PathLike, *, all_files: bool = False) -> Ite
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError:
+            if d != root:
+                yield d
             return
         for e in entries:
             if e.name.startswith("."):

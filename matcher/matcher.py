@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Sequence
 from .detail import DEFAULT_MAX_MOTION
 from .errors import IndexMismatch
 from .fetch import FetchSettings
-from .images import DEFAULT_LIMITS, Limits, iter_image_files
+from .images import DEFAULT_LIMITS, Limits, iter_image_files, shown_path
 from .ingest import AddStats, Progress, default_workers, ingest
 from .results import Item, Match, QueryResult
 from .sources import Source
@@ -227,6 +227,7 @@ def search_bytes(
 
 def _result(entry: tuple, threshold: int, min_score: float, report_rejected: bool) -> QueryResult:
     f, error, hash_hex, items, outcomes = entry
+    f = shown_path(f)  # a file name that is not UTF-8 must still print and serialise
     if error is not None:
         return QueryResult(query=f, error=error)
     if isinstance(outcomes, Future):

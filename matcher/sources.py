@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .errors import ManifestError
-from .images import iter_image_files
+from .images import iter_image_files, shown_path
 
 __all__ = ["SourceItem", "Source", "FolderSource", "ManifestSource", "open_source", "FIELD_ALIASES", "MANIFEST_SUFFIXES"]
 
@@ -75,13 +75,14 @@ class FolderSource(Source):
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ManifestError(f"{root}: not a folder")
-        self.dataset = dataset or self.root.name
-        self.location = str(self.root)
+        self.dataset = dataset or shown_path(self.root.name)
+        self.location = shown_path(self.root)
 
     def items(self) -> Iterator[SourceItem]:
+        # key and stored path as text (a name that is not UTF-8 shows its bytes as \xNN); the file is read at ``path``
         for p in iter_image_files(self.root):
-            rel = p.relative_to(self.root).as_posix()
-            yield SourceItem(self.dataset, rel, path=str(p), fields={"path": str(p)})
+            rel = shown_path(p.relative_to(self.root).as_posix())
+            yield SourceItem(self.dataset, rel, path=str(p), fields={"path": shown_path(p)})
 
 
 def _open_text(path: Path) -> io.TextIOBase:
