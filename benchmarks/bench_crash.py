@@ -9,7 +9,8 @@ an HTML page, no URL), and a folder of --disk image files: two datasets, ``web``
 
 Kills (seeded): half at named points of matcher/testpoints.py (the process stops itself there with
 SIGSTOP, ``MATCHER_TEST_PAUSE_AT``, and is then SIGKILLed: in the catalog transaction, before and after the
-FAISS file's rename, during index creation, after the remove/compact commits), half after a random delay
+FAISS file's rename, during index creation, after the remove/compact commits, after a Dask shard was
+applied and before its files were deleted), half after a random delay
 drawn over the command's measured duration; each kills the whole process group or only the main process
 (a seeded coin). A kill that misses (the command finished first) is replaced by another random one.
 
@@ -52,6 +53,7 @@ import crashkit as ck  # noqa: E402
 
 ADD_POINTS = ["create.meta-written", "catalog.record:1", "catalog.record:3", "faiss.before-rename",
               "faiss.after-rename"]
+DASK_POINTS = ADD_POINTS + ["shards.applied:2"]
 REMOVE_POINTS = ["catalog.remove", "remove.committed", "faiss.before-rename", "faiss.after-rename"]
 COMPACT_POINTS = ["catalog.clear-tombstones", "compact.committed", "faiss.before-rename", "faiss.after-rename"]
 
@@ -90,7 +92,7 @@ def main() -> None:
     ops = a.ops.split(",")
     header("bench_crash", kills_per_operation=a.kills, seed=a.seed, web_rows=f"{a.web} + 3 failing", disk_files=a.disk,
            workers=a.workers, dask=f"LocalCluster 2 workers x 1 thread, --shard-size {a.shard_size}", operations=ops,
-           named_points={"add": ADD_POINTS, "remove": REMOVE_POINTS, "compact": COMPACT_POINTS},
+           named_points={"add": ADD_POINTS, "add dask": DASK_POINTS, "remove": REMOVE_POINTS, "compact": COMPACT_POINTS},
            info=f"`matcher info --json` {'as a process' if a.info == 'process' else 'in-process (click runner)'}")
     info = ck.cli_info_subprocess if a.info == "process" else ck.cli_info_inprocess
     rng = random.Random(a.seed)
@@ -149,7 +151,7 @@ def main() -> None:
                 assert dchk.consistent, dchk.summary()
                 print(f"# reference: a clean Dask add took {t_dask:.1f} s (same items, statuses and hashes as local)",
                       flush=True)
-                kills = ck.draw_kills(rng, a.kills, ADD_POINTS, t_dask)
+                kills = ck.draw_kills(rng, a.kills, DASK_POINTS, t_dask)
                 records += ck.add_campaign(
                     "add dask", args_for, kills, work, reference, hashes, info=info, rng=rng, need=a.kills,
                     prepare=prepare, more=lambda i: ck.Kill(delay=rng.uniform(0.05, t_dask), group=rng.random() < 0.5))

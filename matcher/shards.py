@@ -53,6 +53,7 @@ from .images import DEFAULT_LIMITS, Limits
 from .ingest import AddStats, Progress, failure_record, is_local, outcome_record
 from .sources import Source, SourceItem
 from .store import IndexStore
+from .testpoints import pause
 from .workers import HashSpec, index_batch, make_pool
 
 __all__ = [
@@ -528,8 +529,10 @@ def ingest_sharded(
                     lost.append(shard)
                     continue
                 _apply(store, shard, stats)
-                if shard.work:
-                    work_dir.discard(shard.id)
+                pause("shards.applied")
+                # its files go even if it had nothing to do this time: an earlier run may have been killed
+                # between applying the same shard and deleting them
+                work_dir.discard(shard.id)
                 report()
             if not window and exhausted:
                 break

@@ -12,6 +12,7 @@ Points (where they are called):
 * ``catalog.clear-tombstones``: inside the transaction that forgets compacted tombstones (catalog.py);
 * ``remove.committed``: a removal committed, before ``matcher remove`` reports it (store.py);
 * ``compact.committed``: tombstones cleared in the catalog, FAISS not yet written (store.py);
+* ``shards.applied``: a shard's rows committed to the catalog, its files not yet deleted (shards.py);
 * ``faiss.before-rename``: a FAISS save's temporary file written and fsynced, not renamed yet (index.py);
 * ``faiss.after-rename``: the FAISS file replaced, the catalog's ``faiss_seq`` not updated yet (store.py).
 """
@@ -24,7 +25,7 @@ import signal
 __all__ = ["POINTS", "pause"]
 
 POINTS = ("create.meta-written", "catalog.record", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
-          "compact.committed", "faiss.before-rename", "faiss.after-rename")
+          "compact.committed", "shards.applied", "faiss.before-rename", "faiss.after-rename")
 
 _SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")
 _POINT, _, _NTH = _SPEC.partition(":")

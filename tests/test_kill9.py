@@ -110,8 +110,9 @@ def test_add_dask_kill9(tmp_path, corpus, reference):
                          memory_limit="2GiB") as lc:
         records = ck.add_campaign(
             "add dask", lambda index: ck.add_args(index, corpus, "dask", lc.scheduler_address, shard_size=10),
-            [ck.Kill(point="catalog.record:2")], tmp_path, snap, hashes, rng=random.Random(SEED + 3), log=print)
-    _assert_campaign(records, "add dask", 1)
+            [ck.Kill(point="shards.applied:2"), ck.Kill(point="catalog.record:1", group=False)], tmp_path, snap, hashes,
+            rng=random.Random(SEED + 3), log=print)
+    _assert_campaign(records, "add dask", 2)
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +180,27 @@ def test_a_searcher_repairing_faiss_counts_removed_entries_right(tmp_path, refer
     with IndexStore.open(index) as store:
         assert store.reconciled["added"] == live
         assert len(store.faiss) - len(store.dead) == live
+
+
+def test_shard_files_of_a_shard_applied_just_before_a_kill_are_deleted(tmp_path, sample):
+    """A kill between a shard's catalog commit and the deletion of its files left them (and INDEX/shards/)
+    for good: the rerun found nothing to do in that shard and so never deleted them."""
+    from matcher.shards import PoolEngine, ShardDir, _source_tag, add_sharded
+    from matcher.sources import FolderSource
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted((sample / "dataset").iterdir())[:6]:
+        shutil.copy(p, folder / p.name)
+    index = tmp_path / "index"
+    with PoolEngine(1) as engine:
+        assert add_sharded(index, [FolderSource(folder)], engine, shard_size=3).added == 6
+        assert not (index / "shards").exists()
+        # what the kill leaves: shard 0's rows in the catalog, its result and done marker still on disk
+        ShardDir(index / "shards").save(f"{_source_tag(FolderSource(folder))}-000000", "fp", ["k"], [("err", "x", "y")])
+        stats = add_sharded(index, [FolderSource(folder)], engine, shard_size=3)
+    assert (stats.added, stats.skipped) == (0, 6)
+    assert not (index / "shards").exists()
 
 
 def test_the_next_writer_deletes_a_killed_saves_temporary_file(tmp_path, reference):
