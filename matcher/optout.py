@@ -692,23 +692,25 @@ class Screen:
 _screens: dict[tuple, Registry] = {}
 
 
-def _region_reader(hasher, src, limits: Limits) -> Callable[[str], np.ndarray | str]:
+def _region_reader(hasher, src, limits: Limits, faces: list | None = None) -> Callable[[str], np.ndarray | str]:
     from .workers import dataset_region
 
     def read(kind: str) -> np.ndarray | str:
-        return dataset_region(hasher, src, kind, None, limits)
+        return dataset_region(hasher, src, kind, None, limits, faces)
 
     return read
 
 
-def _source_of(payload):
-    """A dataset payload as :func:`matcher.workers.index_batch` takes it: a path or body, or (that, face boxes)."""
-    return payload[0] if isinstance(payload, tuple) else payload
-
-
 def _screen_outcome(screen: Screen, hasher, payload, out: tuple, report_all: bool = False) -> list[Hit]:
+    """Screen one hashed dataset image: ``payload`` as :func:`matcher.workers.index_batch` takes it (a path or
+    body, or that with the manifest's face boxes), ``out`` its ``("ok", ...)`` outcome."""
+    faces = None
+    if isinstance(payload, tuple):  # face entries' regions come from the boxes, as index_one cut them
+        from .facebox import normalise
+
+        payload, faces = payload[0], normalise(payload[1], (out[3], out[4]))
     entries = [(e[0], e[1]) for e in out[2]]
-    return screen_entries(screen.registry(), entries, _region_reader(hasher, _source_of(payload), screen.limits),
+    return screen_entries(screen.registry(), entries, _region_reader(hasher, payload, screen.limits, faces),
                           report_all=report_all)
 
 

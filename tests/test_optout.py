@@ -444,3 +444,23 @@ def test_add_registry_refused_with_dask(registry_file, tmp_path):
     p = run_matcher("add", "--index", str(tmp_path / "i"), "--registry", str(registry_file), "--engine", "dask",
                     "--scheduler", "tcp://127.0.0.1:1", str(MANIFEST))
     assert p.returncode == 2
+
+
+def test_screened_hashing_with_manifest_face_boxes(registry_file, entry_of):
+    """`add --registry` on a manifest with face boxes: the payload carries the boxes, face entries are
+    screened too (their regions cut from the boxes, as index_one cuts them)."""
+    from matcher.hashers import get_hasher
+    from matcher.images import DEFAULT_LIMITS
+    from matcher.optout import Screen, screened_index_batch
+    from matcher.workers import HashSpec, index_batch
+
+    spec = HashSpec.of(get_hasher("phash"), True, DEFAULT_LIMITS)
+    astronaut = str(SAMPLE / "my-photos" / "IMG_0009.jpg")  # registered: dropped whatever its entries
+    other = str(SAMPLE / next(r["path"] for r in _manifest_rows() if r["id"] == "ds-0001"))
+    faces = (((0.3, 0.1, 0.7, 0.5, False),), None)
+    payloads = [(astronaut, faces), (other, faces)]
+    plain = index_batch(spec, payloads)
+    assert plain[0][0] == "ok" and any(e[0].startswith("face") for e in plain[0][2])
+    out = screened_index_batch(spec, Screen(Registry.load(registry_file)), payloads)
+    assert out[0][0] == "err" and out[0][2] == "opted_out" and entry_of["IMG_0009.jpg"] in out[0][1]
+    assert out[1] == plain[1]  # not opted out: the same outcome as plain hashing
