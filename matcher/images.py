@@ -125,8 +125,8 @@ def _open(src: Source, limits: Limits) -> tuple[Image.Image, io.IOBase]:
         path = os.fspath(src)
         try:
             st = os.stat(path)
-        except OSError as e:
-            raise UnreadableImage(f"cannot read file ({e.strerror or e})") from None
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+            raise UnreadableImage(f"cannot read file ({getattr(e, 'strerror', None) or e})") from None
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
                 try:

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -158,7 +159,21 @@ class ManifestSource(Source):
 
     # rows -------------------------------------------------------------------
     def _rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-        """(row number, row dict or None, error) — headers are fixed on the first row."""
+        """(row number, row dict or None, error) — headers are fixed on the first row.
+
+        A file that cannot be read past some point (a truncated or corrupt .gz, a damaged Parquet
+        page) yields the rows before it, then raises ManifestError.
+        """
+        n = 0
+        try:
+            for row in self._read_rows():
+                n = row[0]
+                yield row
+        except (OSError, EOFError, zlib.error, ValueError) as e:
+            where = f"after row {n}" if n else "at the start"
+            raise ManifestError(f"{self.path.name}: cannot read the file {where} ({e})") from None
+
+    def _read_rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
         if self.fmt in ("csv", "tsv"):
             with _open_text(self.path) as f:
                 reader = csv.reader(f, delimiter="\t" if self.fmt == "tsv" else ",")
@@ -192,6 +207,9 @@ class ManifestSource(Source):
                         obj = json.loads(line)
                     except json.JSONDecodeError as e:
                         yield n, None, f"line {n}: invalid JSON ({e.msg})"
+                        continue
+                    except RecursionError:
+                        yield n, None, f"line {n}: invalid JSON (nested too deeply)"
                         continue
                     if not isinstance(obj, dict):
                         yield n, None, f"line {n}: expected a JSON object, got {type(obj).__name__}"
@@ -249,20 +267,43 @@ class ManifestSource(Source):
 
         fields = {f: get(f) for f in ("url", "page_url", "path", "owner", "license", "title")}
         used = set(mapping.values())
-        extra = {k: v for k, v in row.items() if k not in used and v not in (None, "")}
+        extra = {k: _plain(v) for k, v in row.items() if k not in used and v not in (None, "")}
         url, path = fields["url"], fields["path"]
         abspath = None
+        bad_path = None
         if path:
             p = Path(path)
-            abspath = str(p if p.is_absolute() else (self.base / p).resolve())
-            fields["path"] = abspath
+            try:
+                if "\x00" in path:
+                    raise ValueError("a NUL byte in it")
+                abspath = str(p if p.is_absolute() else (self.base / p).resolve())
+                fields["path"] = abspath
+            except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+                bad_path = f"row {n}: unusable path ({e})"
         key = get("key") or url or path or f"row:{n}"
         error = None
         if not url and not path:
             error = f"row {n} has no image URL or path"
+        elif bad_path and not url:
+            error = bad_path
         elif "\ufffd" in (url or "") + (path or ""):
             error = f"row {n}: the image URL or path is not valid UTF-8"
         return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error)
+
+
+def _plain(v: Any) -> Any:
+    """A manifest value as JSON stores it: Parquet columns also give dates, timestamps, decimals and bytes."""
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "backslashreplace")
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v)
 
 
 def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Mapping[str, str] | None = None,
