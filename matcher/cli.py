@@ -737,13 +737,16 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
               help="Requests per second per client address (bursts of 2x allowed); 0 = no limit.")
 @click.option("--max-photos", type=click.IntRange(1), default=64, show_default=True,
               help="Largest number of photos in one search request (413 beyond).")
+@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds a client has to send a request body (408 after: slow clients are cut off).")
 @click.option("--max-queue", type=click.IntRange(1), default=128, show_default=True,
               help="Searches that may wait for the index; more are refused at once with 429 (bounded latency).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="Allow cross-origin API calls from ORIGIN (repeatable; off by default).")
 @click.option("--access-log", is_flag=True,
               help="Log each request with the client address (off by default: no addresses are kept).")
-def serve(index_dir, host, port, threshold, rate_limit, max_photos, max_queue, cors_origins, access_log) -> None:
+def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
+          access_log) -> None:
     """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
     from importlib.util import find_spec
 
@@ -755,6 +758,7 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, max_queue, c
 
     try:
         run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
+                                     body_timeout=body_timeout,
                                      cors_origins=tuple(cors_origins), access_log=access_log),
             host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
     except MatcherError as e:
