@@ -25,7 +25,11 @@ def test_library_example_runs_on_the_sample(tmp_path, sample):
 
 
 def test_cli_options_named_in_readme_exist():
-    helps = {cmd: run_matcher(cmd, "--help", check=True).stdout for cmd in ("add", "search", "info", "bench", "remove", "compact")}
-    for cmd, opts in re.findall(r"matcher (add|search|info|bench|remove|compact) ([^\n`]*)", README):
+    commands = ("add", "search", "info", "bench", "remove", "compact", "serve", "lookup", "filter", "duplicates")
+    helps = {cmd: run_matcher(cmd, "--help", check=True).stdout for cmd in commands}
+    helps["optout"] = "".join(run_matcher("optout", sub, "--help", check=True).stdout for sub in ("add", "list", "remove"))
+    named = re.findall(r"matcher (" + "|".join(commands + ("optout",)) + r") ([^\n`]*)", README)
+    assert {cmd for cmd, _ in named} >= set(commands) - {"bench"} | {"optout"}
+    for cmd, opts in named:
         for opt in re.findall(r"(--[a-z][a-z-]+)", opts):
             assert opt in helps[cmd], f"README shows `matcher {cmd} {opt}` but --help has no {opt}"
