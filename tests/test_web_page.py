@@ -154,3 +154,20 @@ def test_folder_check_in_the_browser(browser, sample_index, photos_dir, tmp_path
                 sent = json.loads(body)
                 assert set(sent) <= {"photos", "thumbnails", "threshold"}
                 assert all(set(h) == {"kind", "hash"} and len(h["hash"]) == 16 for p in sent["photos"] for h in p["hashes"])
+
+
+def test_api_docs_page_renders(browser, sample_index):
+    """/docs renders the OpenAPI document with the page's own script (no CDN, CSP holds)."""
+    with MatcherServer(sample_index) as server:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server.url("/docs"))
+        page.wait_for_selector("text=POST /api/v1/search", timeout=20000)
+        text = page.inner_text("main")
+        for endpoint in ("GET /api/v1/health", "GET /api/v1/datasets", "GET /api/v1/recipe",
+                         "POST /api/v1/search-upload", "POST /api/v1/letters"):
+            assert endpoint in text
+        assert "photos" in text and not errors, errors
+        page.close()
