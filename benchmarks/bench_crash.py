@@ -4,8 +4,9 @@ compact`` at --kills points each, and check after every kill that nothing was lo
 inconsistent.
 
 The corpus: --web URL rows (distinct re-encodings of the bundled sample's real photos, served on
-127.0.0.1 by a threaded server in this process; `--allow-private-urls`) plus three rows that fail (404,
-an HTML page, no URL), and a folder of --disk image files: two datasets, ``web`` and ``disk``.
+127.0.0.1 by a threaded server in this process, each response after --delay s, so that an add spans
+several of its once-a-second commits; `--allow-private-urls`) plus three rows that fail (404, an HTML
+page, no URL), and a folder of --disk image files: two datasets, ``web`` and ``disk``.
 
 Kills (seeded): half at named points of matcher/testpoints.py (the process stops itself there with
 SIGSTOP, ``MATCHER_TEST_PAUSE_AT``, and is then SIGKILLed: in the catalog transaction, before and after the
@@ -37,6 +38,7 @@ by their own code; every item hashed before the kill is still there with the sam
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -80,8 +82,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=20, help="kills that land, per operation")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--web", type=int, default=240, help="URL rows served on 127.0.0.1 (+3 failing rows)")
-    ap.add_argument("--disk", type=int, default=80, help="image files in the folder source")
+    ap.add_argument("--web", type=int, default=480, help="URL rows served on 127.0.0.1 (+3 failing rows)")
+    ap.add_argument("--disk", type=int, default=160, help="image files in the folder source")
+    ap.add_argument("--delay", type=float, default=0.05,
+                    help="seconds the server waits before each response (8 downloads in flight per host)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=25)
     ap.add_argument("--ops", default="add-local,add-dask,remove,compact")
@@ -91,6 +95,7 @@ def main() -> None:
     a = ap.parse_args()
     ops = a.ops.split(",")
     header("bench_crash", kills_per_operation=a.kills, seed=a.seed, web_rows=f"{a.web} + 3 failing", disk_files=a.disk,
+           server_delay=f"{a.delay} s per response", load_average=" ".join(f"{x:.1f}" for x in os.getloadavg()),
            workers=a.workers, dask=f"LocalCluster 2 workers x 1 thread, --shard-size {a.shard_size}", operations=ops,
            named_points={"add": ADD_POINTS, "add dask": DASK_POINTS, "remove": REMOVE_POINTS, "compact": COMPACT_POINTS},
            info=f"`matcher info --json` {'as a process' if a.info == 'process' else 'in-process (click runner)'}")
@@ -103,7 +108,7 @@ def main() -> None:
         a.work = Path(tmp.name)
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
-    corpus = ck.make_corpus(work / "corpus", a.web, a.disk, seed=a.seed)
+    corpus = ck.make_corpus(work / "corpus", a.web, a.disk, seed=a.seed, delay=a.delay)
     records: list[ck.Record] = []
     try:
         ref = work / "reference" / "index"
@@ -196,6 +201,7 @@ def main() -> None:
               f"{s['lost']:4d} {s['duplicated']:10d}  {', '.join(f'{k} x{v}' for k, v in hit.items())}")
         bad += s["inconsistent"] + s["lost"] + s["duplicated"]
     total = {k: sum(s[k] for s in summary.values()) for k in ("kills", "survived", "inconsistent", "lost", "duplicated")}
+    print(f"# load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"total: {total['kills']} kills, {total['survived']} survived, {total['inconsistent']} inconsistencies, "
           f"{total['lost']} items lost, {total['duplicated']} duplicated")
     sys.exit(1 if bad else 0)

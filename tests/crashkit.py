@@ -67,6 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         route = self.server.routes.get(self.path.split("?", 1)[0])
+        if self.server.delay:
+            time.sleep(self.server.delay)
         status, ctype, body = (404, "text/html", b"<html>Not Found</html>") if route is None else (200, *route)
         try:
             self.send_response(status)
@@ -79,8 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Server(LoopbackServer):
-    def __init__(self, routes: dict[str, tuple[str, bytes]]):
+    def __init__(self, routes: dict[str, tuple[str, bytes]], delay: float = 0.0):
         super().__init__(_Handler, routes)
+        self.delay = delay  # seconds before each response: a slower network spreads an add over more commits
 
 
 @dataclass
@@ -99,9 +102,10 @@ class Corpus:
         self.server.server_close()
 
 
-def make_corpus(root: Path, n_web: int, n_disk: int, seed: int = 0) -> Corpus:
+def make_corpus(root: Path, n_web: int, n_disk: int, seed: int = 0, delay: float = 0.0) -> Corpus:
     """``n_web`` URL rows and ``n_disk`` files, each a distinct re-encoding (size, crop, quality, format)
-    of one of the bundled sample's real photos; served on 127.0.0.1 by a threaded server (started)."""
+    of one of the bundled sample's real photos; served on 127.0.0.1 by a threaded server (started), which
+    waits ``delay`` seconds before each response."""
     import io
 
     from PIL import Image, ImageOps
@@ -135,7 +139,7 @@ def make_corpus(root: Path, n_web: int, n_disk: int, seed: int = 0) -> Corpus:
         ext, body = variant(i)
         routes[f"/img/{i}.{ext}"] = ("image/webp" if ext == "webp" else "image/jpeg", body)
         rows.append((f"w{i:04d}", f"/img/{i}.{ext}"))
-    server = Server(routes)
+    server = Server(routes, delay)
     server.thread.start()
     failing = [("w-missing", "/bad/missing.jpg"), ("w-html", "/bad/page.jpg"), ("w-nourl", None)]
     manifest = root / f"{WEB}.csv"
