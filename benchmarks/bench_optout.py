@@ -201,7 +201,7 @@ def confirm_cost(rows: list[dict], cands_all: list, reg: Registry, n: int = 200)
         k = 0
         for (_, _, ref), px in zip(work, regions):
             if not isinstance(px, str):
-                confirm_distance(px, ref, accept=DEFAULT_CONFIRM_THRESHOLD, give_up=GIVE_UP)
+                confirm_distance(px, ref, give_up=GIVE_UP)
                 k += 1
         out[role] = {"tries": k, "ms_per_try": 1e3 * (time.perf_counter() - t0) / max(1, k)}
     return out

@@ -619,7 +619,7 @@ def _confirm_tries(tries: Sequence[tuple[int, str, np.ndarray, str]], region: Ca
         if isinstance(px, str):
             hit = Hit(entry_id, variant, kind, d, None, False)
         else:
-            c = confirm_distance(px, ref, accept=None if exhaustive else confirm_threshold)
+            c = confirm_distance(px, ref)
             hit = Hit(entry_id, variant, kind, d, c, c <= confirm_threshold)
         done.append((d, variant, kind, hit.confirm_distance))
         if best is None or (hit.confirm_distance is not None
