@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -95,7 +96,7 @@ def _encodings() -> dict[str, bytes]:
         "jpeg-exif": enc(a, "JPEG", quality=80, exif=exif.tobytes()),
         "jpeg-cmyk": enc(b.convert("CMYK"), "JPEG"),
         "png": enc(a, "PNG"),
-        "png-16bit": enc(Image.fromarray((__import__("numpy").asarray(b.convert("L"), "uint16") * 257)), "PNG"),
+        "png-16bit": enc(Image.fromarray(np.asarray(b.convert("L"), np.uint16) * 257), "PNG"),
         "png-palette-alpha": enc(a.quantize(64), "PNG", transparency=0),
         "png-la": enc(b.convert("LA"), "PNG"),
         "apng": enc(a, "PNG", save_all=True, append_images=[b.resize(a.size)], duration=50),
