@@ -537,7 +537,7 @@ def ingest_sharded(
             if not window and exhausted:
                 break
             if not inflight:
-                if queue:
+                if queue or not window:  # shards to submit, or every planned one was applied: plan more
                     continue
                 raise AssertionError("sharded ingest: nothing in flight but shards are not ready")  # pragma: no cover
             report()

@@ -7,9 +7,12 @@ three failing rows; a handful of kills per command, each followed by the full ch
 rerun that must end with every manifest item exactly once. Named points are reached through
 ``MATCHER_TEST_PAUSE_AT`` (matcher/testpoints.py).
 
-Also the regression tests of the two bugs the campaign found: an index whose first ``add`` was
-killed while creating it could not be opened by ``info``/``search``; a searcher that repaired a stale
-FAISS file in memory while removed items were pending under-counted ``info``'s entries.
+Also the regression tests of the bugs the campaign found: an index whose first ``add`` was killed while
+creating it could not be opened by ``info``/``search``; a searcher that repaired a stale FAISS file in
+memory while removed items were pending under-counted ``info``'s entries; a FAISS save killed before its
+rename left its temporary file for good; a Dask shard applied just before a kill left its files (and
+INDEX/shards/) for good; a sharded add could not be resumed (nor rerun) once more shards were done than
+it plans ahead.
 """
 
 from __future__ import annotations
@@ -201,6 +204,32 @@ def test_shard_files_of_a_shard_applied_just_before_a_kill_are_deleted(tmp_path,
         stats = add_sharded(index, [FolderSource(folder)], engine, shard_size=3)
     assert (stats.added, stats.skipped) == (0, 6)
     assert not (index / "shards").exists()
+
+
+def test_a_sharded_add_resumes_after_more_finished_shards_than_it_plans_ahead(tmp_path, sample):
+    """Resuming a sharded add (Dask) whose already-added rows fill more shards than the planning window
+    (capacity + up to 3 x capacity shards; 16 on a 2-thread cluster, so 16,000 rows at the default shard
+    size) raised "nothing in flight but shards are not ready" on every rerun: the window emptied of shards
+    with nothing to do, and the loop stopped planning. A rerun of a complete index failed the same way."""
+    from matcher.shards import PoolEngine, add_sharded
+    from matcher.sources import FolderSource
+
+    photos = sorted((sample / "dataset").iterdir())
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photos[:10]:
+        shutil.copy(p, folder / p.name)
+    index = tmp_path / "index"
+    with PoolEngine(1) as engine:  # capacity 2: a window of 8 one-row shards
+        assert add_sharded(index, [FolderSource(folder)], engine, shard_size=1).added == 10
+        stats = add_sharded(index, [FolderSource(folder)], engine, shard_size=1)  # a rerun of a complete index
+        assert (stats.added, stats.skipped) == (0, 10)
+        for p in photos[10:12]:  # two more rows after ten done ones: a resume
+            shutil.copy(p, folder / f"z-{p.name}")
+        stats = add_sharded(index, [FolderSource(folder)], engine, shard_size=1)
+    assert (stats.added, stats.skipped, stats.shards_done) == (2, 10, 12)
+    c = ck.check(index)
+    assert c.consistent and len(c.snap) == 12, c.summary()
 
 
 def test_the_next_writer_deletes_a_killed_saves_temporary_file(tmp_path, reference):
