@@ -89,7 +89,7 @@ CONFIRM = {"name": "phash", "bits": CONFIRM_HASH_SIZE ** 2, "version": 1,
 DEFAULT_THRESHOLD = 10
 #: Largest 256-bit distance, after alignment, that confirms a candidate. On the bench: copies mostly <= 8,
 #: watermarked ones up to ~50 (the misses); different photos >= 62; other shots of the same scene 38-52
-#: (stereo views, twin objects: kept), consecutive video frames 8-20 (dropped) (docs/drafts/optout.md).
+#: (stereo views, twin objects: kept), consecutive video frames 4-16 (dropped) (docs/drafts/optout.md).
 DEFAULT_CONFIRM_THRESHOLD = 32
 #: Code pairs of one registry entry tried per dataset image (nearest first) before giving up on it.
 MAX_TRIES = 6
