@@ -62,11 +62,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .detail import DEFAULT_MAX_MOTION
 from .errors import MatcherError, RegistryError
 from .hashers import DEFAULT_HASHER, get_hasher
 from .hashers.phash import dct_matrix, phash_pixels
 from .images import DEFAULT_LIMITS, Limits
 from .recipe import RECIPE_VERSION
+from .verify import DEFAULT_MIN_SCORE
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "CONFIRM", "DEFAULT_THRESHOLD", "DEFAULT_CONFIRM_THRESHOLD", "MAX_TRIES",
@@ -518,8 +520,7 @@ def _soft(px: np.ndarray, sign: np.ndarray, ref: np.ndarray) -> tuple[float, int
     return float(np.maximum(0.0, -sign * v).sum() / (np.abs(v).sum() + 1e-6)), int(((v > 0) != ref).sum())
 
 
-def confirm_distance(region: np.ndarray, ref: np.ndarray, *, accept: int | None = None,
-                     give_up: int | None = GIVE_UP) -> int:
+def confirm_distance(region: np.ndarray, ref: np.ndarray, *, give_up: int | None = GIVE_UP) -> int:
     """The smallest 256-bit distance between ``ref`` (unpacked bits) and the confirmation code of ``region``
     (greyscale pixels of a dataset entry) or of a slightly moved copy of its box.
 
@@ -529,15 +530,12 @@ def confirm_distance(region: np.ndarray, ref: np.ndarray, *, accept: int | None 
     across; the distance is then computed exactly (:func:`confirm_code`, as on the person's side) at the
     box found and at the region as given, and the smaller one returned.
 
-    Shortcuts: a region within ``accept`` bits as it is needs no search (that distance is returned);
-    a search still more than ``give_up`` bits away after its first, coarsest round is abandoned and
+    A search still more than ``give_up`` bits away after its first, coarsest round is abandoned and
     returns that (approximate, > ``give_up``) distance: no copy in the benchmark was ever further than
     82 bits at that point, and most different photos are (see :data:`GIVE_UP`).
     """
     h, w = region.shape
     d0 = int((np.unpackbits(confirm_code(region, (0.0, 0.0, float(w), float(h)))).astype(bool) != ref).sum())
-    if accept is not None and d0 <= accept:
-        return d0
     f = min(1.0, SEARCH_SIDE / max(h, w))
     g = region if f == 1.0 else cv2.resize(region, (max(1, round(w * f)), max(1, round(h * f))),
                                            interpolation=cv2.INTER_AREA)
@@ -1043,22 +1041,20 @@ def filter_manifest(
 
 # --- honouring requests against an existing index ------------------------------------------------
 def remove_matching(index_dir: str | os.PathLike, photos: Sequence[str | os.PathLike], *, threshold: int | None = None,
-                    min_score: float | None = None, max_motion: float | None = -1.0, workers: int | None = None,
-                    limits: Limits = DEFAULT_LIMITS) -> tuple[list, list]:
-    """Search ``photos`` in the index exactly as ``matcher search`` does (verification included) and remove
-    every item that matched (tombstones, as :meth:`IndexStore.remove_items`).
-
-    Returns ``(search results, removed)``: ``removed`` is ``[(Match, query photo)]``, one per item.
-    ``max_motion=-1`` means search's default.
+                    min_score: float = DEFAULT_MIN_SCORE, max_motion: float | None = DEFAULT_MAX_MOTION,
+                    workers: int | None = None, limits: Limits = DEFAULT_LIMITS) -> tuple[list, list]:
+    """Search ``photos`` in the index exactly as ``matcher search`` does (verification included; ``threshold``
+    None is search's default) and remove every item that matched (tombstones, as
+    :meth:`IndexStore.remove_items`). Returns ``(search results, removed)``: ``removed`` is
+    ``[(Match, query photo)]``, one per item.
     """
-    from .matcher import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, search
+    from .matcher import DEFAULT_THRESHOLD as SEARCH_THRESHOLD
+    from .matcher import search
     from .store import IndexStore
 
     with IndexStore.open(index_dir, writable=True) as store:
-        results = list(search(store, photos, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
-                              min_score=DEFAULT_MIN_SCORE if min_score is None else min_score,
-                              max_motion=DEFAULT_MAX_MOTION if max_motion == -1.0 else max_motion,
-                              workers=workers, limits=limits))
+        results = list(search(store, photos, threshold=SEARCH_THRESHOLD if threshold is None else threshold,
+                              min_score=min_score, max_motion=max_motion, workers=workers, limits=limits))
         removed = _remove(store, ((m.item, (m, r.query)) for r in results for m in r.matches))
     return results, removed
 
