@@ -25,7 +25,7 @@ No pixels are stored: no thumbnail, no grey level, only the signs of low-frequen
 verifies a candidate against the dataset's 64x64 thumbnail; without the person's pixels the
 registry cannot, so the 256-bit code is what tells a copy from a photo that only looks alike.
 ``benchmarks/bench_optout.py`` measures both sides (recall per copy family, false drops among
-10,500 real distractors and same-scene pairs); see docs/drafts/optout.md.
+10,500 real distractors and same-scene pairs); see docs/optout.md.
 
 **The file** (JSON, UTF-8; ``.gz`` names are gzip-compressed), format version 1::
 
@@ -87,11 +87,11 @@ CONFIRM = {"name": "phash", "bits": CONFIRM_HASH_SIZE ** 2, "version": 1,
 #: Largest 64-bit distance between a registry code and a dataset entry that makes a candidate, as search's.
 #: 12 would find one more copy in 891 on the bench but makes 10x more candidates among photos nobody opted
 #: out (4.3e-4 against 4.3e-5 per dataset image and registered photo), each costing a confirmation
-#: (bench_optout.py, docs/drafts/optout.md).
+#: (bench_optout.py, docs/optout.md).
 DEFAULT_THRESHOLD = 10
 #: Largest 256-bit distance, after alignment, that confirms a candidate. On the bench: copies mostly <= 8,
 #: watermarked ones up to ~50 (the misses); different photos >= 62; other shots of the same scene 38-52
-#: (stereo views, twin objects: kept), consecutive video frames 4-16 (dropped) (docs/drafts/optout.md).
+#: (stereo views, twin objects: kept), consecutive video frames 4-16 (dropped) (docs/optout.md).
 DEFAULT_CONFIRM_THRESHOLD = 32
 #: Code pairs of one registry entry tried per dataset image (nearest first) before giving up on it.
 MAX_TRIES = 6
