@@ -61,7 +61,7 @@ __all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Grou
 #: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
 #: The whole thumbnail first (its code is the stored one), then the crops re-hosts commonly make and the
 #: mirror image: 9 codes per entry. Mirrored *and* cropped, rotated copies are not searched (each
-#: further edit costs one more range search per entry; see docs/drafts/duplicates.md).
+#: further edit costs one more range search per entry; see docs/duplicates.md).
 VARIANTS: tuple[str, ...] = tuple(f"id/{name}" for name in query_boxes()) + ("mirror/full",)
 #: Tries (entry pair + variant, nearest first) verified per candidate pair before giving up on it.
 MAX_TRIES = 4

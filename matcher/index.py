@@ -6,7 +6,7 @@ threshold ``t`` (inclusive, what users think in) is searched with radius ``t + 1
 Saving is atomic: write a temporary file in the same directory, fsync, rename.
 
 Two layouts, chosen by size (:func:`choose_layout`), both measured by
-``benchmarks/bench_search_scale.py`` (figures in docs/drafts/scale-search.md):
+``benchmarks/bench_search_scale.py`` (figures in README, "Search at scale"):
 
 * ``flat``: ``IndexBinaryIDMap`` over ``IndexBinaryFlat``, an exact scan. Fastest while
   small; a single query costs ~0.5 ns per entry (0.5 ms at 1M, 51 ms at 100M).

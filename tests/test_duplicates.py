@@ -337,12 +337,12 @@ def test_options_named_in_the_draft_exist():
     import re
 
     helps = run_matcher("duplicates", "--help", check=True).stdout
-    draft = (ROOT / "docs" / "drafts" / "duplicates.md").read_text()
+    draft = (ROOT / "docs" / "duplicates.md").read_text()
     named = {opt for line in draft.splitlines() if "bench_duplicates.py" not in line
              for opt in re.findall(r"(--[a-z][a-z-]+)", line)}
     assert {"--across-datasets", "--dataset", "--threshold", "--min-score", "--json", "--out"} <= named
     for opt in named:
-        assert opt in helps, f"docs/drafts/duplicates.md names {opt}; `matcher duplicates --help` does not"
+        assert opt in helps, f"docs/duplicates.md names {opt}; `matcher duplicates --help` does not"
 
 
 def test_index_without_thumbnails_pairs_by_distance(tmp_path):

@@ -32,7 +32,7 @@ DATA = ROOT / "tests" / "data"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
-#: Measured (benchmarks/bench_browser_hash.py, docs/drafts/browser-hash.md): 0 bits on every image here,
+#: Measured (benchmarks/bench_browser_hash.py, docs/browser-hash.md): 0 bits on every image here,
 #: at most 2 on large real JPEGs; the match threshold is 10 bits.
 MAX_FULL_BITS = 2
 MAX_VARIANT_BITS = 6
