@@ -40,8 +40,12 @@ def _parse_columns(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-class _AddProgress:
-    """A rich progress line on stderr, only when stderr is a terminal."""
+class _StatusLine:
+    """A rich status line on stderr (spinner, counts, elapsed), only when stderr is a terminal.
+
+    Subclasses say what the line shows for a stats object (:meth:`describe`); it is redrawn at most
+    every 0.1 s of the run.
+    """
 
     def __init__(self, console: Console):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -61,18 +65,21 @@ class _AddProgress:
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
 
-    def __call__(self, s: AddStats) -> None:
-        if not self.enabled:
-            return
-        if s.elapsed - self._last < 0.1:
+    def describe(self, s) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, s) -> None:
+        if not self.enabled or s.elapsed - self._last < 0.1:
             return
         self._last = s.elapsed
+        self.progress.update(self.task, description=self.describe(s))
+
+
+class _AddProgress(_StatusLine):
+    def describe(self, s: AddStats) -> str:
         shards = f" shards: {s.shards_done:,} done, {s.shards_in_flight:,} running" if s.shards_done or s.shards_in_flight else ""
-        self.progress.update(
-            self.task,
-            description=f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
-            f"[cyan]{s.rate:,.0f}/s[/]{shards}",
-        )
+        return (f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
+                f"[cyan]{s.rate:,.0f}/s[/]{shards}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

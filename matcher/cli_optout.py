@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .cli import EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, main
+from .cli import EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, main
 from .errors import MatcherError
 from .images import Limits
 
@@ -125,31 +125,10 @@ def optout_remove(registry_path, ids) -> None:
     err.print(f"{len(reg):,} entries left in {escape(registry_path)}", highlight=False)
 
 
-class _FilterProgress:
-    """A progress line on stderr, only when stderr is a terminal."""
-
-    def __init__(self, console: Console):
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.enabled = console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=console, disable=not self.enabled)
-        self.task = self.progress.add_task("starting")
-        self._last = 0.0
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def __call__(self, s) -> None:
-        if not self.enabled or s.elapsed - self._last < 0.1:
-            return
-        self._last = s.elapsed
-        self.progress.update(self.task, description=f"[green]{s.kept:,} kept[/] [red]{s.dropped:,} opted out[/] "
-                                                    f"{s.unreadable:,} unreadable [cyan]{s.rate:,.0f}/s[/]")
+class _FilterProgress(_StatusLine):
+    def describe(self, s) -> str:
+        return (f"[green]{s.kept:,} kept[/] [red]{s.dropped:,} opted out[/] "
+                f"{s.unreadable:,} unreadable [cyan]{s.rate:,.0f}/s[/]")
 
 
 @main.command("filter")
