@@ -28,6 +28,7 @@ from typing import Iterator, Union
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from . import jpeg
 from .errors import ImageTooLarge, UnreadableImage
 
 try:  # HEIC/HEIF from iPhones; AVIF is built into Pillow >= 11.3
@@ -261,18 +262,71 @@ def normalise(im: Image.Image) -> Image.Image:
     return out
 
 
+def _read_jpeg(src: Source, limits: Limits) -> bytes | None:
+    """The bytes of ``src`` if it is a regular file (or bytes) within the byte limit that starts like a JPEG."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        return data if data[:2] == b"\xff\xd8" and len(data) <= limits.max_bytes else None
+    try:
+        # O_NONBLOCK: a FIFO must not hang us (the Pillow path then says what it is)
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError, TypeError):
+        return None
+    with open(fd, "rb", closefd=True) as f:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= limits.max_bytes:
+                return None
+            head = f.read(2)
+            if head != b"\xff\xd8":
+                return None
+            return head + f.read(st.st_size)  # a file growing meanwhile is read as it was
+        except OSError:
+            return None
+
+
+def _load_jpeg_gray(src: Source, limits: Limits, n: int) -> LoadedImage | None:
+    """:func:`load_image` ``(src, draft=("L", n))`` through :mod:`matcher.jpeg`, or None where that path
+    does not apply (then the Pillow path decodes, or reports the error). Same pixels either way."""
+    if not jpeg.available():
+        return None
+    data = _read_jpeg(src, limits)
+    if data is None:
+        return None
+    hdr = jpeg.read_header(data)
+    if hdr is None or hdr.width * hdr.height > limits.max_pixels:
+        return None
+    if hdr.multi_scan and data.count(b"\xff\xda") > limits.max_scans:  # as _jpeg_scans
+        return None
+    try:
+        px = jpeg.decode_gray(data, hdr, n)
+    except MemoryError:
+        return None
+    if px is None:
+        return None
+    w, h = (hdr.height, hdr.width) if hdr.orientation in (5, 6, 7, 8) else (hdr.width, hdr.height)
+    return LoadedImage(Image.fromarray(jpeg.upright(px, hdr.orientation), "L"), w, h, "JPEG")
+
+
 def load_image(
     src: Source,
     *,
     limits: Limits = DEFAULT_LIMITS,
     draft: tuple[str, int] | None = None,
+    fast: bool = True,
 ) -> LoadedImage:
     """Decode ``src`` (a path or the file's bytes) into an upright 8-bit image.
 
     ``draft=("L", n)`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 in the DCT
     domain while keeping both sides >= ``n`` pixels, and decode only luminance. It is
     ~4x faster on 12 MP photos; hashes differ from a full decode by a few bits at most.
+    Plain JPEGs wanted that way go through :mod:`matcher.jpeg` (identical pixels, less
+    Python) unless ``fast`` is False.
     """
+    if fast and draft is not None and draft[0] == "L":
+        got = _load_jpeg_gray(src, limits, draft[1])
+        if got is not None:
+            return got
     im, fp = _open(src, limits)
     try:
         fmt = im.format

@@ -35,7 +35,7 @@ from PIL import Image, ImageOps
 
 from matcher.errors import ManifestError, MatcherError
 from matcher.hashers import get_hasher
-from matcher.images import DEFAULT_LIMITS, LoadedImage, load_image
+from matcher.images import DEFAULT_LIMITS, LoadedImage, _load_jpeg_gray, load_image
 from matcher.sources import FIELD_ALIASES, open_source
 from matcher.workers import index_one, query_one
 
@@ -177,6 +177,23 @@ def test_load_image_on_arbitrary_bytes(magic, body):
 @given(st.sampled_from(sorted(ENCODED)), st.lists(mutation, min_size=1, max_size=6))
 def test_load_image_on_mutated_photos(fmt, ops):
     check_image(mutate(ENCODED[fmt], ops))
+
+
+JPEGS = sorted(k for k in ENCODED if k.startswith("jpeg"))
+
+
+@fuzz(300)
+@given(st.sampled_from(JPEGS), st.lists(mutation, min_size=1, max_size=6), st.sampled_from([32, 256]))
+def test_the_jpeg_fast_path_decodes_as_pillow_or_steps_aside(fmt, ops, n):
+    """matcher.jpeg on broken JPEGs: the same pixels as the Pillow path, or None (Pillow then decides)."""
+    data = mutate(ENCODED[fmt], ops)
+    with bounded(data[:32]):
+        fast = _load_jpeg_gray(data, DEFAULT_LIMITS, n)
+        if fast is None:
+            return
+        slow = load_image(data, draft=("L", n), fast=False)  # a MatcherError here fails the test
+        assert (fast.width, fast.height, fast.format) == (slow.width, slow.height, slow.format)
+        assert np.array_equal(np.asarray(fast.image), np.asarray(slow.image))
 
 
 def test_every_base_encoding_loads():
