@@ -3,7 +3,9 @@
 
 Same photos, same process, interleaved, best of --repeat. Photos: the bench photos
 (../shared/get-bench-photos), re-encoded once into a temp folder as 12 MP JPEGs
-(4000x3000, q90) and as web-size JPEGs (640 px long side, q85), so both sizes are real photos.
+(4000x3000, q90) and as web-size JPEGs (640 and 1024 px long side, q85), so every size is a real photo.
+The floor is Pillow's draft decode of each file (what the issue measures against); the same decode through
+simplejpeg (libjpeg-turbo without Pillow's Python, the scale matcher.jpeg uses) is shown beside it.
 Also reports the bits by which draft decoding differs from a full decode, and the whole per-image
 work of `matcher add` (regions, codes, thumbnails) and of `matcher search` (faces, ~120 variants).
 
@@ -55,6 +57,15 @@ def timed(fn, files, repeat):
     return best / len(files) * 1000  # ms per image
 
 
+def simplejpeg_decode(n):
+    import simplejpeg
+
+    def f(p):
+        with open(p, "rb") as fh:
+            simplejpeg.decode_jpeg(fh.read(), colorspace="GRAY", min_width=n, min_height=n)
+    return f
+
+
 def draft_decode(n):
     def f(p):
         with Image.open(p) as im:
@@ -77,13 +88,16 @@ def main() -> None:
     header("bench_hash_speed", photos=len(src), source=a.photos, repeat=a.repeat, cores=1,
            hasher=f"{fast!r}", baseline="imagehash.phash(Image.open(p))")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, size, q in (("12 MP JPEG (4000x3000 q90)", (4000, 3000), 90), ("web-size JPEG (640 px q85)", 640, 85)):
-            d = Path(tmp) / label.split()[0]
+        sets = (("12 MP JPEG (4000x3000 q90)", (4000, 3000), 90), ("web-size JPEG (640 px q85)", 640, 85),
+                ("web-size JPEG (1024 px q85, Flickr's 'large')", 1024, 85))
+        for label, size, q in sets:
+            d = Path(tmp) / f"{label.split()[0]}-{size if isinstance(size, int) else 'full'}"
             d.mkdir()
             files = make_set(src, d, size, q)
             base = timed(lambda p: imagehash.phash(Image.open(p)), files, a.repeat)
             ours = timed(lambda p: fast.hash_file(p), files, a.repeat)
             dec = timed(draft_decode(fast.draft), files, a.repeat)
+            sj = timed(simplejpeg_decode(fast.draft), files, a.repeat)
             nodraft = timed(lambda p: full.hash_file(p), files, a.repeat)
             add_cost = timed(lambda p: index_one(fast, True, str(p), DEFAULT_LIMITS), files, a.repeat)
             query_cost = timed(lambda p: query_one(fast, True, str(p), DEFAULT_LIMITS), files, a.repeat)
@@ -94,6 +108,7 @@ def main() -> None:
             print(f"  matcher (draft {fast.draft})             {ours:7.2f}   {base / ours:5.2f}x baseline, "
                   f"{ours / dec:4.2f}x its draft decode")
             print(f"  Pillow draft decode alone        {dec:7.2f}")
+            print(f"  simplejpeg decode alone          {sj:7.2f}   (libjpeg-turbo at the smallest scale >= {fast.draft} px)")
             print(f"  matcher add, per dataset image   {add_cost:7.2f}   (decode at >=256 px, regions, codes, thumbnails)")
             print(f"  matcher search, hashing a photo  {query_cost:7.2f}   (decode at >= 256 px, faces, ~150 variants)")
             dist = {k: diffs.count(k) for k in sorted(set(diffs))}
