@@ -272,17 +272,25 @@ def _read_jpeg(src: Source, limits: Limits) -> bytes | None:
         fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError, TypeError):
         return None
-    with open(fd, "rb", closefd=True) as f:
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= limits.max_bytes:
-                return None
-            head = f.read(2)
-            if head != b"\xff\xd8":
-                return None
-            return head + f.read(st.st_size)  # a file growing meanwhile is read as it was
-        except OSError:
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= limits.max_bytes:
             return None
+        if os.pread(fd, 2, 0) != b"\xff\xd8":
+            return None  # not a JPEG: not read any further
+        chunks, left = [], st.st_size  # a file growing meanwhile is read as it was
+        while left > 0:
+            b = os.read(fd, left)
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        data = b"".join(chunks)
+        return data if data[:2] == b"\xff\xd8" else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _load_jpeg_gray(src: Source, limits: Limits, n: int) -> LoadedImage | None:
