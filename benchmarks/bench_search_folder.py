@@ -13,7 +13,8 @@ adds per photo is the FAISS lookup of its ~150 variant codes: see benchmarks/ben
 
 Same run, same files, all cores (one process per core):
 * `matcher search --index IDX --json FOLDER` as a user runs it (wall clock, whole command);
-* Pillow's draft decode alone (what every photo costs at least);
+* Pillow's draft decode alone (at >= 512 px);
+* matcher's own decode (>= 256 px) and face detection: the first two steps of every photo's search;
 * `imagehash.phash(Image.open(p))` (the usual way to hash a folder; no search at all).
 
     .venv/bin/python benchmarks/bench_search_folder.py [--n 1000] [--work DIR] [--index DIR]
@@ -109,6 +110,19 @@ def _decode(p: str) -> None:
         im.load()
 
 
+def _decode_faces(p: str) -> int:
+    """The first two steps of a search, as matcher.workers.query_one takes them: decode, find faces."""
+    import numpy as np
+
+    from matcher.faces import detect_faces
+    from matcher.images import load_image
+    from matcher.workers import QUERY_DRAFT, QUERY_SIDE
+
+    img = load_image(p, draft=("L", QUERY_DRAFT)).image.convert("L")
+    img.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)
+    return len(detect_faces(np.asarray(img)))
+
+
 def _imagehash(p: str) -> str:
     import imagehash
 
@@ -151,6 +165,7 @@ def main() -> None:
     print("# index: " + " ".join(info.stdout.split())[:160])
 
     dec = pool_time(_decode, files, cores)
+    dec_faces = pool_time(_decode_faces, files, cores)
     t = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "matcher", "search", "--index", str(a.index), "--json", str(folder)],
                          cwd=ROOT, capture_output=True, text=True)
@@ -180,6 +195,8 @@ def main() -> None:
     print(f"  matcher search FOLDER (whole command)  {wall:7.1f} s   {wall / n * 1000:6.1f} ms per photo   "
           f"({sum(1 for r in results if r['matches'])} with matches, {errors} unreadable)")
     print(f"  Pillow draft decode alone              {dec:7.1f} s   search = {wall / dec:.2f}x decode")
+    print(f"  matcher's decode + face detection      {dec_faces:7.1f} s   (a search's first two steps; "
+          f"search = {wall / dec_faces:.2f}x them)")
     print(f"  imagehash.phash(Image.open(p))         {ih:7.1f} s   search is {ih / wall:.2f}x faster")
     print(f"  {a.scaling} photos: --workers 1 {scaling[1]:.1f} s, --workers {cores} {scaling[cores]:.1f} s: "
           f"{scaling[1] / scaling[cores]:.2f}x on {cores} cores")
