@@ -148,11 +148,18 @@ class Catalog:
             if create and not readonly:
                 had_identities = self._has_table("identities")
                 # one transaction: a kill leaves the whole schema or no table at all (see unfinished())
-                self.db.executescript(
-                    f"BEGIN IMMEDIATE;\n{_SCHEMA}\n"
-                    f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');\n"
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0');\n"
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0');\nCOMMIT;")
+                try:
+                    self.db.executescript(
+                        f"BEGIN IMMEDIATE;\n{_SCHEMA}\n"
+                        f"INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');\n"
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_seq', '0');\n"
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('entries_count', '0');\n")
+                    pause("catalog.schema")
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise
                 if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION or not had_identities:
                     self._upgrade()  # the schema above added what was missing: fill it, record the version
             version = self.get_meta("schema_version")

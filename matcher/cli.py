@@ -27,6 +27,19 @@ def _err(console: Console, msg: str) -> None:
     console.print(f"[bold red]error:[/] {msg}", highlight=False)
 
 
+def _networks(values) -> tuple[str, ...]:
+    """--allow-network values checked as CIDR networks (a clear usage error otherwise)."""
+    import ipaddress
+
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not an IP network (e.g. 10.1.2.0/24 or 192.168.1.7)") from None
+    return tuple(out)
+
+
 def _parse_columns(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -109,6 +122,9 @@ def main() -> None:
 @click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
 @click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
 @click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
+@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR", callback=lambda c, p, v: _networks(v),
+              help="Allow downloads from this non-public network all the same (an intranet mirror, e.g. 10.1.2.0/24); "
+                   "repeatable. Narrower than --allow-private-urls: redirects elsewhere stay refused.")
 @click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
               help="An opt-out registry (`matcher optout`): images that match it are not added (recorded as failed, "
                    "\"opted out\"), so a later add cannot bring an opted-out photo back.")
@@ -119,7 +135,8 @@ def main() -> None:
               help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
-        timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None) -> None:
+        timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
+        allow_networks=()) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -143,7 +160,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
                 err.print(f"{escape(s.location)}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
                           f" (dataset {escape(s.dataset)})", highlight=False, soft_wrap=True)
         settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes, allow_private=allow_private_urls)
+                                 max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
         registry = None
         if optout_registry:

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .cli import EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, main
+from .cli import EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _networks, _parse_columns, _StatusLine, main
 from .errors import MatcherError
 from .images import Limits
 
@@ -152,8 +152,11 @@ class _FilterProgress(_StatusLine):
 @click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx.")
 @click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
 @click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
+@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
+              callback=lambda c, p, v: _networks(v),
+              help="Allow downloads from this non-public network all the same (an intranet mirror); repeatable.")
 def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, columns, workers, concurrency, per_host,
-                    timeout, retries, max_bytes, allow_private_urls) -> None:
+                    timeout, retries, max_bytes, allow_private_urls, allow_networks=()) -> None:
     """Drop every image of MANIFEST that matches an opt-out registry entry, re-hosted copies included.
 
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
@@ -166,7 +169,7 @@ def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, 
     try:
         reg = Registry.load(registry_path)
         settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes, allow_private=allow_private_urls)
+                                 max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
         limits = Limits(max_bytes=max(max_bytes, Limits().max_bytes))
         with _FilterProgress(err) as progress:
             stats = run(manifest, reg, out_path, log=log_path, fmt=fmt, columns=_parse_columns(columns),

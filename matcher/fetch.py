@@ -107,6 +107,9 @@ class FetchSettings:
     """Redirect hops followed before giving up."""
     allow_private: bool = False
     """Allow loopback/private/link-local/etc. targets (tests and intranet mirrors)."""
+    allow_networks: tuple[str, ...] = ()
+    """Non-public networks allowed all the same, as CIDR (``"10.1.2.0/24"``, ``"127.0.0.1/32"``): an
+    intranet mirror, without opening every private address to redirects."""
     user_agent: str = _USER_AGENT
     """Sent with every request, so site operators can tell who is fetching."""
 
@@ -127,6 +130,24 @@ class FetchSettings:
             raise ValueError(f"max_bytes must be at least 1, got {self.max_bytes}")
         if self.max_redirects < 0:
             raise ValueError(f"max_redirects must be 0 or more, got {self.max_redirects}")
+        if isinstance(self.allow_networks, str):
+            raise ValueError("allow_networks must be a sequence of CIDR strings, not one string")
+        nets = []
+        for net in self.allow_networks:
+            try:
+                nets.append(ipaddress.ip_network(net, strict=False))
+            except ValueError:
+                raise ValueError(f"allow_networks: {net!r} is not an IP network (e.g. 10.1.2.0/24)") from None
+        object.__setattr__(self, "allow_networks", tuple(str(n) for n in nets))
+
+    def allows(self, address: str | IPAddress) -> bool:
+        """Whether connecting to ``address`` is allowed: a public address, or one in :attr:`allow_networks`."""
+        if self.allow_private or is_public_address(address):
+            return True
+        ip = address if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else (
+            ipaddress.ip_address(address)
+        )
+        return any(ip in ipaddress.ip_network(net) for net in self.allow_networks)
 
 
 # ---------------------------------------------------------------------------
@@ -271,15 +292,16 @@ class _GuardedResolver(AbstractResolver):
     answer that mixes a public decoy with an internal target.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: "FetchSettings") -> None:
         self._inner = aiohttp.DefaultResolver()
+        self._settings = settings
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         for result in results:
-            if not is_public_address(result["host"]):
+            if not self._settings.allows(result["host"]):
                 raise _RefusedAddress(host, result["host"])
         return results
 
@@ -348,7 +370,7 @@ def make_session(settings: FetchSettings = FetchSettings()) -> aiohttp.ClientSes
     the environment are ignored (a proxy would hide the real target from the
     address check). Close it with ``await session.close()``.
     """
-    resolver = None if settings.allow_private else _GuardedResolver()
+    resolver = None if settings.allow_private else _GuardedResolver(settings)
     connector = aiohttp.TCPConnector(
         limit=settings.concurrency,
         limit_per_host=settings.per_host,
@@ -448,7 +470,7 @@ def _check_target(url: URL, settings: FetchSettings, *, hop: str = "URL") -> Non
         raise FetchError(f"{hop} has no host", kind="bad_url")
     if not settings.allow_private:
         ip = _ip_literal(host)
-        if ip is not None and not is_public_address(ip):
+        if ip is not None and not settings.allows(ip):
             raise FetchError(f"refusing to connect to non-public address {ip}", kind="refused")
 
 

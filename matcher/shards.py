@@ -396,9 +396,11 @@ class _Shard:
 def _config(spec: HashSpec, limits: Limits, fetch: FetchSettings) -> dict[str, Any]:
     """Every setting that can change an outcome: a finished shard is reused only under the same ones."""
     f = asdict(fetch)
+    keys = ["allow_private", "max_bytes", "max_redirects", "timeout", "connect_timeout", "retries"]
+    if fetch.allow_networks:  # only when set: shards finished before this setting existed stay valid
+        keys.append("allow_networks")
     return {"hasher": spec.hasher, "regions": spec.regions, "limits": asdict(limits),
-            "fetch": {k: f[k] for k in ("allow_private", "max_bytes", "max_redirects", "timeout", "connect_timeout",
-                                        "retries")}}
+            "fetch": {k: list(f[k]) if isinstance(f[k], tuple) else f[k] for k in keys}}
 
 
 def _fingerprint(config: dict[str, Any], shard: str, rows: list[tuple]) -> str:

@@ -332,16 +332,34 @@ def test_decimal_ipv4_not_fetched(server):
     assert server.hits["/img/decimal.jpg"] == 0
 
 
-def test_redirect_hop_is_checked(server, monkeypatch):
-    """Pretend only 127.0.0.1 is public: a redirect from it to 127.0.0.2 must be refused."""
-    monkeypatch.setattr(fetch_module, "is_public_address", lambda ip: str(ip) == "127.0.0.1")
-    settings = FetchSettings(retries=0)
+def test_redirect_hop_is_checked(server):
+    """Only 127.0.0.1 is allowed (allow_networks): a redirect from it to 127.0.0.2 must be refused."""
+    settings = FetchSettings(retries=0, allow_networks=("127.0.0.1/32",))
     # Control: the first hop is allowed and the image arrives.
     assert get(server.url("/img/hop-ok.jpg"), settings) == JPEG
     target = f"http://127.0.0.2:{server.port}/img/hop-private.jpg"
     err = fetch_error(server.url(f"/to?url={target}"), settings)
-    assert err.kind == "refused"
+    assert err.kind == "refused" and "127.0.0.2" in err.reason
     assert server.hits["/to"] == 1
+    assert server.hits["/img/hop-private.jpg"] == 0
+    # host names: the resolver admits the allowed network's addresses and nothing else
+    err = fetch_error(f"http://localhost:{server.port}/img/name-refused.jpg",
+                      FetchSettings(retries=0, allow_networks=("127.0.0.2/32",)))
+    assert err.kind == "refused" and "resolves to non-public address" in err.reason
+    assert server.hits["/img/name-refused.jpg"] == 0
+    assert get(f"http://localhost:{server.port}/img/hop-ok.jpg",
+               FetchSettings(retries=0, allow_networks=("127.0.0.0/8", "::1/128"))) == JPEG
+
+
+def test_allow_networks_is_checked():
+    with pytest.raises(ValueError, match="not an IP network"):
+        FetchSettings(allow_networks=("10.0.0.0/33",))
+    with pytest.raises(ValueError, match="not one string"):
+        FetchSettings(allow_networks="10.0.0.0/8")
+    s = FetchSettings(allow_networks=("10.1.2.3/24",))
+    assert s.allow_networks == ("10.1.2.0/24",)
+    assert s.allows("10.1.2.200") and not s.allows("10.1.3.1") and s.allows("8.8.8.8")
+    assert not s.allows("169.254.169.254")
 
 
 def test_foreign_session_refused_when_private_disallowed():
@@ -579,11 +597,19 @@ def test_fetch_iter_bad_item_shape_raises():
     assert not _fetch_threads()
 
 
-def test_fetch_iter_surfaces_unexpected_exceptions(monkeypatch):
-    async def broken(session, url, settings):
-        raise ZeroDivisionError("bug")
+def test_fetch_iter_surfaces_an_exception_of_the_rows_and_cleans_up(server):
+    """A manifest reader that fails mid-way: its exception reaches the caller, downloads in flight are
+    cancelled, and the loop thread is gone."""
+    def rows():
+        for k in range(5):
+            yield k, server.url("/img/a.jpg")
+        raise ZeroDivisionError("the manifest reader broke")
 
-    monkeypatch.setattr(fetch_module, "fetch_one", broken)
-    with pytest.raises(ZeroDivisionError):
-        list(fetch_iter([(k, "http://example.com/") for k in range(5)]))
+    got = []
+    with pytest.raises(ZeroDivisionError, match="manifest reader"):
+        for k, body, err in fetch_iter(rows(), FetchSettings(allow_private=True, concurrency=2)):
+            got.append(k)
+    assert len(got) <= 5
     assert not _fetch_threads()
+
+

@@ -153,17 +153,20 @@ def test_a_damaged_catalog_is_still_an_error(tmp_path):
     assert not Catalog.unfinished(index / "catalog.sqlite")
 
 
-def test_catalog_schema_is_created_in_one_transaction(tmp_path, monkeypatch):
-    """A failure (here: a bad statement at the end of the schema; in the wild, a kill) leaves no table."""
-    import matcher.catalog as catalog_module
-
-    monkeypatch.setattr(catalog_module, "_SCHEMA", catalog_module._SCHEMA + "\nCREATE TABLE items (x);\n")
-    with pytest.raises(CatalogError):
-        Catalog(tmp_path / "c.sqlite", create=True)
-    db = sqlite3.connect(tmp_path / "c.sqlite")
+def test_catalog_schema_is_created_in_one_transaction(tmp_path, corpus, reference):
+    """`matcher add` killed while it creates a new index's catalog, its tables made but not committed:
+    the catalog holds no table (unfinished), and the next add builds the whole index."""
+    index = tmp_path / "index"
+    out = ck.execute(ck.add_args(index, corpus, "local", workers=0), ck.Kill(point="catalog.schema"), tmp_path / "k.log")
+    assert out.killed
+    db = sqlite3.connect(f"file:{index / 'catalog.sqlite'}?mode=ro", uri=True)
     assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
     db.close()
-    assert Catalog.unfinished(tmp_path / "c.sqlite")
+    assert Catalog.unfinished(index / "catalog.sqlite")
+    assert ck.run(ck.add_args(index, corpus, "local", workers=0), tmp_path / "add.log") == 0
+    c = ck.check(index)
+    ck.final_check(c, reference[1], hashes=reference[2], index=index)
+    assert c.consistent and not c.problems and (c.lost, c.duplicates) == (0, 0), c.problems
 
 
 def test_a_searcher_repairing_faiss_counts_removed_entries_right(tmp_path, reference):

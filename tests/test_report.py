@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import html
 import io
 import json
@@ -356,16 +357,24 @@ def test_html_thumbnail_failures_do_not_break_report(tmp_path, photos):
     assert 'href="ftp:' not in text and "ftp://x/y.jpg" in text  # shown, not linked
 
 
-def test_html_is_written_atomically(tmp_path, results, monkeypatch):
+def test_html_is_written_atomically(tmp_path, results):
+    """A write that fails for real (the file-size limit of the process: EFBIG, as on a full disk) leaves the
+    old report as it was and no temporary file."""
+    import resource
+    import signal
+
     path, _ = _write_report(results, tmp_path)
     before = path.read_bytes()
-
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(report, "_photo_html", boom)
-    with pytest.raises(RuntimeError):
-        report.write_html(results, path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 3, hard))
+    try:
+        with pytest.raises(OSError) as exc:
+            report.write_html(results, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert exc.value.errno == errno.EFBIG
     assert path.read_bytes() == before  # old report untouched
     assert os.listdir(path.parent) == ["report.html"]  # temp file removed
 
