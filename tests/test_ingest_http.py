@@ -442,3 +442,19 @@ def test_cli_refuses_loopback_without_allow_private(tmp_path, server):
     assert {k for k, r in rows.items() if r["status"] == "ok"} >= set(GOOD)
     assert rows["good-1"]["attempts"] == 2
     assert server.hits_of("/img/1.jpg") >= 1
+
+
+def test_cli_allow_network_admits_that_network_only(tmp_path, server):
+    """--allow-network 127.0.0.1/32: the server's images arrive; ::1 and a bad CIDR do not pass."""
+    port = server.server_address[1]
+    extra = [("ipv6-13", f"http://[::1]:{port}/img/2.jpg", "x", "CC0", "IPv6 loopback")]
+    manifest = _write_manifest(tmp_path / "served.csv", server, extra)
+    index = tmp_path / "index"
+    bad = _cli_add(index, manifest, "--allow-network", "127.0.0.1/40")
+    assert bad.returncode == 2 and "not an IP network" in bad.stderr and not index.exists()
+    proc = _cli_add(index, manifest, "--allow-network", "127.0.0.1/32")
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(index)
+    assert rows["ipv6-13"]["error_kind"] == "refused" and "::1" in rows["ipv6-13"]["error"]
+    assert rows["good-1"]["status"] == "ok"
+    assert server.total_hits() > 0
