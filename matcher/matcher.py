@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -17,7 +17,7 @@ from .results import Item, Match, QueryResult
 from .sources import Source
 from .store import IndexStore
 from .verify import DEFAULT_MIN_SCORE
-from .workers import Candidate, HashSpec, QueryHashes, make_pool, query_batch, verify_batch
+from .workers import CRASH_REASON, Candidate, HashSpec, QueryHashes, Task, Workers, query_batch, verify_batch
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
            "remove", "compact", "search_bytes", "rank_candidates"]
@@ -124,47 +124,64 @@ def search(
     spec = HashSpec.of(store.hasher, store.regions, limits)
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 4] for i in range(0, len(files), 4)]
-    pool = make_pool(workers) if workers > 0 and len(files) > 4 else None
+    pool = Workers(workers if workers > 0 and len(files) > 4 else 0)
     window = 2 * max(1, workers)  # chunks in flight: hashing stays ahead of verification, memory stays bounded
 
-    def verify(q: QueryHashes, cands: list[Candidate]):
-        if pool is None or not cands:
-            return verify_batch(spec, q.image, q.faces, cands, min_score, max_motion)
-        return pool.submit(verify_batch, spec, q.image, q.faces, cands, min_score, max_motion)
+    def hashed(chunk: list[str], task: Task) -> list[tuple]:
+        try:
+            return task.result()
+        except BrokenProcessPool:  # a worker died: each photo of the chunk again, on its own
+            return [pool.rerun(task, [("err", CRASH_REASON, "crash")], (spec, [f]))[0] for f in chunk]
+
+    def verified(entry: tuple) -> tuple:
+        """``entry`` with its verification outcomes in hand (or the reason they are missing)."""
+        f, error, hash_hex, items, task = entry
+        if not isinstance(task, Task):
+            return entry
+        try:
+            return f, error, hash_hex, items, task.result()
+        except BrokenProcessPool:
+            outcomes = pool.rerun(task, None)
+            if outcomes is None:
+                return f, "a worker process died twice while verifying this photo's matches " \
+                          "(out of memory, or a crashing decoder)", None, None, None
+            return f, error, hash_hex, items, outcomes
 
     try:
         hashing = deque()
-        pending: deque = deque()  # per photo, in input order: (file, error, hash, items, outcomes or future)
+        pending: deque = deque()  # per photo, in input order: (file, error, hash, items, outcomes or Task)
         it = iter(chunks)
         for chunk in it:
-            hashing.append((chunk, pool.submit(query_batch, spec, chunk) if pool else None))
+            hashing.append((chunk, pool.submit(query_batch, spec, chunk)))
             if len(hashing) >= window:
                 break
         while hashing:
-            chunk, fut = hashing.popleft()
-            outs = fut.result() if fut is not None else query_batch(spec, chunk)
+            chunk, task = hashing.popleft()
+            outs = hashed(chunk, task)
             nxt = next(it, None)
             if nxt is not None:
-                hashing.append((nxt, pool.submit(query_batch, spec, nxt) if pool else None))
+                hashing.append((nxt, pool.submit(query_batch, spec, nxt)))
             for f, o in zip(chunk, outs):
                 if o[0] != "ok":
                     pending.append((f, o[1], None, None, None))
                     continue
                 items, cands = _candidates(store, o[2], threshold)
-                pending.append((f, None, o[1].hex(), items, verify(o[2], cands)))
+                q = o[2]
+                task = (pool.submit(verify_batch, spec, q.image, q.faces, cands, min_score, max_motion) if cands
+                        else [])
+                pending.append((f, None, o[1].hex(), items, task))
             # hand out what is ready, in order, without waiting on photos still being verified
             while pending and (_ready(pending[0][4]) or len(pending) > 4 * window):
-                yield _result(pending.popleft(), threshold, min_score, report_rejected)
+                yield _result(verified(pending.popleft()), threshold, min_score, report_rejected)
         while pending:
-            yield _result(pending.popleft(), threshold, min_score, report_rejected)
+            yield _result(verified(pending.popleft()), threshold, min_score, report_rejected)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown()
 
 
 def _ready(outcomes) -> bool:
-    """Outcomes of a photo are ready: none (an error), a list (verified in-process) or a finished future."""
-    return not isinstance(outcomes, Future) or outcomes.done()
+    """Outcomes of a photo are ready: none (an error), a list (verified in-process) or a finished task."""
+    return not isinstance(outcomes, Task) or outcomes.done()
 
 
 def rank_candidates(names: Sequence[str], hits) -> list[tuple[Item, list[tuple[int, int, str, bytes | None]]]]:
@@ -230,8 +247,6 @@ def _result(entry: tuple, threshold: int, min_score: float, report_rejected: boo
     f = shown_path(f)  # a file name that is not UTF-8 must still print and serialise
     if error is not None:
         return QueryResult(query=f, error=error)
-    if isinstance(outcomes, Future):
-        outcomes = outcomes.result()
     out: list[Match] = []
     for item_id, score, d, variant, kind, detail in outcomes:
         verified = score is None or score >= min_score

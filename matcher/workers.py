@@ -29,9 +29,10 @@ from .hashers.base import MIN_DETAIL
 from .hashers.phash import phash_pixels
 from .images import Limits, load_image
 from .regions import Variant, dihedral, index_boxes, query_variants
+from .testpoints import pause
 from .verify import encode_thumb, thumb_array
 
-__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region",
+__all__ = ["Workers", "Task", "CRASH_REASON", "HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region",
            "Candidate", "verify_batch"]
 
 # One process per core does the work: OpenCV's own thread pool would only add contention.
@@ -64,6 +65,72 @@ def make_pool(workers: int):
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+#: Why a file has no result when the worker process handling it died twice (the OOM killer, a decoder crash).
+CRASH_REASON = "a worker process died on this file twice (out of memory, or a crashing decoder)"
+
+
+class Task:
+    """A call submitted to :class:`Workers`: a future (or, without worker processes, the value at once)."""
+
+    __slots__ = ("fn", "args", "future", "generation", "value")
+
+    def __init__(self, fn, args: tuple, future, generation: int, value: Any = None):
+        self.fn, self.args, self.future, self.generation, self.value = fn, args, future, generation, value
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+    def result(self) -> Any:
+        """The call's value; BrokenProcessPool if a worker died before it was computed."""
+        return self.value if self.future is None else self.future.result()
+
+
+class Workers:
+    """Worker processes for a search (``n`` = 0: everything in this process) that outlive a dead worker.
+
+    A worker killed mid-task (the OOM killer, a decoder that crashes) breaks the whole process pool: every
+    task in flight fails with BrokenProcessPool. :meth:`rerun` replaces the pool once per breakage and runs
+    a failed call again on its own; a call that kills its worker a second time gets the caller's ``crashed``
+    value instead (a per-file error), and the search goes on.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pool = make_pool(n) if n > 0 else None
+        self.generation = 0
+        self.restarts = 0
+
+    def submit(self, fn, *args) -> Task:
+        if self.pool is None:
+            return Task(fn, args, None, self.generation, fn(*args))
+        return Task(fn, args, self.pool.submit(fn, *args), self.generation)
+
+    def _renew(self, generation: int) -> None:
+        if generation != self.generation or self.pool is None:
+            return  # replaced already since that task was submitted
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = make_pool(self.n)
+        self.generation += 1
+        self.restarts += 1
+
+    def rerun(self, task: Task, crashed: Any, args: tuple | None = None) -> Any:
+        """``task`` failed with BrokenProcessPool: run its call (or the same function on ``args``) alone on
+        a fresh pool; its value, or ``crashed`` if the worker dies again."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        self._renew(task.generation)
+        again = self.submit(task.fn, *(task.args if args is None else args))
+        try:
+            return again.result()
+        except BrokenProcessPool:
+            self._renew(again.generation)
+            return crashed
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -255,6 +322,7 @@ class QueryHashes:
 
 
 def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
+    pause("query.photo")
     try:
         loaded = load_image(src, limits=limits, draft=("L", QUERY_DRAFT))
     except ImageTooLarge as e:
@@ -337,6 +405,7 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
     ``{"motion": m, "max_motion": t}`` or ``{"detail": why it did not run}``; ``{}`` when not run.
     Runs in a worker process (or in-process when searching without workers).
     """
+    pause("verify.photo")
     from .detail import residual_motion
     from .verify import align, decode_thumb
 

@@ -1,0 +1,114 @@
+"""A search whose worker processes die (the OOM killer, a crashing decoder) answers for every photo.
+
+The workers are really killed: each stops itself at a pause point (``MATCHER_TEST_PAUSE_AT=query.photo``,
+matcher/testpoints.py) and this harness SIGKILLs it there, as the kernel's OOM killer would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import crashkit as ck
+from conftest import ROOT, run_matcher
+from matcher.workers import CRASH_REASON
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, sample) -> Path:
+    """The sample's photos twice over (20 files): enough for several chunks in flight on 2 workers."""
+    out = tmp_path_factory.mktemp("crash-folder") / "photos"
+    out.mkdir()
+    for rep in range(2):
+        for p in sorted((sample / "my-photos").iterdir()):
+            shutil.copyfile(p, out / f"{rep}-{p.name}")
+    return out
+
+
+def by_query(stdout: str) -> dict[str, dict]:
+    rows = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return {Path(r["query"]).name: r for r in rows}
+
+
+def summary(r: dict) -> tuple:
+    return r["error"], r["hash"], sorted((m["dataset"], m["key"], m["distance"]) for m in r["matches"])
+
+
+def search_killing_workers(index: Path, folder: Path, tmp: Path, pause: str, kill_all: bool,
+                           timeout: float = 240) -> tuple[subprocess.CompletedProcess, int]:
+    """``matcher search --json`` with its workers pausing at ``pause``; the first stopped worker is SIGKILLed
+    (every one if ``kill_all``), the others continued. Returns the finished process and the kills made."""
+    out, err = tmp / "out.jsonl", tmp / "err.txt"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "matcher", "search", "--index", str(index), "--json",
+                                 "--workers", "2", str(folder)], stdout=fo, stderr=fe, cwd=ROOT,
+                                env=ck.matcher_env(pause), start_new_session=True)
+    kills = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the search did not finish"
+            for pid in ck.group_members(proc.pid):
+                if pid != proc.pid and ck.proc_state(pid) == "T":
+                    if kill_all or kills == 0:
+                        os.kill(pid, signal.SIGKILL)
+                        kills += 1
+                    else:
+                        os.kill(pid, signal.SIGCONT)
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text()), kills
+
+
+def test_a_worker_killed_mid_search_loses_no_photo(sample_index, folder, tmp_path):
+    clean = run_matcher("search", "--index", str(sample_index), "--json", "--workers", "2", str(folder))
+    assert clean.returncode in (0, 1), clean.stderr
+    reference = by_query(clean.stdout)
+    assert len(reference) == 20 and not any(r["error"] for r in reference.values())
+    assert any(r["matches"] for r in reference.values())
+    proc, kills = search_killing_workers(sample_index, folder, tmp_path, "query.photo:3", kill_all=False)
+    assert kills == 1
+    assert proc.returncode == clean.returncode and "Traceback" not in proc.stderr, proc.stderr
+    got = by_query(proc.stdout)
+    assert sorted(got) == sorted(reference)  # every photo answered once
+    assert {k: summary(r) for k, r in got.items()} == {k: summary(r) for k, r in reference.items()}
+
+
+def test_a_photo_whose_worker_always_dies_is_reported_and_the_search_goes_on(sample_index, folder, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(folder.iterdir())[:6]:
+        shutil.copyfile(p, few / p.name)
+    proc, kills = search_killing_workers(sample_index, few, tmp_path, "query.photo", kill_all=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    got = by_query(proc.stdout)
+    assert sorted(got) == sorted(p.name for p in few.iterdir())
+    assert all(r["error"] == CRASH_REASON for r in got.values()), got
+    assert kills >= 6  # each photo's worker died at least once on its own
+    assert proc.returncode not in (0, 1)  # photos could not be checked
+
+
+def test_a_photo_whose_verification_always_kills_its_worker_is_reported(sample_index, folder, tmp_path):
+    clean = by_query(run_matcher("search", "--index", str(sample_index), "--json", "--workers", "2",
+                                 str(folder)).stdout)
+    proc, kills = search_killing_workers(sample_index, folder, tmp_path, "verify.photo", kill_all=True)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    got = by_query(proc.stdout)
+    assert sorted(got) == sorted(clean) and kills >= 2
+    why = "a worker process died twice while verifying"
+    for name, r in got.items():
+        if clean[name]["matches"]:  # it had candidates to verify: reported, with why
+            assert r["error"].startswith(why), r
+        else:  # no candidate at all (answered as before), or candidates that verification turned down
+            assert summary(r) == summary(clean[name]) or r["error"].startswith(why), r
