@@ -17,6 +17,8 @@ import io
 import logging
 import os
 import re
+import sqlite3
+import time
 from contextlib import asynccontextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -143,18 +145,70 @@ def _item_json(it) -> dict[str, Any]:
 
 
 class _Index:
-    """The open index, used from one thread only."""
+    """The open index, used from one thread only, reopened when a writer has changed it.
 
-    def __init__(self, index_dir: str | os.PathLike):
+    Every ``recheck`` seconds at most (before a call), the index thread compares the index's signature (the
+    FAISS file's identity, the catalog's tombstones): an ``add`` or ``compact`` that saved FAISS, or a
+    ``remove`` that recorded tombstones, makes it reopen the index, so removed items stop being returned
+    and added ones start being found without a restart. A reopen that fails keeps the index as it was.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, recheck: float = 2.0):
+        self.dir = Path(index_dir)
+        self.recheck = recheck
+        self.reloads = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="matcher-index")
         self.store: IndexStore = self.pool.submit(IndexStore.open, index_dir).result()
+        self.pool.submit(self._settle).result()
+
+    def _signature(self) -> tuple:
+        try:
+            st = os.stat(self.dir / "index.faiss")
+            faiss_file = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            faiss_file = None
+        tomb = self.store.catalog.db.execute("SELECT COUNT(*), MAX(entry_id) FROM tombstones").fetchone() \
+            if self.store.catalog._has_tombstones_table() else None
+        return faiss_file, tuple(tomb) if tomb else None
+
+    def _settle(self) -> None:
+        """Record what the open index is (on the index thread)."""
+        self._sig = self._signature()
+        self._checked = time.monotonic()
+        s = self.store
+        self.overview = {"stats": s.catalog.stats(), "entries": len(s.faiss) - len(s.dead)}
+
+    def _fresh(self) -> None:
+        if time.monotonic() - self._checked < self.recheck:
+            return
+        self._checked = time.monotonic()
+        try:
+            if self._signature() == self._sig:
+                return
+            new = IndexStore.open(self.dir)
+        except (OSError, MatcherError, sqlite3.Error) as e:
+            log.warning("the index changed but could not be reopened (%s); still serving it as it was", e)
+            return
+        if new.hasher.identity() != self.store.hasher.identity():
+            log.warning("the index at %s now uses another hasher; restart the server to serve it", self.dir)
+            new.close()
+            return
+        old, self.store = self.store, new
+        self._settle()
+        self.reloads += 1
+        old.close()
+        log.info("index reopened (%d entries)", self.overview["entries"])
+
+    def _call(self, fn: Callable, *args):
+        self._fresh()
+        return fn(self.store, *args)
 
     def call(self, fn: Callable, *args):
         """Run ``fn(store, *args)`` on the index thread (blocking the calling thread)."""
-        return self.pool.submit(fn, self.store, *args).result()
+        return self.pool.submit(self._call, fn, *args).result()
 
     async def run(self, fn: Callable, *args):
-        return await asyncio.wrap_future(self.pool.submit(fn, self.store, *args))
+        return await asyncio.wrap_future(self.pool.submit(self._call, fn, *args))
 
     def close(self) -> None:
         self.pool.submit(self.store.close).result()
@@ -223,8 +277,6 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     uploads = asyncio.Semaphore(max(1, settings.upload_workers) * 2)
     turn = asyncio.Semaphore(1)  # searches take turns on the index thread, waiting here (not in its queue)
     waiting = 0
-    # The server's view of the index is fixed (FAISS is loaded once, read-only): count once, not per probe.
-    overview = index.call(lambda s: {"stats": s.catalog.stats(), "entries": len(s.faiss) - len(s.dead)})
     rec = index.call(lambda s: make_recipe(s, threshold=settings.threshold))
     rec["limits"] = {"max_photos": settings.max_photos, "max_hashes": settings.max_hashes,
                      "max_body": settings.max_body, "max_upload": settings.max_upload}
@@ -290,12 +342,14 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     # --- API ---------------------------------------------------------------------------
     @app.get("/api/v1/health", summary="Liveness and index size")
     async def health():
+        overview = index.overview  # counted when the index was (re)opened, not per probe
         s = overview["stats"]
         return {"status": "ok", "version": __version__, "items": sum(d["hashed"] for d in s), "datasets": len(s),
                 "entries": overview["entries"]}
 
     @app.get("/api/v1/datasets", summary="Datasets in this index with their item counts")
     async def datasets():
+        overview = await index.run(lambda store: index.overview)  # after a check for a changed index
         return {"datasets": overview["stats"]}
 
     @app.get("/api/v1/recipe", summary="What a client computes from each photo (hash variants, verification)")
