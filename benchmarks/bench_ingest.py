@@ -17,7 +17,6 @@ every image. Reported, same run:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys

@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import fsync_dir  # noqa: E402
 from .errors import CatalogError, InvalidHash  # noqa: E402
 from .testpoints import pause  # noqa: E402
 
@@ -75,19 +76,6 @@ def choose_layout(n: int) -> tuple[str, int]:
 
 def ivf_nprobe(nlist: int) -> int:
     return max(1, min(nlist, round(IVF_PROBE_FACTOR * math.sqrt(nlist))))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _new_flat(bits: int) -> faiss.IndexBinary:
@@ -268,7 +256,7 @@ class BinaryIndex:
         finally:
             if tmp.exists():
                 tmp.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: str | os.PathLike, bits: int) -> "BinaryIndex":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from .atomic import fsync_dir
 from .results import Item, Match
 
 __all__ = ["TEMPLATES", "REQUESTER_FIELDS", "Letter", "build_letters", "write_letters"]
@@ -455,7 +456,7 @@ def write_letters(letters: Iterable[Letter], out_dir: str | os.PathLike[str]) ->
         for i, (tmp, target) in enumerate(zip(temps, targets)):
             os.replace(tmp, target)
             temps[i] = ""
-        _fsync_dir(out)
+        fsync_dir(out)
     finally:
         for tmp in temps:
             if tmp:
@@ -481,14 +482,3 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

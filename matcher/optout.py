@@ -62,6 +62,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .atomic import write_bytes
 from .detail import DEFAULT_MAX_MOTION
 from .errors import MatcherError, RegistryError
 from .hashers import DEFAULT_HASHER, get_hasher
@@ -311,24 +312,7 @@ class Registry:
         if path.name.endswith(".gz"):
             data = gzip.compress(data, mtime=0)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        try:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:  # pragma: no cover - a filesystem without directory fsync
-            pass
+        write_bytes(path, data)
         self.path = path
         self._compiled = None
         return path

@@ -20,7 +20,6 @@ import html
 import io
 import json
 import os
-import secrets
 import unicodedata
 from collections import Counter
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .atomic import replacing
 from .images import load_image
 from .results import Match, QueryResult
 
@@ -695,21 +695,7 @@ def write_html(
     if not isinstance(thumb_size, int) or thumb_size < 16:
         raise ValueError(f"thumb_size must be an integer >= 16, not {thumb_size!r}")
     results = list(results)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never follow or reuse someone else's file; mode 0o666 & ~umask like open().
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for chunk in _html_chunks(results, title, index_info, thumb_size):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # a temporary file created exclusively (never someone else's), renamed over ``path`` once whole
+    with replacing(path, "w", encoding="utf-8", newline="\n") as f:
+        for chunk in _html_chunks(results, title, index_info, thumb_size):
+            f.write(chunk)

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .atomic import write_bytes
 from .errors import MatcherError
 from .fetch import FetchSettings, fetch_iter
 from .images import DEFAULT_LIMITS, Limits
@@ -142,21 +143,6 @@ def _decode(obj: dict[str, Any]) -> tuple:
     return ("err", obj["error"], obj["kind"])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync of the folder: the file is whole or absent after a crash."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ShardDir:
     """``INDEX/shards/``: finished shard results waiting to be applied (JSON Lines + a done marker)."""
 
@@ -172,9 +158,9 @@ class ShardDir:
     def save(self, shard: str, fingerprint: str, keys: Sequence[str], outcomes: Sequence[tuple]) -> None:
         result, marker = self._paths(shard)
         body = "".join(json.dumps(_encode(k, o), separators=(",", ":")) + "\n" for k, o in zip(keys, outcomes)).encode()
-        _write_atomic(result, body)
+        write_bytes(result, body)
         ok = sum(1 for o in outcomes if o[0] == "ok")
-        _write_atomic(marker, json.dumps({
+        write_bytes(marker, json.dumps({
             "format": _FORMAT, "version": _VERSION, "shard": shard, "fingerprint": fingerprint,
             "rows": len(outcomes), "ok": ok, "failed": len(outcomes) - ok,
             "sha256": hashlib.sha256(body).hexdigest(),

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic import write_bytes
 from .catalog import Catalog, ItemRecord
 from .errors import CatalogError, IndexMismatch
 from .hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
@@ -52,14 +53,8 @@ LOCK = "lock"
 COMPACT_FRACTION = 0.1
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 class IndexStore:
@@ -107,7 +102,7 @@ class IndexStore:
                 raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
             root.mkdir(parents=True, exist_ok=True)
             hasher = hasher or get_hasher(DEFAULT_HASHER)
-            _write_json_atomic(
+            _write_json(
                 meta_path,
                 {
                     "format": FORMAT,

@@ -28,7 +28,7 @@ from .hashers import get_hasher
 from .hashers.base import MIN_DETAIL
 from .hashers.phash import phash_pixels
 from .images import Limits, load_image
-from .regions import Variant, dihedral, index_boxes, query_variants
+from .regions import Variant, index_boxes, query_variants
 from .testpoints import pause
 from .verify import encode_thumb, thumb_array
 

@@ -24,7 +24,6 @@ After every kill, :func:`check` looks at the index the way the next user would:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import random

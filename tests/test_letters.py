@@ -381,7 +381,7 @@ def test_bad_requester_value_and_template(matches):
         build_letters(["https://example.org/a.jpg"])
 
 
-def test_no_matches_no_letters():
+def test_no_results_no_letters_from_the_library():
     assert build_letters([]) == []
     assert write_letters([], "/nonexistent/never/created") == []
 

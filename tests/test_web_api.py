@@ -16,7 +16,6 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 

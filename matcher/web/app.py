@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -427,7 +427,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
             res, preview = await loop.run_in_executor(cpu, work)
         finally:
             uploads.release()
-            del data
+            data = b""  # the photo's bytes go now, not when the request object does
         if res.error is not None:
             raise ApiError(422, "unreadable_image", res.error)
         return {"id": name, "hash": res.hash, "matches": [m.to_json() | {"path": None} for m in res.matches],
