@@ -27,6 +27,34 @@ def _err(console: Console, msg: str) -> None:
     console.print(f"[bold red]error:[/] {msg}", highlight=False)
 
 
+def download_options(fn):
+    """The downloader's options, shared by `add` and `filter` (see :func:`fetch_settings`)."""
+    options = [
+        click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight."),
+        click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host."),
+        click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt."),
+        click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx."),
+        click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True,
+                     help="Largest image accepted."),
+        click.option("--allow-private-urls", is_flag=True,
+                     help="Allow downloads from loopback/private addresses (testing only)."),
+        click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
+                     callback=lambda c, p, v: _networks(v),
+                     help="Allow downloads from this non-public network all the same (an intranet mirror, e.g. "
+                          "10.1.2.0/24); repeatable. Narrower than --allow-private-urls: redirects elsewhere stay "
+                          "refused."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks):
+    """The FetchSettings of :func:`download_options`' values."""
+    return FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
+                         max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
+
+
 def _networks(values) -> tuple[str, ...]:
     """--allow-network values checked as CIDR networks (a clear usage error otherwise)."""
     import ipaddress
@@ -115,16 +143,8 @@ def main() -> None:
 @click.option("--new-version", is_flag=True,
               help="With --version: the dataset is now version V (its record is updated; items already added stay).")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight.")
-@click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt.")
-@click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx.")
-@click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
+@download_options
 @click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
-@click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
-@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR", callback=lambda c, p, v: _networks(v),
-              help="Allow downloads from this non-public network all the same (an intranet mirror, e.g. 10.1.2.0/24); "
-                   "repeatable. Narrower than --allow-private-urls: redirects elsewhere stay refused.")
 @click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
               help="An opt-out registry (`matcher optout`): images that match it are not added (recorded as failed, "
                    "\"opted out\"), so a later add cannot bring an opted-out photo back.")
@@ -159,8 +179,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
             if manifest_format == "auto" or getattr(s, "preset", None):
                 err.print(f"{escape(s.location)}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
                           f" (dataset {escape(s.dataset)})", highlight=False, soft_wrap=True)
-        settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
+        settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
         registry = None
         if optout_registry:

@@ -11,7 +11,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .cli import EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _networks, _parse_columns, _StatusLine, main
+from .cli import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, download_options,
+                  fetch_settings, main)
 from .errors import MatcherError
 from .images import Limits
 
@@ -146,15 +147,7 @@ class _FilterProgress(_StatusLine):
 @click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
               help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight.")
-@click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host.")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt.")
-@click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx.")
-@click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True, help="Largest image accepted.")
-@click.option("--allow-private-urls", is_flag=True, help="Allow downloads from loopback/private addresses (testing only).")
-@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
-              callback=lambda c, p, v: _networks(v),
-              help="Allow downloads from this non-public network all the same (an intranet mirror); repeatable.")
+@download_options
 def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, columns, workers, concurrency, per_host,
                     timeout, retries, max_bytes, allow_private_urls, allow_networks=()) -> None:
     """Drop every image of MANIFEST that matches an opt-out registry entry, re-hosted copies included.
@@ -162,14 +155,13 @@ def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, 
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
     screened; the rows that match no entry are written to --out.
     """
-    from .fetch import FetchSettings
     from .optout import Registry, filter_manifest as run
 
     err = Console(stderr=True)
     try:
         reg = Registry.load(registry_path)
-        settings = FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
+        settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
+                                  allow_networks)
         limits = Limits(max_bytes=max(max_bytes, Limits().max_bytes))
         with _FilterProgress(err) as progress:
             stats = run(manifest, reg, out_path, log=log_path, fmt=fmt, columns=_parse_columns(columns),
