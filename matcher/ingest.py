@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -24,7 +22,7 @@ from .facebox import normalise
 from .images import DEFAULT_LIMITS, Limits
 from .sources import Source, SourceItem
 from .store import IndexStore
-from .workers import HashSpec, index_batch, make_pool
+from .workers import Batches, HashSpec, index_batch
 
 __all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record", "item_extra", "hash_payload"]
 
@@ -99,15 +97,6 @@ def outcome_record(item: SourceItem, out: tuple) -> ItemRecord:
     return failure_record(item, out[1], out[2])
 
 
-class _Job:
-    __slots__ = ("items", "payloads", "retried")
-
-    def __init__(self, items: list[SourceItem], payloads: list, retried: bool = False):
-        self.items = items
-        self.payloads = payloads
-        self.retried = retried
-
-
 class _Pipeline:
     def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
                  stats: AddStats, commit_every: int, screen=None):
@@ -126,9 +115,7 @@ class _Pipeline:
         self.commit_every = commit_every
         self.pending: list[ItemRecord] = []
         self.last_commit = time.monotonic()
-        self.inflight: dict[Future, _Job] = {}
-        self.max_inflight = max(2, 3 * workers)
-        self.pool = make_pool(workers) if workers > 0 else None
+        self.batches = Batches(workers, self.task, self._outcome)
 
     # results ----------------------------------------------------------------------
     def _emit(self, rec: ItemRecord) -> None:
@@ -155,54 +142,19 @@ class _Pipeline:
             self.store.record(batch)
         self.last_commit = time.monotonic()
 
-    # jobs -----------------------------------------------------------------------------
-    def submit(self, job: _Job) -> None:
-        if self.pool is None:
-            for item, out in zip(job.items, self.task[0](*self.task[1:], job.payloads)):
-                self._outcome(item, out)
-            return
-        while len(self.inflight) >= self.max_inflight:
-            self.harvest(block=True)
-        self.inflight[self.pool.submit(*self.task, job.payloads)] = job
+    # batches ---------------------------------------------------------------------------
+    def submit(self, items: list[SourceItem], payloads: list) -> None:
+        self.batches.submit(items, payloads)
 
-    def harvest(self, block: bool = False) -> None:
-        if not self.inflight:
-            return
-        done, _ = wait(list(self.inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        broken: list[_Job] = []
-        for fut in done:
-            job = self.inflight.pop(fut)
-            try:
-                outs = fut.result()
-            except BrokenProcessPool:
-                broken.append(job)
-                continue
-            for item, out in zip(job.items, outs):
-                self._outcome(item, out)
-        if broken:
-            self._recover(broken)
-
-    def _recover(self, broken: list[_Job]) -> None:
-        """A worker died (a decoder crashed or was killed): isolate the culprit file by file."""
-        broken += list(self.inflight.values())
-        self.inflight.clear()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = make_pool(self.workers)
-        for job in broken:
-            if job.retried and len(job.items) == 1:
-                self.fail(job.items[0], "the image decoder crashed on this file", "crash")
-                continue
-            for item, payload in zip(job.items, job.payloads):
-                self.submit(_Job([item], [payload], retried=True))
+    def harvest(self) -> None:
+        self.batches.harvest()
 
     def drain(self) -> None:
-        while self.inflight:
-            self.harvest(block=True)
+        self.batches.drain()
         self.flush()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.batches.close()
 
 
 def _unhashed(store: IndexStore, items: Iterable[SourceItem], stats: AddStats, progress: Progress | None,
@@ -280,11 +232,11 @@ def ingest(
                 items.append(it)
                 paths.append(hash_payload(it, it.path))
                 if len(items) >= batch:
-                    pipe.submit(_Job(items, paths))
+                    pipe.submit(items, paths)
                     items, paths = [], []
                 pipe.harvest()
             if items:
-                pipe.submit(_Job(items, paths))
+                pipe.submit(items, paths)
             # Pass 2: remote images, downloaded concurrently, hashed as they arrive.
             remote = _unhashed(store, (i for i in source.items() if not i.error and not _is_local(i)), stats, progress)
             items, bodies = [], []
@@ -294,12 +246,12 @@ def ingest(
                 else:
                     items.append(it)
                     bodies.append(hash_payload(it, body))
-                    if len(items) >= batch or (pipe.pool is not None and len(pipe.inflight) < workers):
-                        pipe.submit(_Job(items, bodies))
+                    if len(items) >= batch or pipe.batches.idle_workers():
+                        pipe.submit(items, bodies)
                         items, bodies = [], []
                 pipe.harvest()
             if items:
-                pipe.submit(_Job(items, bodies))
+                pipe.submit(items, bodies)
             pipe.drain()
         store.save()
     except BaseException:

@@ -831,69 +831,6 @@ def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
     return written
 
 
-class _Jobs:
-    """Batches of dataset images screened in worker processes (or in-process), a bounded number in flight;
-    a worker that dies (a decoder crash) is replaced and its batch retried one image at a time."""
-
-    def __init__(self, spec, screen: Screen, workers: int, done: Callable[[Any, tuple], None],
-                 report_all: bool = False):
-        from .workers import make_pool
-
-        self.spec, self.screen, self.workers, self.done, self.report_all = spec, screen, workers, done, report_all
-        self.pool = make_pool(workers) if workers > 0 else None
-        self.inflight: dict = {}
-        self.max_inflight = max(2, 3 * workers)
-
-    def submit(self, rows: list, payloads: list, retried: bool = False) -> None:
-        if self.pool is None:
-            for r, out in zip(rows, filter_batch(self.spec, self.screen, payloads, self.report_all)):
-                self.done(r, out)
-            return
-        while len(self.inflight) >= self.max_inflight:
-            self.harvest(block=True)
-        fut = self.pool.submit(filter_batch, self.spec, self.screen, payloads, self.report_all)
-        self.inflight[fut] = (rows, payloads, retried)
-
-    def harvest(self, block: bool = False) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
-
-        if not self.inflight:
-            return
-        finished, _ = wait(list(self.inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        broken = []
-        for fut in finished:
-            job = self.inflight.pop(fut)
-            try:
-                outs = fut.result()
-            except BrokenProcessPool:
-                broken.append(job)
-                continue
-            for r, out in zip(job[0], outs):
-                self.done(r, out)
-        if broken:
-            from .workers import make_pool
-
-            broken += list(self.inflight.values())
-            self.inflight.clear()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = make_pool(self.workers)
-            for rows, payloads, retried in broken:
-                if retried and len(rows) == 1:
-                    self.done(rows[0], ("err", "the image decoder crashed on this file", "crash"))
-                    continue
-                for r, p in zip(rows, payloads):
-                    self.submit([r], [p], retried=True)
-
-    def drain(self) -> None:
-        while self.inflight:
-            self.harvest(block=True)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 def filter_manifest(
     manifest: str | os.PathLike,
     registry: Registry,
@@ -923,7 +860,7 @@ def filter_manifest(
     from .fetch import FetchSettings, fetch_iter
     from .ingest import default_workers, is_local
     from .sources import ManifestSource
-    from .workers import HashSpec
+    from .workers import Batches, HashSpec
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -969,8 +906,8 @@ def filter_manifest(
         if progress:
             progress(stats)
 
-    jobs = _Jobs(HashSpec.of(_hasher(), True, limits), Screen(registry, limits), workers,
-                 lambda r, o: record(*r, o))
+    jobs = Batches(workers, (filter_batch, HashSpec.of(_hasher(), True, limits), Screen(registry, limits)),
+                   lambda r, o: record(*r, o))
     try:
         # pass 1: rows that name no image, and local files
         rows, payloads = [], []
@@ -1001,7 +938,7 @@ def filter_manifest(
                 else:
                     rows.append(r)
                     payloads.append(body)
-                    if len(rows) >= batch or (jobs.pool is not None and len(jobs.inflight) < workers):
+                    if len(rows) >= batch or jobs.idle_workers():
                         jobs.submit(rows, payloads)
                         rows, payloads = [], []
                 jobs.harvest()

@@ -14,6 +14,7 @@ Points (where they are called):
 * ``remove.committed``: a removal committed, before ``matcher remove`` reports it (store.py);
 * ``compact.committed``: tombstones cleared in the catalog, FAISS not yet written (store.py);
 * ``shards.applied``: a shard's rows committed to the catalog, its files not yet deleted (shards.py);
+* ``index.photo``: a worker about to decode a dataset image for ``add`` or ``filter`` (workers.py);
 * ``query.photo``: a search worker about to decode a photo (workers.py);
 * ``verify.photo``: a search worker about to verify a photo's candidates (workers.py);
 * ``faiss.before-rename``: a FAISS save's temporary file written and fsynced, not renamed yet (index.py);
@@ -28,7 +29,7 @@ import signal
 __all__ = ["POINTS", "pause"]
 
 POINTS = ("create.meta-written", "catalog.schema", "catalog.record", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
-          "compact.committed", "shards.applied", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename")
+          "compact.committed", "shards.applied", "index.photo", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename")
 
 _SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")
 _POINT, _, _NTH = _SPEC.partition(":")

@@ -32,7 +32,7 @@ from .regions import Variant, index_boxes, query_variants
 from .testpoints import pause
 from .verify import encode_thumb, thumb_array
 
-__all__ = ["Workers", "Task", "CRASH_REASON", "HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region",
+__all__ = ["Batches", "Workers", "Task", "CRASH_REASON", "HashSpec", "index_batch", "query_batch", "QueryHashes", "make_pool", "QUERY_SIDE", "dataset_region",
            "Candidate", "verify_batch"]
 
 # One process per core does the work: OpenCV's own thread pool would only add contention.
@@ -131,6 +131,85 @@ class Workers:
     def shutdown(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
+
+
+class Batches:
+    """Batches of files for one worker function, run on worker processes (in this process if ``workers`` is 0),
+    at most ``3 x workers`` in flight; ``done(item, outcome)`` receives each file's outcome as batches finish.
+
+    ``task`` is ``(fn, *leading)``: ``fn(*leading, payloads)`` returns one outcome per payload. A worker that
+    dies (a decoder that crashes, the OOM killer) fails every batch in flight: their files run again one at
+    a time, each alone on a new pool, and a file that kills its worker a second time gets ``("err",
+    CRASH_REASON, "crash")``. Used by ``add`` and ``filter``; a search uses :class:`Workers`.
+    """
+
+    def __init__(self, workers: int, task: tuple, done):
+        self.workers, self.task, self.done = workers, task, done
+        self.pool = make_pool(workers) if workers > 0 else None
+        self.inflight: dict = {}  # future -> (items, payloads)
+        self.max_inflight = max(2, 3 * workers)
+
+    def idle_workers(self) -> bool:
+        """Fewer batches in flight than workers: a caller may hand over a small batch now."""
+        return self.pool is not None and len(self.inflight) < self.workers
+
+    def submit(self, items: list, payloads: list) -> None:
+        if self.pool is None:
+            for item, out in zip(items, self.task[0](*self.task[1:], payloads)):
+                self.done(item, out)
+            return
+        while len(self.inflight) >= self.max_inflight:
+            self.harvest(block=True)
+        self.inflight[self.pool.submit(*self.task, payloads)] = (items, payloads)
+
+    def harvest(self, block: bool = False) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not self.inflight:
+            return
+        finished, _ = wait(list(self.inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        broken = []
+        for fut in finished:
+            job = self.inflight.pop(fut)
+            try:
+                outs = fut.result()
+            except BrokenProcessPool:
+                broken.append(job)
+                continue
+            for item, out in zip(job[0], outs):
+                self.done(item, out)
+        if broken:
+            self._recover(broken)
+
+    def _recover(self, broken: list) -> None:
+        """Every batch in flight failed: run their files one at a time, each alone on the pool, so that the
+        file that kills its worker is the one reported (its batch-mates are hashed)."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        broken += list(self.inflight.values())
+        self.inflight.clear()
+        self._renew()
+        for items, payloads in broken:
+            for item, payload in zip(items, payloads):
+                try:
+                    (out,) = self.pool.submit(*self.task, [payload]).result()
+                except BrokenProcessPool:
+                    out = ("err", CRASH_REASON, "crash")
+                    self._renew()
+                self.done(item, out)
+
+    def _renew(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = make_pool(self.workers)
+
+    def drain(self) -> None:
+        while self.inflight:
+            self.harvest(block=True)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -247,6 +326,7 @@ def _face_boxes(faces: list | None, w: int, h: int) -> dict[str, tuple[float, fl
 def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None) -> tuple:
     """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.facebox.RawFaces`);
     with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.facebox.face_region`)."""
+    pause("index.photo")
     try:
         loaded = load_image(src, limits=limits, draft=("L", INDEX_DRAFT)) if regions else hasher.load(src, limits)
     except ImageTooLarge as e:

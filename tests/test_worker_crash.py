@@ -1,4 +1,5 @@
-"""A search whose worker processes die (the OOM killer, a crashing decoder) answers for every photo.
+"""Worker processes that die (the OOM killer, a crashing decoder): a search answers for every photo, an add
+records every image (hashed, or failed with why) and a rerun hashes what a dead worker took down.
 
 The workers are really killed: each stops itself at a pause point (``MATCHER_TEST_PAUSE_AT=query.photo``,
 matcher/testpoints.py) and this harness SIGKILLs it there, as the kernel's OOM killer would.
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import crashkit as ck
-from conftest import ROOT, run_matcher
+from conftest import ROOT, catalog_sql, run_matcher
 from matcher.workers import CRASH_REASON
 
 
@@ -44,12 +45,18 @@ def summary(r: dict) -> tuple:
 
 def search_killing_workers(index: Path, folder: Path, tmp: Path, pause: str, kill_all: bool,
                            timeout: float = 240) -> tuple[subprocess.CompletedProcess, int]:
-    """``matcher search --json`` with its workers pausing at ``pause``; the first stopped worker is SIGKILLed
-    (every one if ``kill_all``), the others continued. Returns the finished process and the kills made."""
-    out, err = tmp / "out.jsonl", tmp / "err.txt"
+    """``matcher search --json`` with its workers pausing at ``pause`` (see :func:`killing_workers`)."""
+    return killing_workers(["search", "--index", str(index), "--json", "--workers", "2", str(folder)], tmp, pause,
+                           kill_all, timeout)
+
+
+def killing_workers(args: list[str], tmp: Path, pause: str, kill_all: bool,
+                    timeout: float = 240) -> tuple[subprocess.CompletedProcess, int]:
+    """``matcher ARGS`` with its workers pausing at ``pause``; the first stopped worker is SIGKILLed (every
+    one if ``kill_all``), the others continued. Returns the finished process and the kills made."""
+    out, err = tmp / "out.txt", tmp / "err.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "matcher", "search", "--index", str(index), "--json",
-                                 "--workers", "2", str(folder)], stdout=fo, stderr=fe, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "matcher", *args], stdout=fo, stderr=fe, cwd=ROOT,
                                 env=ck.matcher_env(pause), start_new_session=True)
     kills = 0
     deadline = time.monotonic() + timeout
@@ -112,3 +119,35 @@ def test_a_photo_whose_verification_always_kills_its_worker_is_reported(sample_i
             assert r["error"].startswith(why), r
         else:  # no candidate at all (answered as before), or candidates that verification turned down
             assert summary(r) == summary(clean[name]) or r["error"].startswith(why), r
+
+
+def item_states(index: Path) -> dict[str, tuple]:
+    return {k: (st, kind, err) for k, st, kind, err in
+            catalog_sql(index, "SELECT key, status, error_kind, error FROM items")}
+
+
+def test_add_with_a_worker_killed_mid_run_hashes_every_image(sample, tmp_path):
+    index = tmp_path / "index"
+    proc, kills = killing_workers(["add", "--index", str(index), "--workers", "2", str(sample / "dataset")],
+                                  tmp_path, "index.photo:2", kill_all=False)
+    assert kills == 1 and proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    states = item_states(index)
+    assert len(states) == 32 and all(st == "ok" for st, _, _ in states.values()), states
+
+
+def test_add_records_images_whose_worker_always_dies_and_a_rerun_hashes_them(sample, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((sample / "dataset").iterdir())[:6]:
+        shutil.copyfile(p, few / p.name)
+    index = tmp_path / "index"
+    proc, kills = killing_workers(["add", "--index", str(index), "--workers", "2", str(few)], tmp_path,
+                                  "index.photo", kill_all=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "0 added, 6 failed" in proc.stderr and kills >= 6
+    assert item_states(index) == {p.name: ("failed", "crash", CRASH_REASON) for p in few.iterdir()}
+    info = run_matcher("info", "--index", str(index), "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["datasets"][0]["failures"] == {"crash": 6}
+    again = run_matcher("add", "--index", str(index), "--workers", "2", str(few))
+    assert again.returncode == 0, again.stderr
+    assert all(st == "ok" for st, _, _ in item_states(index).values())
