@@ -103,9 +103,16 @@ class Workers:
         self.restarts = 0
 
     def submit(self, fn, *args) -> Task:
+        from concurrent.futures.process import BrokenProcessPool
+
         if self.pool is None:
             return Task(fn, args, None, self.generation, fn(*args))
-        return Task(fn, args, self.pool.submit(fn, *args), self.generation)
+        try:
+            fut = self.pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died since the last task we looked at: replace the pool now
+            self._renew(self.generation)
+            fut = self.pool.submit(fn, *args)
+        return Task(fn, args, fut, self.generation)
 
     def _renew(self, generation: int) -> None:
         if generation != self.generation or self.pool is None:
@@ -158,9 +165,14 @@ class Batches:
             for item, out in zip(items, self.task[0](*self.task[1:], payloads)):
                 self.done(item, out)
             return
+        from concurrent.futures.process import BrokenProcessPool
+
         while len(self.inflight) >= self.max_inflight:
             self.harvest(block=True)
-        self.inflight[self.pool.submit(*self.task, payloads)] = (items, payloads)
+        try:
+            self.inflight[self.pool.submit(*self.task, payloads)] = (items, payloads)
+        except BrokenProcessPool:  # a worker died since the last harvest: this batch goes with those in flight
+            self._recover([(items, payloads)])
 
     def harvest(self, block: bool = False) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
