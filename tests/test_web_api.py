@@ -146,6 +146,9 @@ BAD_REQUESTS = [
     ("upload of text", "POST", "/api/v1/search-upload", b"hello, not a photo", {"content-type": "application/octet-stream"}, 422, "unreadable_image"),
     ("upload as JSON", "POST", "/api/v1/search-upload", b"{}", {"content-type": "application/json"}, 415, "unsupported_media_type"),
     ("item id not a number", "GET", "/api/v1/items/abc/image", None, None, 422, "invalid_request"),
+    ("lookup of no account", "POST", "/api/v1/lookup", {"flickr_user": ""}, None, 422, "invalid_request"),
+    ("lookup of something not an account", "POST", "/api/v1/lookup", {"flickr_user": "https://example.org/a/b"}, None, 400, "not_a_flickr_user"),
+    ("lookup as a form", "POST", "/api/v1/lookup", b"flickr_user=x", {"content-type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
 ]
 
 
@@ -325,3 +328,16 @@ def test_nothing_about_clients_is_logged_unless_asked(sample_index, sample):
             assert f":{client_port}" in out and "/api/v1/search" in out  # the operator asked for it
         else:
             assert not leaked, out
+
+
+def test_lookup_lists_an_accounts_items_as_the_cli_does(server, sample_index):
+    for who in ("90018885@N03", "90018885@n03", "https://www.flickr.com/people/90018885@N03/", "nobody"):
+        status, _, body = call(server, "POST", "/api/v1/lookup", {"flickr_user": who})
+        assert status == 200, body
+        cli = run_matcher("lookup", "--index", str(sample_index), "--flickr-user", who, "--json")
+        want = [it["key"] for it in json.loads(cli.stdout)["items"]] if cli.returncode in (0, 1) else []
+        assert [it["key"] for it in body["items"]] == want and body["total"] == len(want), who
+        assert body["available"] and not body["truncated"]
+    status, _, body = call(server, "POST", "/api/v1/lookup", {"flickr_user": "90018885@N03"})
+    (it,) = body["items"]
+    assert it["key"] == "ds-0014" and it["flickr"]["owner_nsid"] == "90018885@N03" and it["status"] == "ok"

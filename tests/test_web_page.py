@@ -171,3 +171,66 @@ def test_api_docs_page_renders(browser, sample_index):
             assert endpoint in text
         assert "photos" in text and not errors, errors
         page.close()
+
+
+def test_flickr_account_lookup_on_the_page(browser, sample_index, sample):
+    """A person adds their Flickr account: the page lists what the datasets hold under it (as `matcher lookup`
+    does), marks content matches that are listed there too, and exports and writes letters for both."""
+    def cli_keys(nsid: str) -> list[str]:
+        proc = run_matcher("lookup", "--index", str(sample_index), "--nsid", nsid, "--json")
+        return [it["key"] for it in json.loads(proc.stdout)["items"]]
+
+    with MatcherServer(sample_index) as server:
+        page = browser.new_page(accept_downloads=True)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # the browser logs the refused lookup's 400 (and a failed item's missing image) itself: not page errors
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "404" not in m.text
+                and "status of 400" not in m.text else None)
+        page.goto(server.url("/"))
+        page.wait_for_selector("body[data-ready='1']", timeout=30000)
+        page.set_input_files("#pick-folder", str(sample / "my-photos"))
+        page.wait_for_selector("body[data-done='10']", timeout=120000)
+
+        # ds-0014's owner: IMG_0001.jpg matched it by content, so it is found by both
+        page.fill("#who", "90018885@N03")
+        page.click("#who-go")
+        page.wait_for_selector("body[data-lookup='1']", timeout=20000)
+        listed = page.evaluate("() => window.matcherState.identity.items.map(it => it.key)")
+        assert listed == cli_keys("90018885@N03") == ["ds-0014"]
+        assert page.get_attribute("#identity-list .listed", "data-found-by") == "both"
+        assert "IMG_0001.jpg" in page.inner_text("#identity-list .listed")
+        assert "your photo and your Flickr account" in page.inner_text("article.photo[data-photo$='IMG_0001.jpg']")
+
+        # an account (given as its profile URL) whose photo none of these matched: found by identity only
+        page.fill("#who", "https://www.flickr.com/photos/16577737@N01/")
+        page.click("#who-go")
+        page.wait_for_selector("body[data-lookup='2']", timeout=20000)
+        assert page.evaluate("() => window.matcherState.identity.items.map(it => it.key)") == cli_keys("16577737@N01")
+        card = page.inner_text("#identity-list .listed")
+        assert page.get_attribute("#identity-list .listed", "data-found-by") == "identity"
+        assert "not among the photos checked here" in card and "ds-0001" in card
+        with page.expect_download() as dl:
+            page.click("#export-csv")
+        rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+        assert [(r["photo"], r["found_by"]) for r in rows if r["key"] == "ds-0001"] == [("", "identity")]
+        assert {r["found_by"] for r in rows if r["photo"]} == {"content"}
+        with page.expect_download() as dl:
+            page.click("#export-json")
+        exported = json.loads(Path(dl.value.path()).read_text())
+        assert [it["key"] for it in exported["identity"]["not_found_by_content"]] == ["ds-0001"]
+        page.click("#prepare-letters")
+        page.click("#make-letters")
+        page.wait_for_selector("textarea.letter-text", timeout=20000)
+        text = page.eval_on_selector("textarea.letter-text", "t => t.value")
+        assert "https://farm3.staticflickr.com/2564/2005397842_dc4d3a10e6_z.jpg" in text.splitlines()
+
+        # not an account: said so, nothing listed
+        page.fill("#who", "a/b")
+        page.click("#who-go")
+        page.wait_for_selector("body[data-lookup='3']", timeout=20000)
+        assert "not a Flickr user name" in page.inner_text("#who-status")
+        assert page.evaluate("() => window.matcherState.identity") is None
+        assert page.is_hidden("#identity")
+        assert not errors, errors
+        page.close()

@@ -129,6 +129,11 @@ class Requester(BaseModel):
     country: Optional[str] = Field(None, max_length=100)
 
 
+class LookupIn(BaseModel):
+    flickr_user: str = Field(min_length=1, max_length=300,
+                             description="a Flickr user name, path alias, NSID (12345678@N01) or profile URL")
+
+
 class LettersIn(BaseModel):
     items: list[int] = Field(description="catalog ids of the matched items", max_length=100000)
     template: Literal["list", "gdpr", "bipa"] = "list"
@@ -142,6 +147,10 @@ def _item_json(it) -> dict[str, Any]:
     return {"id": it.id, "dataset": it.dataset, "key": it.key, "url": it.url, "page_url": it.page_url,
             "owner": it.owner, "license": it.license, "title": it.title, "width": it.width, "height": it.height,
             "hash": it.hash}
+
+
+#: Items a Flickr lookup returns at most (a prolific account in a big dataset; the CLI lists them all).
+LOOKUP_MAX = 5000
 
 
 class _Index:
@@ -450,6 +459,27 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
             value = thumb
         return Response(value, media_type="image/png", headers={"cache-control": "max-age=3600"})
 
+    @app.post("/api/v1/lookup", summary="Dataset items listed under a Flickr account (by identity: no photo needed)")
+    async def lookup(body: LookupIn):
+        """The items whose manifest row names this Flickr account as the owner (ok or failed: a dead link is
+        evidence too), as ``matcher lookup`` and ``matcher search --flickr-user`` find them. A page joins them
+        with its content matches by item id."""
+        from ..flickr import parse_owner
+        from ..identities import IdentityJoin
+
+        nsid, name = parse_owner(body.flickr_user)
+        if nsid is None and name is None:
+            raise ApiError(400, "not_a_flickr_user", "not a Flickr user name, NSID (12345678@N01) or profile URL")
+
+        def find(store):
+            join = IdentityJoin(store.catalog, nsid=nsid, name=name)
+            return join.available, join.label, join.listed, join.identities
+
+        available, label, listed, identities = await index.run(find)
+        return {"label": label, "available": available, "total": len(listed), "truncated": len(listed) > LOOKUP_MAX,
+                "items": [_item_json(it) | {"status": it.status, "error": it.error, "flickr": identities.get(it.id)}
+                          for it in listed[:LOOKUP_MAX]]}
+
     @app.post("/api/v1/letters", summary="Removal-request letters for matched items, one per dataset")
     async def letters(body: LettersIn, request: Request):
         from ..letters import build_letters
@@ -473,7 +503,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         wrapped = CORSMiddleware(wrapped, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                                  allow_headers=["Content-Type"])
     wrapped = BodyLimit(wrapped, lambda path: settings.max_upload if path == UPLOAD_PATH else settings.max_body,
-                        settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters"}))
+                        settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters", "/api/v1/lookup"}))
     wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
     wrapped = SecurityHeaders(wrapped)
     wrapped.fastapi = app  # for tests and for run()

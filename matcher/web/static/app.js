@@ -11,6 +11,7 @@ const state = {
   photos: [], // {n, name, file, url, status, matches, error, hash}
   filter: "",
   running: false,
+  identity: null, // {label, items, total, truncated, available}: what /api/v1/lookup listed under an account
 };
 window.matcherState = state; // for tests and the curious: results only, never pixels
 
@@ -82,6 +83,7 @@ async function init() {
   $("export-json").addEventListener("click", exportJson);
   $("prepare-letters").addEventListener("click", () => { $("letters").hidden = !$("letters").hidden; });
   $("make-letters").addEventListener("click", makeLetters);
+  $("who-form").addEventListener("submit", (ev) => { ev.preventDefault(); lookupWho(); });
   document.body.dataset.ready = "1";
 }
 
@@ -121,6 +123,37 @@ function addFiles(files) {
   $("results").hidden = false;
   render();
   if (!state.running) run();
+}
+
+// The items a dataset lists under the person's Flickr account: found by identity, joined with the content
+// matches by item id (a match listed there too was found by both).
+async function lookupWho() {
+  const who = $("who").value.trim();
+  const status = $("who-status");
+  if (!who) { state.identity = null; status.textContent = ""; render(); return; }
+  status.textContent = "Looking up…";
+  try {
+    const res = await apiRetry("/api/v1/lookup", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ flickr_user: who }),
+    });
+    state.identity = res;
+    status.textContent = !res.available ? "This index records no Flickr accounts."
+      : `${res.total} dataset image${res.total === 1 ? "" : "s"} listed under ${res.label}.`;
+  } catch (e) {
+    state.identity = null;
+    status.textContent = e.message;
+  }
+  document.body.dataset.lookup = String((Number(document.body.dataset.lookup) || 0) + 1);
+  $("results").hidden = false;
+  render();
+}
+
+function listedIds() {
+  return new Set(state.identity ? state.identity.items.map((it) => it.id) : []);
+}
+
+function foundBy(m, listed) {
+  return listed.has(m.id) ? "both" : "content";
 }
 
 function setProgress(done, total, text) {
@@ -234,8 +267,9 @@ function photoImg(p) {
   return el("img", { src: p.url, alt: p.name, class: "mine" });
 }
 
-function matchCard(m) {
+function matchCard(m, listed) {
   const rows = [
+    ["found by", foundBy(m, listed) === "both" ? "your photo and your Flickr account" : "your photo"],
     ["dataset", m.dataset], ["key", m.key], ["url", link(m.url)], ["page", link(m.page_url)],
     ["owner", m.owner || "—"], ["licence", m.license || "—"],
     ["distance", `${m.distance} bits`], ["score", m.score === null || m.score === undefined ? "—" : m.score.toFixed(3)],
@@ -248,8 +282,49 @@ function matchCard(m) {
     dl);
 }
 
+function identityCard(it, byContent) {
+  const rows = [
+    ["dataset", it.dataset], ["key", it.key], ["url", link(it.url)], ["page", link(it.page_url)],
+    ["owner", it.owner || "—"], ["licence", it.license || "—"],
+    ["status", it.status === "ok" ? "in the index" : `not hashed: ${it.error || "failed"} (the listing is still evidence)`],
+    ["found by", byContent.length ? `your Flickr account and your photo ${byContent.join(", ")}`
+      : "your Flickr account only (not among the photos checked here)"],
+  ];
+  const dl = el("dl");
+  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", {}, v));
+  const img = it.status === "ok"
+    ? el("img", { src: `/api/v1/items/${it.id}/image`, alt: `dataset copy ${it.key}`, loading: "lazy", class: "theirs" })
+    : el("div", { class: "theirs missing", text: "no image" });
+  return el("div", { class: "match listed", "data-key": it.key, "data-dataset": it.dataset,
+    "data-found-by": byContent.length ? "both" : "identity" }, img, dl);
+}
+
+function renderIdentity(datasets) {
+  const box = $("identity");
+  const list = $("identity-list");
+  list.replaceChildren();
+  if (!state.identity) { box.hidden = true; return; }
+  box.hidden = false;
+  const photosOf = new Map();
+  for (const p of state.photos) {
+    for (const m of p.matches) {
+      if (!photosOf.has(m.id)) photosOf.set(m.id, []);
+      photosOf.get(m.id).push(p.name);
+    }
+  }
+  const items = state.identity.items.filter((it) => !state.filter || it.dataset === state.filter);
+  for (const it of items) {
+    datasets.add(it.dataset);
+    list.append(identityCard(it, photosOf.get(it.id) || []));
+  }
+  const more = state.identity.truncated ? ` (the first ${state.identity.items.length} of ${state.identity.total})` : "";
+  $("identity-summary").textContent =
+    `${items.length} dataset image${items.length === 1 ? "" : "s"} listed under ${state.identity.label}${more}`;
+}
+
 function render() {
   const list = $("photo-list");
+  const listed = listedIds();
   list.replaceChildren();
   const unmatched = $("unmatched");
   unmatched.replaceChildren();
@@ -267,7 +342,7 @@ function render() {
       list.append(el("article", { class: "photo", "data-photo": p.name },
         el("div", { class: "mine-box" }, photoImg(p), el("p", { class: "name", text: p.name }),
           el("p", { class: "hash", text: `hash ${p.hash}${p.uploaded ? " (checked by upload)" : ""}` })),
-        el("div", { class: "matches" }, ...ms.map(matchCard))));
+        el("div", { class: "matches" }, ...ms.map((m) => matchCard(m, listed)))));
     } else if (p.status === "done") {
       nUnmatched++;
       unmatched.append(el("li", { text: p.name }));
@@ -284,6 +359,7 @@ function render() {
       problems.append(el("li", { text: `${p.name}: checking…` }));
     }
   }
+  renderIdentity(datasets);
   const sel = $("filter-dataset");
   const have = new Set([...sel.options].map((o) => o.value));
   for (const d of [...datasets].sort()) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
@@ -300,6 +376,13 @@ function matchedRows() {
   return rows;
 }
 
+// Items listed under the account that no photo matched: rows with no photo, found by identity.
+function identityOnlyRows() {
+  if (!state.identity) return [];
+  const matched = new Set(state.photos.flatMap((p) => p.matches.map((m) => m.id)));
+  return state.identity.items.filter((it) => !matched.has(it.id) && (!state.filter || it.dataset === state.filter));
+}
+
 function download(name, type, text) {
   const a = el("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
   document.body.append(a);
@@ -314,24 +397,37 @@ function csvCell(v) {
 }
 
 function exportCsv() {
-  const cols = ["photo", "dataset", "key", "url", "page_url", "owner", "license", "title", "distance", "score", "variant", "entry"];
+  const cols = ["photo", "dataset", "key", "url", "page_url", "owner", "license", "title", "distance", "score", "variant",
+    "entry", "found_by"];
   const lines = [cols.join(",")];
+  const listed = listedIds();
   for (const [p, m] of matchedRows()) {
     lines.push([p.name, m.dataset, m.key, m.url, m.page_url, m.owner, m.license, m.title, m.distance,
-      m.score === null || m.score === undefined ? "" : m.score.toFixed(4), m.variant, m.entry].map(csvCell).join(","));
+      m.score === null || m.score === undefined ? "" : m.score.toFixed(4), m.variant, m.entry, foundBy(m, listed)]
+      .map(csvCell).join(","));
+  }
+  for (const it of identityOnlyRows()) {
+    lines.push(["", it.dataset, it.key, it.url, it.page_url, it.owner, it.license, it.title, "", "", "", "", "identity"]
+      .map(csvCell).join(","));
   }
   download("matcher-results.csv", "text/csv", lines.join("\r\n") + "\r\n");
 }
 
 function exportJson() {
-  const out = state.photos.filter((p) => p.status === "done").map((p) => ({
-    photo: p.name, hash: p.hash, matches: visibleMatches(p),
+  const listed = listedIds();
+  const photos = state.photos.filter((p) => p.status === "done").map((p) => ({
+    photo: p.name, hash: p.hash, matches: visibleMatches(p).map((m) => ({ ...m, found_by: foundBy(m, listed) })),
   }));
+  const out = !state.identity ? photos : {
+    photos,
+    identity: { account: state.identity.label, items_listed: state.identity.total,
+      not_found_by_content: identityOnlyRows().map((it) => ({ ...it, found_by: "identity" })) },
+  };
   download("matcher-results.json", "application/json", JSON.stringify(out, null, 2));
 }
 
 async function makeLetters() {
-  const ids = [...new Set(matchedRows().map(([, m]) => m.id))];
+  const ids = [...new Set([...matchedRows().map(([, m]) => m.id), ...identityOnlyRows().map((it) => it.id)])];
   const box = $("letter-list");
   box.replaceChildren();
   if (!ids.length) { box.append(el("p", { text: "No matches to write about." })); return; }
