@@ -173,7 +173,11 @@ class IndexStore:
 
     def close(self) -> None:
         try:
-            if self.writable and self._dirty:
+            if self.writable and len(self.faiss) != self.catalog.entries_count + len(self.dead):
+                # an interrupt (Ctrl-C) between a batch's catalog commit and its FAISS add: catch up now,
+                # so the FAISS file is saved in step rather than repaired by the next open
+                self.reconcile()
+            elif self.writable and self._dirty:
                 self.save()
         finally:
             self.catalog.close()
@@ -301,7 +305,10 @@ class IndexStore:
         """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
         if not self.writable:
             raise CatalogError("index opened read-only")
+        if records:
+            self._dirty = True  # before the commit: an interrupt after it must still save on close
         new_ids, new_codes, removed = self.catalog.record(records)
+        pause("store.recorded")
         if removed:
             self.faiss.remove(removed)
         if new_ids:

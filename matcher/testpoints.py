@@ -9,6 +9,7 @@ Points (where they are called):
 * ``create.meta-written``: a new index's ``meta.json`` is written, its catalog not yet (store.py);
 * ``catalog.schema``: a new catalog's tables created inside their transaction, before COMMIT (catalog.py);
 * ``catalog.record``: inside the catalog transaction of a batch of items, before COMMIT (catalog.py);
+* ``store.recorded``: a batch committed to the catalog, not yet added to FAISS in memory (store.py);
 * ``catalog.remove``: inside the transaction of ``matcher remove``, before COMMIT (catalog.py);
 * ``catalog.clear-tombstones``: inside the transaction that forgets compacted tombstones (catalog.py);
 * ``remove.committed``: a removal committed, before ``matcher remove`` reports it (store.py);
@@ -28,7 +29,7 @@ import signal
 
 __all__ = ["POINTS", "pause"]
 
-POINTS = ("create.meta-written", "catalog.schema", "catalog.record", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
+POINTS = ("create.meta-written", "catalog.schema", "catalog.record", "store.recorded", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
           "compact.committed", "shards.applied", "index.photo", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename")
 
 _SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")

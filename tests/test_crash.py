@@ -123,8 +123,11 @@ def _count(index: Path) -> int | None:
         return None
 
 
-def _start_add(index: Path, source: Path, log: Path) -> subprocess.Popen:
+def _start_add(index: Path, source: Path, log: Path, pause: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    env.pop("MATCHER_TEST_PAUSE_AT", None)
+    if pause:
+        env["MATCHER_TEST_PAUSE_AT"] = pause
     with open(log, "wb") as err:  # a file, not a pipe: orphaned children must not block us
         return subprocess.Popen(
             [sys.executable, "-m", "matcher", "add", "--index", str(index), "--workers", "1", str(source)],
@@ -364,6 +367,37 @@ def test_ctrl_c_stops_add_and_keeps_a_consistent_index(tmp_path, folder):
     # here; test_a_failure_after_a_commit_does_not_record_the_batch_again checks it deterministically.)
 
 
+def test_ctrl_c_right_after_a_catalog_commit_still_saves_faiss_in_step(tmp_path, folder):
+    """The interrupt lands between a batch's catalog commit and its FAISS add (stopped there by a pause
+    point, then SIGINT and SIGCONT): the exit must still save a FAISS file holding every catalog entry."""
+    files, names = folder
+    index = tmp_path / "index"
+    proc = _start_add(index, files, tmp_path / "add.log", pause="store.recorded")
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _proc_state(proc.pid) != "T":
+            assert time.monotonic() < deadline, "never reached store.recorded"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGCONT)
+        rc = proc.wait(30)
+    finally:
+        _kill_group(proc)
+    assert rc != 0 and "Traceback" not in (tmp_path / "add.log").read_text()
+    entries = _entry_ids(index)
+    assert entries and _disk_faiss_ids(index) == entries  # saved on the way out, in step
+    with IndexStore.open(index, writable=True) as store:
+        assert store.reconciled == {"added": 0, "removed": 0}
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
 def test_a_failure_after_a_commit_does_not_record_the_batch_again(tmp_path, small_folders):
     """An exception between a batch's catalog commit and the end of Pipeline.flush() (here a real
     OSError from the periodic FAISS save; in the wild also a Ctrl-C landing just after a commit)
@@ -561,12 +595,19 @@ def test_reconcile_after_crash_before_faiss_save(tmp_path, small_folders):
     _check_reconciled(index, small_folders, added=_entries_of(index, small_folders[1].name), removed=0)
 
 
+def _faiss_file(index: Path):
+    """The index's FAISS file, loaded on its own (changed and saved back by the tests below)."""
+    from matcher.index import BinaryIndex
+
+    return BinaryIndex.load(index / "index.faiss", 64)
+
+
 def test_reconcile_removes_ids_the_catalog_does_not_have(tmp_path, small_folders):
     index, _, _ = _built(tmp_path, small_folders)
-    with IndexStore.open(index, writable=True) as store:
-        codes = np.frombuffer(bytes.fromhex("00ff00ff00ff00ff" "123456789abcdef0"), dtype=np.uint8).reshape(2, 8)
-        store.faiss.add([10_000, 10_001], codes)
-        store.faiss.save(index / "index.faiss")  # FAISS saved; the catalog's faiss_seq not updated
+    f = _faiss_file(index)  # the file itself changed, as a crash leaves it (no store: its close would repair it)
+    codes = np.frombuffer(bytes.fromhex("00ff00ff00ff00ff" "123456789abcdef0"), dtype=np.uint8).reshape(2, 8)
+    f.add([10_000, 10_001], codes)
+    f.save(index / "index.faiss")  # FAISS saved; the catalog's faiss_seq not updated
     assert _disk_faiss_ids(index) == _entry_ids(index) + [10_000, 10_001]
     _set_faiss_seq(index, "-1")  # as after a crash in the middle of save()
     _check_reconciled(index, small_folders, added=0, removed=2)
@@ -574,10 +615,10 @@ def test_reconcile_removes_ids_the_catalog_does_not_have(tmp_path, small_folders
 
 def test_reconcile_rebuilds_when_faiss_holds_duplicate_ids(tmp_path, small_folders):
     index, _, _ = _built(tmp_path, small_folders)
-    with IndexStore.open(index, writable=True) as store:
-        first = int(store.faiss.ids()[0])
-        store.faiss.add([first], np.zeros((1, 8), np.uint8))
-        store.faiss.save(index / "index.faiss")
+    f = _faiss_file(index)
+    first = int(f.ids()[0])
+    f.add([first], np.zeros((1, 8), np.uint8))
+    f.save(index / "index.faiss")
     _set_faiss_seq(index, "-1")
     _check_reconciled(index, small_folders, added=len(_entry_ids(index)), removed=0)
 
@@ -600,23 +641,23 @@ def test_stale_faiss_file_is_detected_even_when_faiss_seq_matches(tmp_path, smal
         shutil.copy(old, index / "index.faiss")  # set a's ids only
         expect = {"added": _entries_of(index, small_folders[1].name), "removed": 0}
     elif damage == "foreign_ids":
-        with IndexStore.open(index, writable=True) as store:
-            store.faiss.add([10_000, 10_001], foreign)
-            store.faiss.save(index / "index.faiss")
+        f = _faiss_file(index)
+        f.add([10_000, 10_001], foreign)
+        f.save(index / "index.faiss")
         expect = {"added": 0, "removed": 2}
     else:
-        with IndexStore.open(index, writable=True) as store:
-            ids = store.faiss.ids()
-            # drop the entries of a03.jpg and b04.jpg (searched for below), add as many unknown ids
-            gone = [i for (i,) in _sql(index, "SELECT entries.id FROM entries JOIN items ON items.id = entries.item_id"
-                                              " WHERE items.key IN ('a03.jpg', 'b04.jpg')")]
-            assert len(gone) >= 2 and set(gone) <= set(ids.tolist())
-            unknown = list(range(10_000, 10_000 + len(gone)))
-            store.faiss.remove(gone)
-            store.faiss.add(unknown, np.resize(foreign, (len(gone), 8)))
-            store.faiss.save(index / "index.faiss")
-            assert len(store.faiss) == len(_entry_ids(index))
-            assert sorted(store.faiss.ids().tolist()) != _entry_ids(index)
+        f = _faiss_file(index)
+        ids = f.ids()
+        # drop the entries of a03.jpg and b04.jpg (searched for below), add as many unknown ids
+        gone = [i for (i,) in _sql(index, "SELECT entries.id FROM entries JOIN items ON items.id = entries.item_id"
+                                          " WHERE items.key IN ('a03.jpg', 'b04.jpg')")]
+        assert len(gone) >= 2 and set(gone) <= set(ids.tolist())
+        unknown = list(range(10_000, 10_000 + len(gone)))
+        f.remove(gone)
+        f.add(unknown, np.resize(foreign, (len(gone), 8)))
+        f.save(index / "index.faiss")
+        assert len(f) == len(_entry_ids(index))
+        assert sorted(f.ids().tolist()) != _entry_ids(index)
         expect = {"added": len(gone), "removed": len(gone)}
     meta = dict(_sql(index, "SELECT key, value FROM meta"))
     assert meta["faiss_seq"] == meta["entries_seq"]
