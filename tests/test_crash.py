@@ -26,6 +26,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import check_entry_kinds, run_matcher
+from crashkit import proc_state
 from matcher.errors import CatalogError
 from matcher.index import read_trailer
 from matcher.matcher import add, search
@@ -375,7 +376,7 @@ def test_ctrl_c_right_after_a_catalog_commit_still_saves_faiss_in_step(tmp_path,
     proc = _start_add(index, files, tmp_path / "add.log", pause="store.recorded")
     try:
         deadline = time.monotonic() + 60
-        while proc.poll() is None and _proc_state(proc.pid) != "T":
+        while proc.poll() is None and proc_state(proc.pid) != "T":
             assert time.monotonic() < deadline, "never reached store.recorded"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGINT)
@@ -388,14 +389,6 @@ def test_ctrl_c_right_after_a_catalog_commit_still_saves_faiss_in_step(tmp_path,
     assert entries and _disk_faiss_ids(index) == entries  # saved on the way out, in step
     with IndexStore.open(index, writable=True) as store:
         assert store.reconciled == {"added": 0, "removed": 0}
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()[0]
 
 
 def test_a_failure_after_a_commit_does_not_record_the_batch_again(tmp_path, small_folders):
