@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import subprocess
@@ -88,11 +89,38 @@ def check_entry_kinds(index: Path) -> None:
     assert catalog_sql(index, "SELECT COUNT(*) FROM entries WHERE item_id NOT IN (SELECT id FROM items)") == [(0,)]
 
 
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A request handler for :class:`LoopbackServer`: quiet, with :meth:`reply` for a whole response."""
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def count_hit(self) -> tuple[str, int]:
+        """The request's path without its query, and how many times it has now been asked for."""
+        path = self.path.split("?", 1)[0]
+        with self.server.lock:
+            self.server.hits[path] += 1
+            return path, self.server.hits[path]
+
+    def reply(self, status: int, ctype: str | None, body: bytes = b"", length: bool = True) -> None:
+        """Send a whole response; a client that went away (a timeout, a size limit) is not an error."""
+        try:
+            self.send_response(status)
+            if ctype:
+                self.send_header("Content-Type", ctype)
+            if length:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
 class LoopbackServer(ThreadingHTTPServer):
     """A threaded HTTP server on 127.0.0.1 (ephemeral port) serving ``routes`` and counting hits per path.
 
-    Tests subclass it with their own request handler (what each route does); start it with
-    ``server.thread.start()`` and stop it with ``server.shutdown()``.
+    Tests give it their own request handler (a :class:`LoopbackHandler`: what each route does) and serve
+    with ``with server.running():`` (or ``server.thread.start()`` ... ``server.shutdown()``).
     """
 
     daemon_threads = True
@@ -109,6 +137,16 @@ class LoopbackServer(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+    @contextlib.contextmanager
+    def running(self):
+        """Serve in a thread for the ``with`` block; stopped and closed after it."""
+        self.thread.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            self.server_close()
 
 
 @pytest.fixture(scope="session")

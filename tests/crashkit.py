@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +44,7 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from conftest import LoopbackServer  # noqa: E402
+from conftest import LoopbackHandler, LoopbackServer  # noqa: E402
 
 from matcher.catalog import Catalog  # noqa: E402
 from matcher.index import BinaryIndex, read_trailer  # noqa: E402
@@ -58,25 +57,15 @@ WEB, DISK = "web", "disk"  # the two datasets: a manifest of URLs (loopback serv
 # the corpus: real photos, re-encoded into distinct files
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: "Server"
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         route = self.server.routes.get(self.path.split("?", 1)[0])
         if self.server.delay:
             time.sleep(self.server.delay)
         status, ctype, body = (404, "text/html", b"<html>Not Found</html>") if route is None else (200, *route)
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self.reply(status, ctype, body)
 
 
 class Server(LoopbackServer):

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +28,7 @@ import faiss
 import pytest
 from PIL import Image
 
-from conftest import LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
+from conftest import LoopbackHandler, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
 from matcher.fetch import FetchSettings
 from matcher.shards import PoolEngine, add_sharded
 from matcher.sources import ManifestSource
@@ -44,16 +43,11 @@ FAILURES = {"http": 1, "not_image": 1, "unreadable": 1, "uniform": 1, "bad_row":
 # the server
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: "_Server"
 
-    def log_message(self, *args) -> None:
-        pass
-
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        path = self.path.split("?", 1)[0]
-        with self.server.lock:
-            self.server.hits[path] += 1
+        path, _ = self.count_hit()
         route = self.server.routes.get(path)
         if route is None:
             status, body, ctype = 404, b"<html>Not Found</html>", "text/html"
@@ -65,14 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif what == "html":
                 ctype = "text/html"
             time.sleep(self.server.delay)
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self.reply(status, ctype, body)
 
 
 class _Server(LoopbackServer):

@@ -8,12 +8,11 @@ import csv
 import json
 import re
 import sqlite3
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import LoopbackServer, catalog_sql, run_matcher
+from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
 from matcher.catalog import Catalog
 from matcher.errors import CatalogError
 
@@ -184,22 +183,14 @@ def test_search_grouped_by_dataset(two, tmp_path, sample):
     assert "matches by dataset" not in p.stdout
 
 
-class _Dead(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
+class _Dead(LoopbackHandler):
     def do_GET(self) -> None:  # noqa: N802
-        status = int(self.path.strip("/").split(".")[0])
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self.reply(int(self.path.strip("/").split(".")[0]), None)
 
 
 def test_dead_links(tmp_path, sample):
     """404, 410, 451 and a host that does not exist are dead links; 403, 500 and a refused connection are not."""
-    srv = LoopbackServer(_Dead, {})
-    srv.thread.start()
-    try:
+    with LoopbackServer(_Dead, {}).running() as srv:
         m = tmp_path / "links.csv"
         urls = [srv.url(f"/{s}.jpg") for s in (404, 410, 451, 403, 500)]
         urls += ["http://no-such-host.invalid/a.jpg", "http://127.0.0.1:1/refused.jpg"]
@@ -208,9 +199,6 @@ def test_dead_links(tmp_path, sample):
         p = _add(index, "--allow-private-urls", "--retries", "0", "--timeout", "5", "--dataset", "links",
                  "--version", "1", str(m))
         assert p.returncode == 0, p.stderr
-    finally:
-        srv.shutdown()
-        srv.server_close()
     d = _info(index)["links"]
     assert (d["items"], d["failed"], d["dead_links"], d["version"]) == (7, 7, 4, "1")
     dead = {k for (k,) in catalog_sql(index, f"SELECT key FROM items WHERE {Catalog.DEAD_LINK_SQL}")}

@@ -13,14 +13,13 @@ import io
 import json
 import sqlite3
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import faiss
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import LoopbackServer, run_matcher
+from conftest import LoopbackHandler, LoopbackServer, run_matcher
 from matcher.fetch import FetchSettings
 from matcher.images import DEFAULT_LIMITS
 from matcher.matcher import add
@@ -88,25 +87,14 @@ HTML = b"<!DOCTYPE html>\n<html><head><title>Photo not found</title></head><body
 # the server
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: "_Server"
 
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: bytes, ctype: str, length: bool = True) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        if length:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.reply(status, ctype, body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        path = self.path.split("?", 1)[0]
-        with self.server.lock:
-            self.server.hits[path] += 1
-            n = self.server.hits[path]
+        path, n = self.count_hit()
         route = self.server.routes.get(path)
         try:
             if route is None:
@@ -167,13 +155,8 @@ def server(bodies):
         "/img/9.jpg": ("image", bodies["big-9"]),
         "/img/10.jpg": ("stream", bodies["big-9"]),
     }
-    srv = _Server(routes)
-    srv.thread.start()
-    try:
+    with _Server(routes).running() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 # ---------------------------------------------------------------------------

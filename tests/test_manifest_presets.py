@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import ENTRY_KINDS, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
+from conftest import ENTRY_KINDS, LoopbackHandler, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
 from matcher.errors import ManifestError
 from matcher.facebox import MAX_FACE_ENTRIES, FaceSpecError, face_region, normalise, parse_face, parse_faces
 from matcher.faces import detect_faces
@@ -52,38 +51,21 @@ SERVED = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server: LoopbackServer
 
-    def log_message(self, *args) -> None:
-        pass
-
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        path = self.path.split("?", 1)[0]
-        with self.server.lock:
-            self.server.hits[path] += 1
+        path, _ = self.count_hit()
         status, body = self.server.routes.get(path, (404, b"<html>Not Found</html>"))
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "image/jpeg" if status == 200 else "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self.reply(status, "image/jpeg" if status == 200 else "text/html", body)
 
 
 @pytest.fixture(scope="module")
 def server(sample):
     routes = {p: (200, _encode(sample / "my-photos" / name, w, quality=85)) for p, (name, w) in SERVED.items()}
     routes["/gone/410.jpg"] = (410, b"<html>Gone</html>")
-    srv = LoopbackServer(_Handler, routes)
-    srv.thread.start()
-    try:
+    with LoopbackServer(_Handler, routes).running() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def _add(index: Path, *args: str) -> None:

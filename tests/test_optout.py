@@ -12,14 +12,13 @@ import csv
 import gzip
 import json
 import shutil
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import LoopbackServer, catalog_sql, run_matcher
+from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
 from matcher.errors import RegistryError
 from matcher.optout import (CONFIRM, DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, FORMAT, LOG_COLUMNS, Registry,
                             RegistryEntry, remove_registered)
@@ -253,23 +252,15 @@ def test_filter_refuses_to_overwrite_its_input(registry_file, tmp_path):
     assert m.read_bytes() == MANIFEST.read_bytes()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
+class _Handler(LoopbackHandler):
     def do_GET(self) -> None:  # noqa: N802
-        with self.server.lock:
-            self.server.hits[self.path] += 1
-        route = self.server.routes.get(self.path)
+        path, _ = self.count_hit()
+        route = self.server.routes.get(path)
         if route is None:
             body, status, ctype = b"<html>Not Found</html>", 404, "text/html"
         else:
             (ctype, body), status = route, 200
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(status, ctype, body)
 
 
 @pytest.fixture(scope="module")
@@ -278,13 +269,8 @@ def server():
     for r in _manifest_rows():
         routes[f"/img/{r['id']}"] = ("image/jpeg", (SAMPLE / r["path"]).read_bytes())
     routes["/img/error-page"] = ("image/jpeg", b"<!DOCTYPE html><html><body>Photo not found</body></html>")
-    srv = LoopbackServer(_Handler, routes)
-    srv.thread.start()
-    try:
+    with LoopbackServer(_Handler, routes).running() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def _url_rows(server) -> list[dict]:
