@@ -30,6 +30,8 @@ Exit status 1 if any crash, hang, unaccounted file or unexpected outcome was see
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -47,7 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, header  # noqa: E402
 
 MAKE = ROOT / "scripts" / "make-hostile-corpus"
-LIST_NAME = ".hostile.jsonl"
+
+
+def _load_maker():
+    loader = importlib.machinery.SourceFileLoader("make_hostile_corpus", str(MAKE))
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(mod)
+    return mod
+
+
+maker = _load_maker()  # the corpus's own listing reader and path rules
 OK_EXITS = (0, 1, 2)
 
 
@@ -183,18 +194,6 @@ def reason_family(reason: str) -> str:
     return head[:60] or reason[:60]
 
 
-def accounted(path: str, outcomes: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
-    """The outcome of ``path``, or of the nearest folder above it that was reported (could not be listed)."""
-    if path in outcomes:
-        return outcomes[path]
-    parts = path.split("/")
-    for k in range(len(parts) - 1, 0, -1):
-        o = outcomes.get("/".join(parts[:k]))
-        if o is not None and o[0] == "failed":
-            return o
-    return None
-
-
 def expected_ok(expect: str, outcome: tuple[str, str]) -> bool:
     status, kind = outcome
     if expect == "hashed":
@@ -211,7 +210,7 @@ def tally(name: str, files: list[dict], outcomes: dict[str, tuple[str, str]], re
     kinds: Counter = Counter()
     missing, unexpected = [], []
     for r in files:
-        o = accounted(r["path"], outcomes)
+        o = maker.outcome_of(r["path"], outcomes)
         if o is None:
             missing.append(r["path"])
             continue
@@ -365,7 +364,7 @@ def main() -> int:
             print(make.stdout, make.stderr)
             return 2
         print(make.stdout.rstrip())
-        listing = [json.loads(line) for line in open(corpus / LIST_NAME, encoding="utf-8")]
+        listing = maker.read_listing(corpus)
         files = [r for r in listing if r["expect"] != "not_a_file"]
         print(f"# corpus written in {time.monotonic() - t0:.1f} s: {len(files)} files "
               f"({len(listing) - len(files)} directory entries)")

@@ -60,24 +60,12 @@ def _files(listing: list[dict]) -> list[dict]:
     return [r for r in listing if r["expect"] != "not_a_file"]
 
 
-def _outcome(path: str, outcomes: dict[str, tuple[str, str, str]]):
-    """The outcome of ``path`` or of the folder above it that was reported (a folder that cannot be listed)."""
-    if path in outcomes:
-        return outcomes[path]
-    parts = path.split("/")
-    for k in range(len(parts) - 1, 0, -1):
-        o = outcomes.get("/".join(parts[:k]))
-        if o is not None and o[0] == "failed":
-            return o
-    return None
-
-
 def _check(files: list[dict], outcomes: dict[str, tuple[str, str, str]]) -> None:
-    missing = [r["path"] for r in files if _outcome(r["path"], outcomes) is None]
+    missing = [r["path"] for r in files if maker.outcome_of(r["path"], outcomes) is None]
     assert not missing, f"neither hashed nor reported: {missing}"
     wrong = []
     for r in files:
-        status, kind, reason = _outcome(r["path"], outcomes)
+        status, kind, reason = maker.outcome_of(r["path"], outcomes)
         if status == "failed":
             assert reason.strip(), r["path"]
         ok = {"hashed": status == "ok", "too_large": (status, kind) == ("failed", "too_large"),
