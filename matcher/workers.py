@@ -88,19 +88,19 @@ class Task:
 
 
 class Workers:
-    """Worker processes for a search (``n`` = 0: everything in this process) that outlive a dead worker.
+    """Worker processes (``n`` = 0: everything in this process) that outlive a dead worker.
 
     A worker killed mid-task (the OOM killer, a decoder that crashes) breaks the whole process pool: every
     task in flight fails with BrokenProcessPool. :meth:`rerun` replaces the pool once per breakage and runs
     a failed call again on its own; a call that kills its worker a second time gets the caller's ``crashed``
-    value instead (a per-file error), and the search goes on.
+    value instead (a per-file error), and the work goes on. A search uses it directly; ``add`` and
+    ``filter`` through :class:`Batches`.
     """
 
     def __init__(self, n: int):
         self.n = n
         self.pool = make_pool(n) if n > 0 else None
         self.generation = 0
-        self.restarts = 0
 
     def submit(self, fn, *args) -> Task:
         from concurrent.futures.process import BrokenProcessPool
@@ -110,69 +110,66 @@ class Workers:
         try:
             fut = self.pool.submit(fn, *args)
         except BrokenProcessPool:  # a worker died since the last task we looked at: replace the pool now
-            self._renew(self.generation)
+            self.renew()
             fut = self.pool.submit(fn, *args)
         return Task(fn, args, fut, self.generation)
 
-    def _renew(self, generation: int) -> None:
-        if generation != self.generation or self.pool is None:
-            return  # replaced already since that task was submitted
+    def renew(self) -> None:
+        """A new pool; the tasks in flight on the old one are cancelled or fail."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = make_pool(self.n)
         self.generation += 1
-        self.restarts += 1
 
     def rerun(self, task: Task, crashed: Any, args: tuple | None = None) -> Any:
         """``task`` failed with BrokenProcessPool: run its call (or the same function on ``args``) alone on
         a fresh pool; its value, or ``crashed`` if the worker dies again."""
         from concurrent.futures.process import BrokenProcessPool
 
-        self._renew(task.generation)
+        if task.generation == self.generation:
+            self.renew()  # else replaced already since that task was submitted
         again = self.submit(task.fn, *(task.args if args is None else args))
         try:
             return again.result()
         except BrokenProcessPool:
-            self._renew(again.generation)
+            if again.generation == self.generation:
+                self.renew()
             return crashed
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+            self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class Batches:
-    """Batches of files for one worker function, run on worker processes (in this process if ``workers`` is 0),
-    at most ``3 x workers`` in flight; ``done(item, outcome)`` receives each file's outcome as batches finish.
+    """Batches of files for one worker function, run on :class:`Workers` (in this process if ``workers`` is
+    0), at most ``3 x workers`` in flight; ``done(item, outcome)`` receives each file's outcome as batches
+    finish.
 
     ``task`` is ``(fn, *leading)``: ``fn(*leading, payloads)`` returns one outcome per payload. A worker that
-    dies (a decoder that crashes, the OOM killer) fails every batch in flight: their files run again one at
-    a time, each alone on a new pool, and a file that kills its worker a second time gets ``("err",
-    CRASH_REASON, "crash")``. Used by ``add`` and ``filter``; a search uses :class:`Workers`.
+    dies fails every batch in flight: their files run again one at a time, each alone on a new pool
+    (:meth:`Workers.rerun`), so that only a file that kills its worker a second time gets ``("err",
+    CRASH_REASON, "crash")``. Used by ``add`` and ``filter``.
     """
 
     def __init__(self, workers: int, task: tuple, done):
         self.workers, self.task, self.done = workers, task, done
-        self.pool = make_pool(workers) if workers > 0 else None
-        self.inflight: dict = {}  # future -> (items, payloads)
+        self.pool = Workers(workers)
+        self.inflight: dict = {}  # future -> (Task, items, payloads)
         self.max_inflight = max(2, 3 * workers)
 
     def idle_workers(self) -> bool:
         """Fewer batches in flight than workers: a caller may hand over a small batch now."""
-        return self.pool is not None and len(self.inflight) < self.workers
+        return self.pool.pool is not None and len(self.inflight) < self.workers
 
     def submit(self, items: list, payloads: list) -> None:
-        if self.pool is None:
-            for item, out in zip(items, self.task[0](*self.task[1:], payloads)):
-                self.done(item, out)
-            return
-        from concurrent.futures.process import BrokenProcessPool
-
         while len(self.inflight) >= self.max_inflight:
             self.harvest(block=True)
-        try:
-            self.inflight[self.pool.submit(*self.task, payloads)] = (items, payloads)
-        except BrokenProcessPool:  # a worker died since the last harvest: this batch goes with those in flight
-            self._recover([(items, payloads)])
+        t = self.pool.submit(*self.task, payloads)
+        if t.future is None:  # computed in this process
+            for item, out in zip(items, t.result()):
+                self.done(item, out)
+        else:
+            self.inflight[t.future] = (t, items, payloads)
 
     def harvest(self, block: bool = False) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -185,43 +182,32 @@ class Batches:
         for fut in finished:
             job = self.inflight.pop(fut)
             try:
-                outs = fut.result()
+                outs = job[0].result()
             except BrokenProcessPool:
                 broken.append(job)
                 continue
-            for item, out in zip(job[0], outs):
+            for item, out in zip(job[1], outs):
                 self.done(item, out)
         if broken:
             self._recover(broken)
 
     def _recover(self, broken: list) -> None:
-        """Every batch in flight failed: run their files one at a time, each alone on the pool, so that the
-        file that kills its worker is the one reported (its batch-mates are hashed)."""
-        from concurrent.futures.process import BrokenProcessPool
-
+        """Every batch in flight failed or is dropped: their files run one at a time, each alone on the
+        pool, so that the file that kills its worker is the one reported (its batch-mates are hashed)."""
         broken += list(self.inflight.values())
         self.inflight.clear()
-        self._renew()
-        for items, payloads in broken:
+        self.pool.renew()  # nothing else runs beside the files run alone
+        for t, items, payloads in broken:
             for item, payload in zip(items, payloads):
-                try:
-                    (out,) = self.pool.submit(*self.task, [payload]).result()
-                except BrokenProcessPool:
-                    out = ("err", CRASH_REASON, "crash")
-                    self._renew()
+                (out,) = self.pool.rerun(t, [("err", CRASH_REASON, "crash")], (*self.task[1:], [payload]))
                 self.done(item, out)
-
-    def _renew(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = make_pool(self.workers)
 
     def drain(self) -> None:
         while self.inflight:
             self.harvest(block=True)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
