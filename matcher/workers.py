@@ -101,6 +101,7 @@ class Workers:
         self.n = n
         self.pool = make_pool(n) if n > 0 else None
         self.generation = 0
+        self.retired: list = []  # replaced pools, joined at shutdown (left running, Python's exit hook trips on them)
 
     def submit(self, fn, *args) -> Task:
         from concurrent.futures.process import BrokenProcessPool
@@ -117,6 +118,7 @@ class Workers:
     def renew(self) -> None:
         """A new pool; the tasks in flight on the old one are cancelled or fail."""
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.retired.append(self.pool)
         self.pool = make_pool(self.n)
         self.generation += 1
 
@@ -135,9 +137,11 @@ class Workers:
                 self.renew()
             return crashed
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown(wait=wait, cancel_futures=True)
+            self.pool.shutdown(cancel_futures=True)
+        for old in self.retired:
+            old.shutdown()
 
 
 class Batches:
