@@ -165,7 +165,6 @@ class _Index:
     def __init__(self, index_dir: str | os.PathLike, recheck: float = 2.0):
         self.dir = Path(index_dir)
         self.recheck = recheck
-        self.reloads = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="matcher-index")
         self.store: IndexStore = self.pool.submit(IndexStore.open, index_dir).result()
         self.pool.submit(self._settle).result()
@@ -204,7 +203,6 @@ class _Index:
             return
         old, self.store = self.store, new
         self._settle()
-        self.reloads += 1
         old.close()
         log.info("index reopened (%d entries)", self.overview["entries"])
 
