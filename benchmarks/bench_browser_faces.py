@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The browser's face detector (matcher/web/static/faces.js) vs OpenCV (matcher.faces.detect_faces).
+"""The browser's face detector (matcher/web/static/faces.js) vs OpenCV (matcher.imaging.faces.detect_faces).
 
 Every picture is turned into the CLI's greyscale working image (draft decode, <= 512 px, as
 `matcher search` does), then searched for faces by OpenCV in this process and by faces.js in a
@@ -34,11 +34,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, header, photos  # noqa: E402
 
-from matcher.faces import detect_faces  # noqa: E402
-from matcher.images import DEFAULT_LIMITS, load_image  # noqa: E402
-from matcher.recipe import recipe  # noqa: E402
+from matcher.imaging.faces import detect_faces  # noqa: E402
+from matcher.imaging.images import DEFAULT_LIMITS, load_image  # noqa: E402
+from matcher.engine.recipe import recipe  # noqa: E402
 from matcher.web.cascade import cascade_json  # noqa: E402
-from matcher.workers import QUERY_DRAFT, QUERY_SIDE  # noqa: E402
+from matcher.pipeline.photo import QUERY_DRAFT, QUERY_SIDE  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CORPUS = Path(os.environ.get("MATCHER_BENCH_CORPUS", Path.home() / ".cache/matcher/bench-corpus"))

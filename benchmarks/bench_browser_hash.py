@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The web check's browser hasher (matcher/web/static/hasher.js) against the CLI's query side.
 
-For every photo: the CLI hashes it (matcher.workers.query_one: working image, faces, ~150 variant
+For every photo: the CLI hashes it (matcher.pipeline.photo.query_one: working image, faces, ~150 variant
 codes); a headless Chromium decodes the same file with hasher.js and hashes it with the CLI's faces
 (face detection in the page is faces.js, not measured here). Reported:
 
@@ -37,10 +37,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, ROOT, header, photos  # noqa: E402
 
-from matcher.hashers import get_hasher  # noqa: E402
-from matcher.images import DEFAULT_LIMITS  # noqa: E402
-from matcher.recipe import recipe  # noqa: E402
-from matcher.workers import query_one  # noqa: E402
+from matcher.hashing.hashers import get_hasher  # noqa: E402
+from matcher.imaging.images import DEFAULT_LIMITS  # noqa: E402
+from matcher.engine.recipe import recipe  # noqa: E402
+from matcher.pipeline.photo import query_one  # noqa: E402
 
 STATIC = ROOT / "matcher" / "web" / "static"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -73,8 +73,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def exact_boxes(rec: dict) -> dict:
-    from matcher import regions
-
+    from matcher.imaging import regions
     exact = {f"{dn}/{bn}": list(box) for dn in regions.DIHEDRAL
              for bn, box in regions.query_boxes(fine=dn in ("id", "mirror")).items()}
     for v in rec["variants"]:
@@ -125,7 +124,7 @@ def main() -> None:
            recipe=f"version {rec['version']}, {len(rec['variants'])} variant specs, query_draft {rec['query_draft']}, "
                   f"query_side {rec['query_side']}, hash_side {rec['hash_side']}, small_side {rec['small_side']}, "
                   f"min_detail {rec['min_detail']}" + (", boxes unrounded (--exact-boxes)" if args.exact_boxes else ""),
-           faces="the CLI's (Haar, matcher.faces) given to both sides")
+           faces="the CLI's (Haar, matcher.imaging.faces) given to both sides")
     page = browser.new_page()
     page.goto(f"http://127.0.0.1:{srv.server_address[1]}/")
     page.evaluate("""async () => {

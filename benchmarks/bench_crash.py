@@ -124,7 +124,7 @@ def main() -> None:
         def prepare(ep: int, index: Path) -> str:
             if ep % 3:
                 return ""
-            from matcher.matcher import remove
+            from matcher.engine.api import remove
 
             shutil.copytree(ref, index)
             n = remove(index, dataset=ck.DISK)["items"]

@@ -1,7 +1,7 @@
 """``matcher duplicates`` at scale: cost per item on a synthetic index of N items (e.g. 100K and 1M).
 
 The index is a real index directory (meta + SQLite catalog in matcher's schema + FAISS laid out for its
-size, through :class:`matcher.store.IndexStore`), with one 'full' entry and one 64x64 verification
+size, through :class:`matcher.index.store.IndexStore`), with one 'full' entry and one 64x64 verification
 thumbnail per item:
 
 * **bulk items** (all but the planted ones): seeded random 64-bit codes, and a thumbnail from a pool of
@@ -12,7 +12,7 @@ thumbnail per item:
   thumbnailed from its own pixels as the dataset side does. They are what the run must find, and they
   give verification real work: every candidate pair is aligned and scored.
 
-Then :func:`matcher.duplicates.find_duplicates` runs in-process (verification on ``--workers``
+Then :func:`matcher.engine.duplicates.find_duplicates` runs in-process (verification on ``--workers``
 processes), with the thumbnail edits searched (default) and without (``--no-variants``, stored codes
 only). Reported per run: load (catalog scan), search (codes + range search), verify, total, per item,
 RSS growth, candidate pairs, and recall of the planted groups (a planted group counts when it comes out
@@ -44,11 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import header  # noqa: E402
 
-from matcher.duplicates import find_duplicates  # noqa: E402
-from matcher.hashers.phash import phash_pixels  # noqa: E402
-from matcher.matcher import DEFAULT_THRESHOLD  # noqa: E402
-from matcher.store import IndexStore  # noqa: E402
-from matcher.verify import DEFAULT_MIN_SCORE, encode_thumb, thumb_array  # noqa: E402
+from matcher.engine.duplicates import find_duplicates  # noqa: E402
+from matcher.hashing.hashers.phash import phash_pixels  # noqa: E402
+from matcher.engine.api import DEFAULT_THRESHOLD  # noqa: E402
+from matcher.index.store import IndexStore  # noqa: E402
+from matcher.hashing.verify import DEFAULT_MIN_SCORE, encode_thumb, thumb_array  # noqa: E402
 
 
 

@@ -45,8 +45,8 @@ class _Server(ThreadingHTTPServer):
 
 
 def run(mode: str, manifest: Path, work: Path, shard_size: int) -> tuple[float, int]:
-    from matcher.fetch import FetchSettings
-    from matcher.sources import ManifestSource
+    from matcher.ingest.fetch import FetchSettings
+    from matcher.ingest.sources import ManifestSource
 
     fetch = FetchSettings(allow_private=True)
     index = work / f"index-{mode}"
@@ -54,24 +54,24 @@ def run(mode: str, manifest: Path, work: Path, shard_size: int) -> tuple[float, 
     if mode == "dask":
         from distributed import LocalCluster
 
-        from matcher.shards import DaskEngine
+        from matcher.ingest.shards import DaskEngine
 
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
         engine = DaskEngine(cluster.scheduler_address)
-        engine.client.run(lambda: __import__("matcher.shards") and None)  # imports before the clock starts
+        engine.client.run(lambda: __import__("matcher.ingest.shards") and None)  # imports before the clock starts
     t = time.monotonic()
     try:
         if mode == "local":
-            from matcher.matcher import add
+            from matcher.engine.api import add
 
             stats = add(index, [ManifestSource(manifest)], fetch=fetch, workers=2)
         elif mode == "pool":
-            from matcher.shards import PoolEngine, add_sharded
+            from matcher.ingest.shards import PoolEngine, add_sharded
 
             with PoolEngine(2) as pool:
                 stats = add_sharded(index, [ManifestSource(manifest)], pool, fetch=fetch, shard_size=shard_size)
         else:
-            from matcher.shards import add_sharded
+            from matcher.ingest.shards import add_sharded
 
             stats = add_sharded(index, [ManifestSource(manifest)], engine, fetch=fetch, shard_size=shard_size)
         dt = time.monotonic() - t

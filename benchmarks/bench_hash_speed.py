@@ -5,7 +5,7 @@ Same photos, same process, interleaved round by round, best of --repeat rounds (
 (../shared/get-bench-photos), re-encoded once into a temp folder as 12 MP JPEGs
 (4000x3000, q90) and as web-size JPEGs (640 and 1024 px long side, q85), so every size is a real photo.
 The floor is Pillow's draft decode of each file (what the issue measures against); the same decode through
-simplejpeg (libjpeg-turbo without Pillow's Python, the scale matcher.jpeg uses) is shown beside it.
+simplejpeg (libjpeg-turbo without Pillow's Python, the scale matcher.imaging.jpeg uses) is shown beside it.
 Also reports the bits by which draft decoding differs from a full decode, and the whole per-image
 work of `matcher add` (regions, codes, thumbnails) and of `matcher search` (faces, ~120 variants).
 
@@ -28,9 +28,9 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, header, photos  # noqa: E402
 
-from matcher.hashers import PHash  # noqa: E402
-from matcher.images import DEFAULT_LIMITS  # noqa: E402
-from matcher.workers import index_one, query_one  # noqa: E402
+from matcher.hashing.hashers import PHash  # noqa: E402
+from matcher.imaging.images import DEFAULT_LIMITS  # noqa: E402
+from matcher.pipeline.photo import index_one, query_one  # noqa: E402
 
 
 def make_set(src: list[Path], out: Path, size: tuple[int, int] | int, quality: int) -> list[Path]:

@@ -267,9 +267,9 @@ def search_outcomes(run: Run, corpus: Path) -> tuple[dict[str, tuple[str, str]],
 
 PER_FILE = r"""
 import json, sys, time, resource
-from matcher.hashers import get_hasher
-from matcher.images import DEFAULT_LIMITS, iter_image_files
-from matcher.workers import index_one, query_one
+from matcher.hashing.hashers import get_hasher
+from matcher.imaging.images import DEFAULT_LIMITS, iter_image_files
+from matcher.pipeline.photo import index_one, query_one
 h = get_hasher("phash")
 root = sys.argv[1]
 for p in iter_image_files(root):

@@ -90,7 +90,7 @@ def cpu_seconds(pid: int) -> float:
 
 def download_only(urls: list[str]) -> float:
     """Seconds to fetch every URL with matcher's fetcher (bodies discarded)."""
-    from matcher.fetch import FetchSettings, fetch_iter
+    from matcher.ingest.fetch import FetchSettings, fetch_iter
 
     settings = FetchSettings(allow_private=True)
     t = time.perf_counter()
@@ -106,9 +106,9 @@ def hash_only(files: list[Path], workers: int) -> float:
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
-    from matcher.hashers import PHash
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.workers import HashSpec, index_batch
+    from matcher.hashing.hashers import PHash
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.pipeline.photo import HashSpec, index_batch
 
     spec = HashSpec.of(PHash(), True, DEFAULT_LIMITS)
     chunks = [[str(f) for f in files[i : i + 16]] for i in range(0, len(files), 16)]

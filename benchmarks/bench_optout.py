@@ -8,7 +8,7 @@ A registry is built from the bench corpus' photos (``benchmarks/get-bench-corpus
 ~/.cache/matcher/bench-corpus): every original (the ~10% held out by the split have no copies: any
 drop charged to them is false), every face photo and the first shot of every same-scene pair. The
 dataset screened against it holds one seeded copy of each member original per transform of
-:mod:`matcher.transforms` (as ``matcher bench`` plants them), a tight face crop of each face photo,
+:mod:`matcher.imaging.transforms` (as ``matcher bench`` plants them), a tight face crop of each face photo,
 the second shot of each same-scene pair, and the real distractors.
 
 Reported:
@@ -51,11 +51,11 @@ import numpy as np  # noqa: E402
 from common import header, photos  # noqa: E402
 
 from matcher import transforms as T  # noqa: E402
-from matcher.bench import FACE_FAMILY, plant_copies, same_scene_pairs  # noqa: E402
-from matcher.images import DEFAULT_LIMITS  # noqa: E402
-from matcher.optout import (DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, MAX_TRIES, Registry,  # noqa: E402
+from matcher.bench.run import FACE_FAMILY, plant_copies, same_scene_pairs  # noqa: E402
+from matcher.imaging.images import DEFAULT_LIMITS  # noqa: E402
+from matcher.optout.registry import (DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, MAX_TRIES, Registry,  # noqa: E402
                             RegistryEntry, Screen, _hasher, filter_batch, filter_manifest, register_photos)
-from matcher.workers import HashSpec, index_batch, make_pool  # noqa: E402
+from matcher.pipeline.photo import HashSpec, index_batch, make_pool  # noqa: E402
 
 CORPUS = Path(os.environ.get("MATCHER_BENCH_CORPUS", Path.home() / ".cache/matcher/bench-corpus"))
 OUT = Path.home() / ".cache/matcher/bench-optout"
@@ -179,8 +179,8 @@ def per_image_costs(paths: list[str], reg: Registry, n: int, seed: int) -> dict:
 def confirm_cost(rows: list[dict], cands_all: list, reg: Registry, n: int = 200) -> dict:
     """Time to confirm one candidate try as ``filter`` does (alignment search, shortcuts included), on tries
     the sweep found: those of distractors (different photos: the cost at scale) and those of copies."""
-    from matcher.optout import GIVE_UP, confirm_distance
-    from matcher.workers import dataset_region
+    from matcher.optout.registry import GIVE_UP, confirm_distance
+    from matcher.pipeline.photo import dataset_region
 
     comp = reg.compiled()
     ref_of = {(reg.entries[o].id, k): comp.confirms[i] for i, (o, k) in enumerate(zip(comp.owner, comp.kinds))}
@@ -209,7 +209,7 @@ def confirm_cost(rows: list[dict], cands_all: list, reg: Registry, n: int = 200)
 
 def scale_lookup(sizes: list[int], codes_per_photo: int, seed: int) -> list[dict]:
     """Candidate lookup (flat FAISS range search, 1.3 dataset entries per image) against N photos' codes."""
-    from matcher.index import BinaryIndex
+    from matcher.index.binary import BinaryIndex
 
     rng = np.random.default_rng(seed)
     out = []
@@ -317,9 +317,9 @@ def main() -> None:
 
     thumbs = None
     if not a.no_index:
-        from matcher.matcher import add
-        from matcher.optout import remove_registered
-        from matcher.sources import open_source
+        from matcher.engine.api import add
+        from matcher.optout.registry import remove_registered
+        from matcher.ingest.sources import open_source
 
         log("index of the dataset, then remove --registry on thumbnails only")
         idx = a.out / "index"

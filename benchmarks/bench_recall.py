@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, header, photos  # noqa: E402
 
-from matcher.bench import (PDQ_BASELINE, PHASH_BASELINE, SWEEP_MAX, print_table, run_bench,  # noqa: E402
+from matcher.bench.run import (PDQ_BASELINE, PHASH_BASELINE, SWEEP_MAX, print_table, run_bench,  # noqa: E402
                            write_reports)
-from matcher.matcher import DEFAULT_THRESHOLD  # noqa: E402
+from matcher.engine.api import DEFAULT_THRESHOLD  # noqa: E402
 
 CORPUS = Path(os.environ.get("MATCHER_BENCH_CORPUS", Path.home() / ".cache/matcher/bench-corpus"))
 OUT = Path.home() / ".cache/matcher/bench-out"
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--transforms", help="comma-separated subset of matcher.transforms.TRANSFORMS")
+    ap.add_argument("--transforms", help="comma-separated subset of matcher.imaging.transforms.TRANSFORMS")
     ap.add_argument("--max-distractors", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--latency-sample", type=int, default=50)

@@ -111,12 +111,12 @@ def _decode(p: str) -> None:
 
 
 def _decode_faces(p: str) -> int:
-    """The first two steps of a search, as matcher.workers.query_one takes them: decode, find faces."""
+    """The first two steps of a search, as matcher.pipeline.photo.query_one takes them: decode, find faces."""
     import numpy as np
 
-    from matcher.faces import detect_faces
-    from matcher.images import load_image
-    from matcher.workers import QUERY_DRAFT, QUERY_SIDE
+    from matcher.imaging.faces import detect_faces
+    from matcher.imaging.images import load_image
+    from matcher.pipeline.photo import QUERY_DRAFT, QUERY_SIDE
 
     img = load_image(p, draft=("L", QUERY_DRAFT)).image.convert("L")
     img.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)

@@ -12,7 +12,7 @@ Single queries run with one OpenMP thread (``--threads``), batches and builds wi
 threads sleep while waiting (OMP_WAIT_POLICY=PASSIVE, as matcher/index.py sets): with spinning threads a
 1M IVF build on this shared 2-core machine took 28 s with 2 threads against 1 s with one.
 
-Then (``--catalog-rows``) a real SQLite catalog (matcher.catalog's schema) of that many synthetic
+Then (``--catalog-rows``) a real SQLite catalog (matcher.index.catalog's schema) of that many synthetic
 items, one entry each, built under ``--work`` (kept and reused between runs): the time to look up
 the metadata of a result page (``--page`` entry ids, the query the engine runs per search).
 
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import header  # noqa: E402
 
-from matcher.catalog import Catalog  # noqa: E402
-from matcher.index import BinaryIndex, choose_layout, ivf_nlist, ivf_nprobe  # noqa: E402
-from matcher.matcher import DEFAULT_THRESHOLD  # noqa: E402
+from matcher.index.catalog import Catalog  # noqa: E402
+from matcher.index.binary import BinaryIndex, choose_layout, ivf_nlist, ivf_nprobe  # noqa: E402
+from matcher.engine.api import DEFAULT_THRESHOLD  # noqa: E402
 
 MAX_PLANT_DISTANCE = 10
 
@@ -164,7 +164,7 @@ def run_size(n: int, args) -> list[dict]:
 
 
 def build_catalog(path: Path, rows: int) -> float:
-    """A catalog with ``rows`` synthetic items (one 'full' entry each), through matcher.catalog's schema.
+    """A catalog with ``rows`` synthetic items (one 'full' entry each), through matcher.index.catalog's schema.
 
     Resumable (1M rows per transaction). Entry codes are random blobs and there are no verification
     thumbnails: 64x64 thumbnails (4 KB each) would make a 100M-row catalog 400 GB.

@@ -58,11 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search_scale import MAX_PLANT_DISTANCE, make_codes, pct  # noqa: E402
 from common import header  # noqa: E402
 
-from matcher.catalog import ItemRecord  # noqa: E402
-from matcher.matcher import DEFAULT_THRESHOLD  # noqa: E402
-from matcher.recipe import recipe  # noqa: E402
-from matcher.store import IndexStore  # noqa: E402
-from matcher.verify import THUMB, encode_thumb  # noqa: E402
+from matcher.index.catalog import ItemRecord  # noqa: E402
+from matcher.engine.api import DEFAULT_THRESHOLD  # noqa: E402
+from matcher.engine.recipe import recipe  # noqa: E402
+from matcher.index.store import IndexStore  # noqa: E402
+from matcher.hashing.verify import THUMB, encode_thumb  # noqa: E402
 
 DATASET = "synthetic"
 QUICK = {"items": 20_000, "clients": 10, "duration": 5.0, "query_photos": 50, "request_timeout": 10.0,

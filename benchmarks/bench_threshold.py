@@ -27,8 +27,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, ROOT, SHARED, header, photos  # noqa: E402
 
-from matcher.hashers import PHash  # noqa: E402
-from matcher.images import load_image  # noqa: E402
+from matcher.hashing.hashers import PHash  # noqa: E402
+from matcher.imaging.images import load_image  # noqa: E402
 
 H, V = PHash(), PHash(hash_size=16)  # the 64-bit index hash, and a 256-bit pHash as a candidate verifier
 
@@ -136,7 +136,7 @@ def main() -> None:
     print("\nclosest pairs of different photos (64-bit, 256-bit):")
     for d64, d256, pa, pb in sorted(pairs)[:12]:
         print(f"  {d64:3d} {d256:4d}  {Path(pa).name} ~ {Path(pb).name}")
-    from matcher.matcher import DEFAULT_THRESHOLD as T
+    from matcher.engine.api import DEFAULT_THRESHOLD as T
 
     VT = 44  # the 256-bit verification threshold of matcher 0.1's first design (since replaced: README)
     print(f"\npairs of different photos within 64-bit <= {T} (256-bit shown, rejected above {VT}):")

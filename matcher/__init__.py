@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from matcher.errors import (  # noqa: E402
     CatalogError,
     FetchError,
     ImageTooLarge,
@@ -18,7 +18,7 @@ from .errors import (  # noqa: E402
     MatcherError,
     UnreadableImage,
 )
-from .hashes import Hash  # noqa: E402
+from matcher.hashing.hashes import Hash  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -1,3 +1,3 @@
-from .cli import main
+from matcher.cli import main
 
 main()

@@ -71,7 +71,7 @@ class QueryResult:
     """The answer for one query photo: its matches, or the error that stopped it being read.
 
     ``query`` None: not a photo but the items listed under the searcher's Flickr identity that no
-    photo matched (:mod:`matcher.identities`)."""
+    photo matched (:mod:`matcher.provenance.identities`)."""
 
     query: str | None
     matches: list[Match] = field(default_factory=list)

@@ -46,9 +46,9 @@ if str(HERE) not in sys.path:
 
 from conftest import LoopbackHandler, LoopbackServer  # noqa: E402
 
-from matcher.catalog import Catalog  # noqa: E402
-from matcher.index import BinaryIndex, read_trailer  # noqa: E402
-from matcher.store import IndexStore  # noqa: E402
+from matcher.index.catalog import Catalog  # noqa: E402
+from matcher.index.binary import BinaryIndex, read_trailer  # noqa: E402
+from matcher.index.store import IndexStore  # noqa: E402
 
 WEB, DISK = "web", "disk"  # the two datasets: a manifest of URLs (loopback server), a folder of files
 
@@ -313,7 +313,7 @@ def cli_info_inprocess(index: Path) -> tuple[int, str]:
     """``matcher info --json`` through click's runner: the CLI's own code, without a process start."""
     from click.testing import CliRunner
 
-    from matcher.cli import main
+    from matcher.cli.main import main
 
     r = CliRunner().invoke(main, ["info", "--index", str(index), "--json"])
     return r.exit_code, r.stdout if r.exit_code == 0 else (r.output + (repr(r.exception) if r.exception else ""))
@@ -648,7 +648,7 @@ def add_campaign(op: str, args_for: Callable[[Path], list[str]], kills: list[Kil
 
 def with_tombstones(base: Path, dst: Path, n: int, rng: random.Random) -> dict[tuple[str, str], bytes]:
     """A copy of ``base`` with ``n`` random hashed items removed (through the library): their full codes."""
-    from matcher.matcher import remove
+    from matcher.engine.api import remove
 
     shutil.copytree(base, dst)
     ok = sorted(k for k, (st, _) in snapshot(dst).items() if st == "ok" and k[0] == DISK)

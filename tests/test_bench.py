@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from matcher import transforms as T
-from matcher.bench import (FACE_TRANSFORM, CopyRow, Query, Truth, plant_copies, same_scene_pairs, score,
+from matcher.imaging import transforms as T
+from matcher.bench.run import (FACE_TRANSFORM, CopyRow, Query, Truth, plant_copies, same_scene_pairs, score,
                            sniff_ext)
-from matcher.cli import main
+from matcher.cli.main import main
 
 TRANSFORMS = ["resize_256", "mirror", "crop_center_10", "caption"]  # benign, dihedral, crop, overlay
 

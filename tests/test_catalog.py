@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from matcher.catalog import Catalog, ItemRecord
+from matcher.index.catalog import Catalog, ItemRecord
 from matcher.errors import CatalogError
 
 

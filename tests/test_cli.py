@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import catalog_sql, check_entry_kinds, run_matcher
-from matcher.regions import FACE_SCALES, query_variants
-from matcher.report import CSV_COLUMNS
-from matcher.detail import DEFAULT_MAX_MOTION
-from matcher.verify import DEFAULT_MIN_SCORE
+from matcher.imaging.regions import FACE_SCALES, query_variants
+from matcher.report.formats import CSV_COLUMNS
+from matcher.hashing.detail import DEFAULT_MAX_MOTION
+from matcher.hashing.verify import DEFAULT_MIN_SCORE
 
 MATCH_KEYS = {"dataset", "key", "url", "path", "distance", "owner", "license", "evidence"}
 #: Items in sample/manifest.csv (one per row).

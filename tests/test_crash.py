@@ -28,10 +28,10 @@ from PIL import Image, ImageOps
 from conftest import check_entry_kinds, run_matcher
 from crashkit import proc_state
 from matcher.errors import CatalogError
-from matcher.index import read_trailer
-from matcher.matcher import add, search
-from matcher.sources import FolderSource
-from matcher.store import IndexStore
+from matcher.index.binary import read_trailer
+from matcher.engine.api import add, search
+from matcher.ingest.sources import FolderSource
+from matcher.index.store import IndexStore
 
 N_FILES = 360
 #: What an index entry can be computed from: the whole image, the photo inside padding, or inside a frame.
@@ -395,7 +395,7 @@ def test_a_failure_after_a_commit_does_not_record_the_batch_again(tmp_path, smal
     """An exception between a batch's catalog commit and the end of Pipeline.flush() (here a real
     OSError from the periodic FAISS save; in the wild also a Ctrl-C landing just after a commit)
     must not make ingest's cleanup record the same, already committed, batch a second time."""
-    from matcher.ingest import ingest
+    from matcher.ingest.run import ingest
 
     a, _ = small_folders
     index = tmp_path / "index"
@@ -590,7 +590,7 @@ def test_reconcile_after_crash_before_faiss_save(tmp_path, small_folders):
 
 def _faiss_file(index: Path):
     """The index's FAISS file, loaded on its own (changed and saved back by the tests below)."""
-    from matcher.index import BinaryIndex
+    from matcher.index.binary import BinaryIndex
 
     return BinaryIndex.load(index / "index.faiss", 64)
 

@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 
 from conftest import LoopbackHandler, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
-from matcher.fetch import FetchSettings
-from matcher.shards import PoolEngine, add_sharded
-from matcher.sources import ManifestSource
+from matcher.ingest.fetch import FetchSettings
+from matcher.ingest.shards import PoolEngine, add_sharded
+from matcher.ingest.sources import ManifestSource
 
 distributed = pytest.importorskip("distributed")
 
@@ -313,9 +313,9 @@ def test_bad_scheduler_is_a_clear_error(tmp_path, manifest, scheduler, message):
 
 def test_folder_rows_are_read_on_the_workers(tmp_path, cluster, sample):
     """Rows with a local path are hashed from the file by the worker (same machine here: a shared mount)."""
-    from matcher.matcher import add
-    from matcher.shards import DaskEngine
-    from matcher.sources import FolderSource
+    from matcher.engine.api import add
+    from matcher.ingest.shards import DaskEngine
+    from matcher.ingest.sources import FolderSource
 
     lc, _ = cluster
     add(tmp_path / "local", [FolderSource(sample / "dataset")], workers=2)
@@ -333,7 +333,7 @@ def test_shard_failing_every_attempt_is_reported_and_the_rest_kept(tmp_path, clu
 
     Run through the library in a thread (fewer kills than the CLI's 3 retries need: LocalCluster's
     worker management can drop a nanny when its workers are killed in quick succession)."""
-    from matcher.shards import DaskEngine, ShardsFailed
+    from matcher.ingest.shards import DaskEngine, ShardsFailed
 
     lc, client = cluster
     client.wait_for_workers(2, timeout=60)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
-from matcher.catalog import Catalog
+from matcher.index.catalog import Catalog
 from matcher.errors import CatalogError
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from matcher.detail import DEFAULT_MAX_MOTION, residual_motion
-from matcher.matcher import add, search
-from matcher.sources import FolderSource
-from matcher.store import IndexStore
+from matcher.hashing.detail import DEFAULT_MAX_MOTION, residual_motion
+from matcher.engine.api import add, search
+from matcher.ingest.sources import FolderSource
+from matcher.index.store import IndexStore
 
 FRAMES = Path(__file__).parent / "data" / "frames"
 SCENES = ("rubberwhale", "basketball")

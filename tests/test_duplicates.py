@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, SAMPLE, run_matcher
-from matcher import transforms
-from matcher.duplicates import Link, components
-from matcher.verify import DEFAULT_MIN_SCORE
+from matcher.imaging import transforms
+from matcher.engine.duplicates import Link, components
+from matcher.hashing.verify import DEFAULT_MIN_SCORE
 
 FRAMES = Path(__file__).parent / "data" / "frames"
 COLUMNS = ["group", "group_size", "item_id", "dataset", "key", "url", "page_url", "owner", "distance", "score",
@@ -348,9 +348,9 @@ def test_options_named_in_the_draft_exist():
 def test_index_without_thumbnails_pairs_by_distance(tmp_path):
     """An index built without regions keeps no thumbnails: pairs are grouped on the hash distance alone,
     and say so; the cabinets photographed alike (4 bits apart) are then grouped too."""
-    from matcher.matcher import add
-    from matcher.sources import open_source
-    from matcher.store import IndexStore
+    from matcher.engine.api import add
+    from matcher.ingest.sources import open_source
+    from matcher.index.store import IndexStore
 
     index = tmp_path / "index"
     IndexStore.open(index, create=True, regions=False).close()

@@ -1,4 +1,4 @@
-"""Tests for matcher.fetch against a real HTTP server on 127.0.0.1."""
+"""Tests for matcher.ingest.fetch against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from aiohttp import web
 from PIL import Image
 from yarl import URL
 
-from matcher import fetch as fetch_module
+from matcher.ingest import fetch as fetch_module
 from matcher.errors import FetchError
-from matcher.fetch import FetchSettings, fetch_iter, fetch_one, is_public_address, sniff_image_format
+from matcher.ingest.fetch import FetchSettings, fetch_iter, fetch_one, is_public_address, sniff_image_format
 
 # Loopback tests need allow_private; keep backoff tiny so retry tests stay fast.
 LOCAL = FetchSettings(allow_private=True, backoff=0.01, timeout=5.0, connect_timeout=2.0)

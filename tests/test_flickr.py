@@ -6,7 +6,7 @@ import string
 
 import pytest
 
-from matcher.flickr import (
+from matcher.provenance.flickr import (
     BASE58_ALPHABET,
     SIZES,
     FlickrRef,

@@ -1,11 +1,11 @@
 """Property tests (hypothesis): the image loader and the manifest readers on arbitrary and mutated input.
 
-* :func:`matcher.images.load_image` on arbitrary bytes (bare, or behind the magic bytes of a format, so
+* :func:`matcher.imaging.images.load_image` on arbitrary bytes (bare, or behind the magic bytes of a format, so
   that every parser is reached) and on real photos mutated (bits flipped, bytes set, truncated, bytes
   inserted, deleted or repeated) in every format matcher reads: it returns an 8-bit upright image or
   raises a :class:`~matcher.errors.MatcherError` subclass, never anything else, within a time bound;
   the workers' hashing of what it returns (dataset and query side) never raises either.
-* :func:`matcher.sources.open_source` on CSV, TSV, JSONL, Parquet (and .gz) files of arbitrary or
+* :func:`matcher.ingest.sources.open_source` on CSV, TSV, JSONL, Parquet (and .gz) files of arbitrary or
   mutated content, or generated rows and tables of any column type: it yields items (a bad row as an
   item with its reason) or raises :class:`~matcher.errors.ManifestError`, and every item can be stored.
 
@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from matcher.errors import ManifestError, MatcherError
-from matcher.hashers import get_hasher
-from matcher.images import DEFAULT_LIMITS, LoadedImage, _load_jpeg_gray, load_image
-from matcher.sources import FIELD_ALIASES, open_source
-from matcher.workers import index_one, query_one
+from matcher.hashing.hashers import get_hasher
+from matcher.imaging.images import DEFAULT_LIMITS, LoadedImage, _load_jpeg_gray, load_image
+from matcher.ingest.sources import FIELD_ALIASES, open_source
+from matcher.pipeline.photo import index_one, query_one
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -185,7 +185,7 @@ JPEGS = sorted(k for k in ENCODED if k.startswith("jpeg"))
 @fuzz(300)
 @given(st.sampled_from(JPEGS), st.lists(mutation, min_size=1, max_size=6), st.sampled_from([32, 256]))
 def test_the_jpeg_fast_path_decodes_as_pillow_or_steps_aside(fmt, ops, n):
-    """matcher.jpeg on broken JPEGs: the same pixels as the Pillow path, or None (Pillow then decides)."""
+    """matcher.imaging.jpeg on broken JPEGs: the same pixels as the Pillow path, or None (Pillow then decides)."""
     data = mutate(ENCODED[fmt], ops)
     with bounded(data[:32]):
         fast = _load_jpeg_gray(data, DEFAULT_LIMITS, n)

@@ -4,8 +4,6 @@ import pytest
 from PIL import Image
 
 from matcher import Hash, InvalidHash
-
-
 def test_hex_round_trip_matches_imagehash(sample_photos):
     for p in sample_photos[:8]:
         ih = imagehash.phash(Image.open(p))

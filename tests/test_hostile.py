@@ -24,8 +24,8 @@ from PIL import Image
 
 from conftest import ROOT, catalog_sql, run_matcher
 from matcher.errors import ImageTooLarge, UnreadableImage
-from matcher.images import Limits, iter_image_files, load_image, normalise, shown_path
-from matcher.sources import FolderSource
+from matcher.imaging.images import Limits, iter_image_files, load_image, normalise, shown_path
+from matcher.ingest.sources import FolderSource
 
 COUNT = 150
 #: Bound on each command over the small corpus (it takes ~10-20 s on a busy 2-core machine).

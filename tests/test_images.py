@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from matcher.errors import ImageTooLarge, UnreadableImage
-from matcher.hashers import PHash
-from matcher.images import Limits, iter_image_files, load_image
+from matcher.hashing.hashers import PHash
+from matcher.imaging.images import Limits, iter_image_files, load_image
 
 H = PHash(draft=None)
 

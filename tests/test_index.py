@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from matcher.errors import InvalidHash
-from matcher.index import FLAT_MAX_ENTRIES, MEASURED_THRESHOLD, BinaryIndex, choose_layout, ivf_nprobe
-from matcher.matcher import DEFAULT_THRESHOLD
+from matcher.index.binary import FLAT_MAX_ENTRIES, MEASURED_THRESHOLD, BinaryIndex, choose_layout, ivf_nprobe
+from matcher.engine.api import DEFAULT_THRESHOLD
 
 
 def flip_bits(code: np.ndarray, k: int, rng) -> np.ndarray:

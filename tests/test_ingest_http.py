@@ -20,12 +20,12 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import LoopbackHandler, LoopbackServer, run_matcher
-from matcher.fetch import FetchSettings
-from matcher.images import DEFAULT_LIMITS
-from matcher.matcher import add
-from matcher.sources import ManifestSource
-from matcher.store import IndexStore
-from matcher.workers import HashSpec, index_batch
+from matcher.ingest.fetch import FetchSettings
+from matcher.imaging.images import DEFAULT_LIMITS
+from matcher.engine.api import add
+from matcher.ingest.sources import ManifestSource
+from matcher.index.store import IndexStore
+from matcher.pipeline.photo import HashSpec, index_batch
 
 SLOW_SECONDS = 3.0  # how long the slow URL makes the client wait; the fetch timeout is 0.5 s
 MAX_BYTES = 200_000

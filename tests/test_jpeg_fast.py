@@ -1,4 +1,4 @@
-"""matcher.jpeg, the fast path of load_image(draft=("L", n)): the Pillow path's pixels exactly, or it steps aside."""
+"""matcher.imaging.jpeg, the fast path of load_image(draft=("L", n)): the Pillow path's pixels exactly, or it steps aside."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from matcher import jpeg
+from matcher.imaging import jpeg
 from matcher.errors import ImageTooLarge, UnreadableImage
-from matcher.images import DEFAULT_LIMITS, Limits, _load_jpeg_gray, iter_image_files, load_image
+from matcher.imaging.images import DEFAULT_LIMITS, Limits, _load_jpeg_gray, iter_image_files, load_image
 
 pytestmark = pytest.mark.skipif(not jpeg.available(), reason="simplejpeg is a declared dependency")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 import crashkit as ck
-from matcher.catalog import Catalog
+from matcher.index.catalog import Catalog
 from matcher.errors import CatalogError
-from matcher.store import IndexStore
+from matcher.index.store import IndexStore
 
 SEED = 20240611
 
@@ -173,7 +173,7 @@ def test_a_searcher_repairing_faiss_counts_removed_entries_right(tmp_path, refer
     """A stale FAISS file (a writer killed before its save) while removed items wait for compaction: a
     read-only open repairs FAISS in memory, dropping the tombstoned ids too; `matcher info` must then
     still count the live entries (it subtracted the tombstones a second time)."""
-    from matcher.matcher import remove
+    from matcher.engine.api import remove
 
     index = tmp_path / "index"
     shutil.copytree(reference[0], index)
@@ -191,8 +191,8 @@ def test_a_searcher_repairing_faiss_counts_removed_entries_right(tmp_path, refer
 def test_shard_files_of_a_shard_applied_just_before_a_kill_are_deleted(tmp_path, sample):
     """A kill between a shard's catalog commit and the deletion of its files left them (and INDEX/shards/)
     for good: the rerun found nothing to do in that shard and so never deleted them."""
-    from matcher.shards import PoolEngine, ShardDir, _source_tag, add_sharded
-    from matcher.sources import FolderSource
+    from matcher.ingest.shards import PoolEngine, ShardDir, _source_tag, add_sharded
+    from matcher.ingest.sources import FolderSource
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -214,8 +214,8 @@ def test_a_sharded_add_resumes_after_more_finished_shards_than_it_plans_ahead(tm
     (capacity + up to 3 x capacity shards; 16 on a 2-thread cluster, so 16,000 rows at the default shard
     size) raised "nothing in flight but shards are not ready" on every rerun: the window emptied of shards
     with nothing to do, and the loop stopped planning. A rerun of a complete index failed the same way."""
-    from matcher.shards import PoolEngine, add_sharded
-    from matcher.sources import FolderSource
+    from matcher.ingest.shards import PoolEngine, add_sharded
+    from matcher.ingest.sources import FolderSource
 
     photos = sorted((sample / "dataset").iterdir())
     folder = tmp_path / "photos"

@@ -1,4 +1,4 @@
-"""Removal-request letters (matcher.letters and ``matcher search --letters``), on the bundled sample.
+"""Removal-request letters (matcher.provenance.letters and ``matcher search --letters``), on the bundled sample.
 
 One real index holds the sample manifest four times, under the datasets ``sample``, ``../x``, ``a/b``
 and ``.hidden``; every test reads it (or a search of it) and never changes it.
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_matcher
-from matcher.letters import METHOD, TEMPLATES, Letter, build_letters, write_letters
+from matcher.provenance.letters import METHOD, TEMPLATES, Letter, build_letters, write_letters
 from matcher.results import Item, Match
 
 DATASETS = ("sample", "../x", "a/b", ".hidden")

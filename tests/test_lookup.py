@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import catalog_sql, run_matcher
-from matcher.catalog import SCHEMA_VERSION, Catalog
-from matcher.flickr import short_url
+from matcher.index.catalog import SCHEMA_VERSION, Catalog
+from matcher.provenance.flickr import short_url
 
 ALICE_NSID = "90018885@N03"
 ALICE = "alice_p"

@@ -24,10 +24,10 @@ from PIL import Image, ImageOps
 
 from conftest import ENTRY_KINDS, LoopbackHandler, LoopbackServer, catalog_sql, check_entry_kinds, run_matcher
 from matcher.errors import ManifestError
-from matcher.facebox import MAX_FACE_ENTRIES, FaceSpecError, face_region, normalise, parse_face, parse_faces
-from matcher.faces import detect_faces
-from matcher.presets import YFCC_AWS_FIELDS, YFCC_FIELDS, FacesSource, LaionSource, YfccSource, detect_preset
-from matcher.sources import ManifestSource, open_source
+from matcher.imaging.facebox import MAX_FACE_ENTRIES, FaceSpecError, face_region, normalise, parse_face, parse_faces
+from matcher.imaging.faces import detect_faces
+from matcher.ingest.presets import YFCC_AWS_FIELDS, YFCC_FIELDS, FacesSource, LaionSource, YfccSource, detect_preset
+from matcher.ingest.sources import ManifestSource, open_source
 
 # --------------------------------------------------------------------------- served images
 
@@ -446,10 +446,10 @@ def test_faces_served_and_normalised_by_the_downloaded_size(tmp_path, server, sa
 
 def test_faces_through_shards_as_the_local_engine(tmp_path, face_scene):
     """The sharded engine (a local pool here, Dask in production) stores the same face entries."""
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.matcher import add
-    from matcher.shards import PoolEngine, add_sharded
-    from matcher.store import IndexStore
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.engine.api import add
+    from matcher.ingest.shards import PoolEngine, add_sharded
+    from matcher.index.store import IndexStore
 
     x, y, w, h = face_scene["box"]
     m = face_scene["dir"] / "shards.jsonl"

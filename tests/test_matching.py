@@ -3,7 +3,7 @@
 A fixed set: the sample's originals (real photos), one seeded copy per transform each,
 indexed with the sample's unrelated photos and its hard negatives (a stereo pair, two
 cabinets photographed alike). Each family's recall must stay at or above its target
-(matcher.transforms.TARGETS); any match between different photos fails.
+(matcher.imaging.transforms.TARGETS); any match between different photos fails.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from matcher.faces import detect_faces
-from matcher.images import load_image
-from matcher.matcher import add, search
-from matcher.sources import FolderSource, ManifestSource
-from matcher.store import IndexStore
-from matcher.transforms import TARGETS, TRANSFORMS, apply, face_crop
+from matcher.imaging.faces import detect_faces
+from matcher.imaging.images import load_image
+from matcher.engine.api import add, search
+from matcher.ingest.sources import FolderSource, ManifestSource
+from matcher.index.store import IndexStore
+from matcher.imaging.transforms import TARGETS, TRANSFORMS, apply, face_crop
 
 ORIGINALS = ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg", "IMG_0004.png", "IMG_0005.jpg", "IMG_0006.jpg",
              "IMG_0008.jpg", "IMG_0009.jpg"]
@@ -160,8 +160,8 @@ def test_query_orientations_in_numpy_are_the_regions_orientations():
     (regions.dihedral): both must give the same pixels for all 8 orientations."""
     from PIL import Image
 
-    from matcher.regions import DIHEDRAL, dihedral
-    from matcher.workers import _oriented
+    from matcher.imaging.regions import DIHEDRAL, dihedral
+    from matcher.pipeline.photo import _oriented
 
     a = np.random.default_rng(0).integers(0, 256, (5, 7), dtype=np.uint8)
     for name in DIHEDRAL:

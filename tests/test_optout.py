@@ -20,7 +20,7 @@ import pytest
 
 from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
 from matcher.errors import RegistryError
-from matcher.optout import (CONFIRM, DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, FORMAT, LOG_COLUMNS, Registry,
+from matcher.optout.registry import (CONFIRM, DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, FORMAT, LOG_COLUMNS, Registry,
                             RegistryEntry, remove_registered)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ def test_newer_version_says_upgrade(registry_file, tmp_path):
 
 
 def test_entry_ids_are_content_digests():
-    from matcher.optout import RegistryCode
+    from matcher.optout.registry import RegistryCode
 
     a = RegistryEntry.make([RegistryCode("id/full", b"\x01" * 8, b"\x02" * 32)])
     b = RegistryEntry.make([RegistryCode("id/full", b"\x01" * 8, b"\x02" * 32)], note="x")
@@ -435,10 +435,10 @@ def test_add_registry_refused_with_dask(registry_file, tmp_path):
 def test_screened_hashing_with_manifest_face_boxes(registry_file, entry_of):
     """`add --registry` on a manifest with face boxes: the payload carries the boxes, face entries are
     screened too (their regions cut from the boxes, as index_one cuts them)."""
-    from matcher.hashers import get_hasher
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.optout import Screen, screened_index_batch
-    from matcher.workers import HashSpec, index_batch
+    from matcher.hashing.hashers import get_hasher
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.optout.registry import Screen, screened_index_batch
+    from matcher.pipeline.photo import HashSpec, index_batch
 
     spec = HashSpec.of(get_hasher("phash"), True, DEFAULT_LIMITS)
     astronaut = str(SAMPLE / "my-photos" / "IMG_0009.jpg")  # registered: dropped whatever its entries

@@ -4,8 +4,8 @@ import imagehash
 import numpy as np
 
 from matcher import Hash
-from matcher.hashers import PHash, get_hasher
-from matcher.images import load_image
+from matcher.hashing.hashers import PHash, get_hasher
+from matcher.imaging.images import load_image
 
 
 def test_bits_equal_imagehash_phash_on_real_photos(sample_photos):

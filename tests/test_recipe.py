@@ -7,8 +7,8 @@ import json
 import pytest
 from PIL import Image
 
-from matcher.recipe import expand, recipe
-from matcher.regions import query_variants
+from matcher.engine.recipe import expand, recipe
+from matcher.imaging.regions import query_variants
 
 
 @pytest.mark.parametrize("size", [(512, 384), (384, 512), (512, 288), (300, 500), (160, 120), (100, 77), (48, 640)])

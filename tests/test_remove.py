@@ -16,10 +16,10 @@ import pytest
 
 from conftest import catalog_sql, run_matcher
 from matcher.errors import CatalogError
-from matcher.index import read_trailer
-from matcher.matcher import add, compact, remove, search
-from matcher.sources import open_source
-from matcher.store import IndexStore
+from matcher.index.binary import read_trailer
+from matcher.engine.api import add, compact, remove, search
+from matcher.ingest.sources import open_source
+from matcher.index.store import IndexStore
 
 PHOTO = "IMG_0002.jpg"  # its copies in the sample dataset: ds-0007 and ds-0011
 GONE, KEPT = "ds-0007", "ds-0011"
@@ -270,8 +270,8 @@ def test_faiss_file_lost_after_a_removal(index, sample):
 def test_remove_and_compact_with_the_ivf_layout(tmp_path):
     """Past FLAT_MAX_ENTRIES a save lays FAISS out as IVF; tombstones, compaction and reopening work the
     same there. Codes are random (no photos needed to exercise the layout), entries real catalog rows."""
-    from matcher.catalog import ItemRecord
-    from matcher.index import FLAT_MAX_ENTRIES
+    from matcher.index.catalog import ItemRecord
+    from matcher.index.binary import FLAT_MAX_ENTRIES
 
     n = FLAT_MAX_ENTRIES + 5_000
     rng = np.random.default_rng(4)

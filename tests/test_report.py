@@ -16,9 +16,9 @@ import pytest
 from PIL import Image, ImageDraw
 from rich.console import Console
 
-from matcher import report
+from matcher.report import formats as report
 from matcher.errors import MatcherError
-from matcher.images import load_image
+from matcher.imaging.images import load_image
 from matcher.results import Item, Match, QueryResult
 
 

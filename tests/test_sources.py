@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from matcher.errors import ManifestError
-from matcher.sources import FolderSource, ManifestSource, SourceItem, open_source
+from matcher.ingest.sources import FolderSource, ManifestSource, SourceItem, open_source
 
 
 def _write(path: Path, text: str) -> Path:

@@ -21,10 +21,10 @@ from PIL import Image
 
 from conftest import MatcherServer, run_matcher
 
-from matcher.hashers import get_hasher
-from matcher.images import DEFAULT_LIMITS
-from matcher.recipe import expand
-from matcher.workers import query_one
+from matcher.hashing.hashers import get_hasher
+from matcher.imaging.images import DEFAULT_LIMITS
+from matcher.engine.recipe import expand
+from matcher.pipeline.photo import query_one
 
 
 @pytest.fixture(scope="module")

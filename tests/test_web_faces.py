@@ -1,7 +1,7 @@
 """The browser's face detector (matcher/web/static/faces.js) finds the faces the CLI finds.
 
 Runs faces.js in a real headless Chromium (Playwright, /usr/bin/chromium) on the same greyscale
-working arrays that :func:`matcher.faces.detect_faces` gets (decoded in Python, sent to the page as
+working arrays that :func:`matcher.imaging.faces.detect_faces` gets (decoded in Python, sent to the page as
 bytes), with the cascade JSON built by :mod:`matcher.web.cascade`, both served from a loopback HTTP
 server (ES modules do not load from file://). Pictures: the bundled sample's face photos (the
 astronaut, a mummy portrait, a Medusa head), resized to reach every resize path, a collage with three
@@ -20,8 +20,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import SAMPLE, LoopbackServer
-from matcher.faces import detect_faces
-from matcher.recipe import recipe
+from matcher.imaging.faces import detect_faces
+from matcher.engine.recipe import recipe
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -180,7 +180,7 @@ def test_resizes_are_bit_exact(page, faces_images):
 
 
 def test_faces_as_opencv(page, faces_images):
-    """Same boxes as matcher.faces.detect_faces on the same pixels: same count, IoU >= 0.9, and (with
+    """Same boxes as matcher.imaging.faces.detect_faces on the same pixels: same count, IoU >= 0.9, and (with
     the OpenCV this was written against) exactly equal."""
     exact = 0
     for name, a in faces_images.items():

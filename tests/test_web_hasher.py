@@ -124,7 +124,7 @@ def page():
 
 @pytest.fixture(scope="module")
 def rec():
-    from matcher.recipe import recipe
+    from matcher.engine.recipe import recipe
 
     return recipe(None)
 
@@ -135,9 +135,9 @@ def _ham(a: str, b: str) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _py_query_cached(path: str):
-    from matcher.hashers import get_hasher
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.workers import query_one
+    from matcher.hashing.hashers import get_hasher
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.pipeline.photo import query_one
 
     out = query_one(get_hasher("phash"), True, path, DEFAULT_LIMITS)
     assert out[0] == "ok", out
@@ -155,8 +155,8 @@ SIZES = [(512, 384), (384, 512), (512, 288), (451, 300), (512, 512), (34, 42), (
 
 
 def test_variants_are_the_clis(page, rec):
-    from matcher.recipe import expand
-    from matcher.regions import query_variants
+    from matcher.engine.recipe import expand
+    from matcher.imaging.regions import query_variants
 
     faces = [[40, 30, 60, 70], [0, 0, 20, 24]]
     for w, h in SIZES:
@@ -233,9 +233,9 @@ def _jpeg_with_orientation(src: Image.Image, orientation: int) -> bytes:
 def test_exif_orientation_and_draft_grid(page, rec):
     """All 8 EXIF orientations of a JPEG whose sides are not multiples of the DCT scale (1203x907
     decodes at 1/2 in Python: the block grid starts at the stored image's top-left corner)."""
-    from matcher.hashers import get_hasher
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.workers import query_one
+    from matcher.hashing.hashers import get_hasher
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.pipeline.photo import query_one
 
     src = Image.open(SAMPLE / "my-photos" / "IMG_0002.jpg").convert("RGB").resize((1203, 907), Image.Resampling.LANCZOS)
     for o in range(1, 9):
@@ -290,9 +290,9 @@ def test_multi_picture_jpegs_are_decoded_as_pillow_does(page, rec):
 
 
 def _py_query_bytes(data: bytes):
-    from matcher.hashers import get_hasher
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.workers import query_one
+    from matcher.hashing.hashers import get_hasher
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.pipeline.photo import query_one
 
     out = query_one(get_hasher("phash"), True, data, DEFAULT_LIMITS)
     assert out[0] == "ok", out
@@ -327,12 +327,12 @@ def sample_index(tmp_path_factory):
 
 def test_verification_scores_equal_verify_batch(page, sample_index):
     """Real candidates (the sample's photos against an index of the sample dataset), verified by the JS
-    port and by matcher.workers.verify_batch (without the full-detail check): same scores, same order."""
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.matcher import _candidates
-    from matcher.recipe import recipe
-    from matcher.store import IndexStore
-    from matcher.workers import HashSpec, verify_batch
+    port and by matcher.pipeline.photo.verify_batch (without the full-detail check): same scores, same order."""
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.engine.api import _candidates
+    from matcher.engine.recipe import recipe
+    from matcher.index.store import IndexStore
+    from matcher.pipeline.photo import HashSpec, verify_batch
 
     store = IndexStore.open(sample_index)
     try:

@@ -20,7 +20,7 @@ import pytest
 
 import crashkit as ck
 from conftest import ROOT, catalog_sql, run_matcher
-from matcher.workers import CRASH_REASON
+from matcher.pipeline.pool import CRASH_REASON
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The private web check: a FastAPI app over :mod:`matcher.matcher` (``matcher serve``).
+"""The private web check: a FastAPI app over :mod:`matcher.engine.api` (``matcher serve``).
 
 Photos are hashed in the browser (``static/hasher.js``); only hashes reach the server.
 """

@@ -1,6 +1,6 @@
 """``matcher serve``: the web check's FastAPI app. Only hashes come in; photos stay in the browser.
 
-The page (``static/``) hashes each photo as the recipe (:mod:`matcher.recipe`) says, sends the
+The page (``static/``) hashes each photo as the recipe (:mod:`matcher.engine.recipe`) says, sends the
 hashes to ``POST /api/v1/search``, and verifies the candidates against the thumbnails that come
 back, in the browser. Files a browser cannot decode (HEIC in Chromium) may be sent, one by one
 and only on request, to ``POST /api/v1/search-upload``: hashed in memory and forgotten.
@@ -33,13 +33,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..errors import MatcherError
-from ..images import DEFAULT_LIMITS, load_image
-from ..matcher import DEFAULT_THRESHOLD, rank_candidates, search_bytes
-from ..recipe import recipe as make_recipe
-from ..store import IndexStore
-from .guards import BodyLimit, RateLimit, SecurityHeaders, error_body
+from matcher import __version__
+from matcher.errors import MatcherError
+from matcher.imaging.images import DEFAULT_LIMITS, load_image
+from matcher.engine.api import DEFAULT_THRESHOLD, rank_candidates, search_bytes
+from matcher.engine.recipe import recipe as make_recipe
+from matcher.index.store import IndexStore
+from matcher.web.guards import BodyLimit, RateLimit, SecurityHeaders, error_body
 
 __all__ = ["ServeSettings", "create_app", "run"]
 
@@ -339,7 +339,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     @app.get("/static/cascade.json", include_in_schema=False)
     async def cascade():
         try:
-            from .cascade import cascade_json
+            from matcher.web.cascade import cascade_json
         except ImportError:
             raise ApiError(404, "not_found", "no face detector data on this server") from None
         return Response(cascade_json(), media_type="application/json", headers={"cache-control": "max-age=86400"})
@@ -462,8 +462,8 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         """The items whose manifest row names this Flickr account as the owner (ok or failed: a dead link is
         evidence too), as ``matcher lookup`` and ``matcher search --flickr-user`` find them. A page joins them
         with its content matches by item id."""
-        from ..flickr import parse_owner
-        from ..identities import IdentityJoin
+        from matcher.provenance.flickr import parse_owner
+        from matcher.provenance.identities import IdentityJoin
 
         nsid, name = parse_owner(body.flickr_user)
         if nsid is None and name is None:
@@ -480,7 +480,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
     @app.post("/api/v1/letters", summary="Removal-request letters for matched items, one per dataset")
     async def letters(body: LettersIn, request: Request):
-        from ..letters import build_letters
+        from matcher.provenance.letters import build_letters
 
         items = await index.run(lambda s: s.catalog.items_by_id(body.items))
         missing = [i for i in body.items if i not in items]

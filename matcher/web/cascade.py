@@ -1,7 +1,7 @@
 """OpenCV's frontal-face Haar cascade as compact JSON, for the browser's face detector (``static/faces.js``).
 
 The CLI finds faces with ``cv2.CascadeClassifier`` over ``haarcascade_frontalface_default.xml``
-(:mod:`matcher.faces`). The web page must find the same faces without uploading the photo, so it
+(:mod:`matcher.imaging.faces`). The web page must find the same faces without uploading the photo, so it
 runs the same cascade in JavaScript. This module converts the XML shipped in the installed ``cv2``
 package (``cv2.data.haarcascades``) into JSON once per process: nothing generated is committed,
 and the page always evaluates exactly the cascade the server's OpenCV uses.

@@ -1,0 +1,10 @@
+"""The command line, `matcher` and its subcommands: a thin layer over the library (:mod:`matcher.engine`).
+
+``main`` is the click group (the console script's entry point); importing this package registers every
+command group on it.
+"""
+
+from matcher.cli.main import main
+from matcher.cli import optout as _optout  # noqa: F401  (registers `optout` and `filter` on main)
+
+__all__ = ["main"]

@@ -1,0 +1,814 @@
+"""The ``matcher`` command: a thin click layer over :mod:`matcher.engine.api`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from matcher import __version__
+from matcher.errors import MatcherError
+from matcher.ingest.fetch import FetchSettings
+from matcher.imaging.images import Limits
+from matcher.ingest.run import AddStats
+from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
+from matcher.ingest.sources import FIELD_ALIASES, open_source
+from matcher.index.store import IndexStore
+
+EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+
+
+def _err(console: Console, msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+
+
+def download_options(fn):
+    """The downloader's options, shared by `add` and `filter` (see :func:`fetch_settings`)."""
+    options = [
+        click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight."),
+        click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host."),
+        click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt."),
+        click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx."),
+        click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True,
+                     help="Largest image accepted."),
+        click.option("--allow-private-urls", is_flag=True,
+                     help="Allow downloads from loopback/private addresses (testing only)."),
+        click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
+                     callback=lambda c, p, v: _networks(v),
+                     help="Allow downloads from this non-public network all the same (an intranet mirror, e.g. "
+                          "10.1.2.0/24); repeatable. Narrower than --allow-private-urls: redirects elsewhere stay "
+                          "refused."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+def fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks):
+    """The FetchSettings of :func:`download_options`' values."""
+    return FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
+                         max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
+
+
+def _networks(values) -> tuple[str, ...]:
+    """--allow-network values checked as CIDR networks (a clear usage error otherwise)."""
+    import ipaddress
+
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v, strict=False)))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not an IP network (e.g. 10.1.2.0/24 or 192.168.1.7)") from None
+    return tuple(out)
+
+
+def _parse_columns(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"expected FIELD=HEADER, got {v!r}", param_hint="--column")
+        k, h = v.split("=", 1)
+        k = k.strip()
+        if k not in FIELD_ALIASES:
+            raise click.BadParameter(f"unknown field {k!r}; known: {', '.join(FIELD_ALIASES)}", param_hint="--column")
+        out[k] = h
+    return out
+
+
+class _StatusLine:
+    """A rich status line on stderr (spinner, counts, elapsed), only when stderr is a terminal.
+
+    Subclasses say what the line shows for a stats object (:meth:`describe`); it is redrawn at most
+    every 0.1 s of the run.
+    """
+
+    def __init__(self, console: Console):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.enabled = console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False,
+            disable=not self.enabled,
+        )
+        self.task = self.progress.add_task("starting")
+        self._last = 0.0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def describe(self, s) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, s) -> None:
+        if not self.enabled or s.elapsed - self._last < 0.1:
+            return
+        self._last = s.elapsed
+        self.progress.update(self.task, description=self.describe(s))
+
+
+class _AddProgress(_StatusLine):
+    def describe(self, s: AddStats) -> str:
+        shards = f" shards: {s.shards_done:,} done, {s.shards_in_flight:,} running" if s.shards_done or s.shards_in_flight else ""
+        return (f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
+                f"[cyan]{s.rate:,.0f}/s[/]{shards}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="matcher")
+def main() -> None:
+    """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index directory (created if missing).")
+@click.option("--dataset", help="Dataset name for these items (default: folder or manifest name).")
+@click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
+              help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
+@click.option("--format", "manifest_format", type=click.Choice(["yfcc100m", "laion", "faces-jsonl", "auto"]),
+              default=None, help="Read manifests in a dataset's published layout: yfcc100m (yfcc100m_dataset lines), "
+              "laion (LAION Parquet/CSV/TSV), faces-jsonl (JSON Lines with face boxes), or auto (one of these when "
+              "the file's layout is unambiguous). Default: plain CSV/TSV/JSONL/Parquet by column names.")
+@click.option("--version", "dataset_version", metavar="V",
+              help="Record the dataset's version (e.g. 2014-v1); adding to a dataset recorded at another version is refused.")
+@click.option("--new-version", is_flag=True,
+              help="With --version: the dataset is now version V (its record is updated; items already added stay).")
+@click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
+@download_options
+@click.option("--max-pixels", type=int, default=Limits().max_pixels, show_default=True, help="Larger images are refused as bombs.")
+@click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
+              help="An opt-out registry (`matcher optout`): images that match it are not added (recorded as failed, "
+                   "\"opted out\"), so a later add cannot bring an opted-out photo back.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: this machine's processes; dask: shards of rows hashed on a Dask cluster (--scheduler).")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")
+@click.option("--shard-size", type=click.IntRange(1), default=None,
+              help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
+@click.argument("sources", nargs=-1, required=True)
+def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
+        timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
+        allow_networks=()) -> None:
+    """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
+
+    Rerunning resumes: hashed items are skipped, failed ones retried.
+    """
+    err = Console(stderr=True)
+    if engine == "dask" and not scheduler:
+        _err(err, "--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
+        sys.exit(EXIT_ERROR)
+    if engine == "local" and (scheduler or shard_size is not None):
+        _err(err, f"{'--scheduler' if scheduler else '--shard-size'} is for --engine dask")
+        sys.exit(EXIT_ERROR)
+    if new_version and not dataset_version:
+        _err(err, "--new-version needs --version V: the version the dataset now is")
+        sys.exit(EXIT_ERROR)
+    failed_shards = None
+    try:
+        cols = _parse_columns(columns)
+        srcs = [open_source(s, dataset, cols, preset=manifest_format) for s in sources]
+        for s in srcs:
+            if manifest_format == "auto" or getattr(s, "preset", None):
+                err.print(f"{escape(s.location)}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
+                          f" (dataset {escape(s.dataset)})", highlight=False, soft_wrap=True)
+        settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks)
+        limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
+        screen = None
+        if optout_registry:
+            from matcher.optout.registry import Registry, Screen
+
+            if engine != "local":
+                raise MatcherError("--registry is not supported with --engine dask yet: screen the manifest first "
+                                   "with `matcher filter`, then add the clean manifest")
+            screen = Screen(Registry.load(optout_registry), limits)
+        if engine == "local":
+            with _AddProgress(err) as progress:
+                stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits, progress=progress,
+                                  version=dataset_version, new_version=new_version)
+        else:
+            from matcher.ingest.shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
+
+            with DaskEngine(scheduler) as cluster:  # connect first: a bad address leaves no index behind
+                with _AddProgress(err) as progress:
+                    try:
+                        stats = add_sharded(index_dir, srcs, cluster, fetch=settings, limits=limits, progress=progress,
+                                            shard_size=shard_size or SHARD_SIZE, version=dataset_version,
+                                            new_version=new_version)
+                    except ShardsFailed as e:
+                        stats, failed_shards = e.stats, e.reason
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    failures = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
+    shards = ""
+    if engine != "local":
+        shards = (f"; {stats.shards_done:,} shards ({stats.shards_reused:,} from an interrupted run, "
+                  f"{stats.shard_retries:,} task retries)")
+    err.print(
+        f"{stats.added:,} added, {stats.failed:,} failed{f' ({failures})' if failures else ''}, "
+        f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s){shards}",
+        highlight=False,
+    )
+    if stats.failed:
+        err.print(f"failures are listed by `matcher info --index {index_dir} --failures`", highlight=False)
+    if failed_shards:
+        _err(err, failed_shards)
+        sys.exit(EXIT_ERROR)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest 64-bit Hamming distance that makes a dataset image a candidate.")
+@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
+              help="Verification score a candidate needs (aligned pixels, cell by cell).")
+@click.option("--max-motion", type=click.FloatRange(0.0), default=DEFAULT_MAX_MOTION, show_default=True,
+              help="Full-detail check, when the dataset image is a local file: largest residual motion "
+                   "(1/256 of the picture) a copy may show; another frame of a burst moves more.")
+@click.option("--no-detail", is_flag=True, help="Skip the full-detail check (thumbnail verification only).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines on stdout: one object per photo.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout: one row per match.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
+@click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core).")
+@click.option("--letters", "letters_dir", type=click.Path(), metavar="DIR",
+              help="Also write removal-request letters for the matches, one per dataset and template "
+                   "(list, gdpr, bipa), into DIR (created).")
+@click.option("--requester-name", help="Your name, for the letters (default: a [YOUR NAME] placeholder).")
+@click.option("--requester-email", help="Your email address, for the letters (default: a placeholder).")
+@click.option("--flickr-user", metavar="NAME",
+              help="Also report every item the index lists under this Flickr account (user name, path alias, "
+                   "NSID or profile URL), matched by a photo or not; each match says found_by content, "
+                   "identity or both.")
+@click.option("--nsid", metavar="ID", help="The same, by Flickr NSID (e.g. 12345678@N01).")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
+           letters_dir, requester_name, requester_email, flickr_user, nsid, paths) -> None:
+    """Check photos (files or folders, recursive) against an index.
+
+    With --flickr-user/--nsid, the items listed under that Flickr identity are joined in: matches found
+    both ways say so, and the listed items no photo matched are reported after the photos.
+
+    Exit status as grep: 0 if a photo matched (or an item is listed under the identity), 1 if none
+    did, 2 if an error occurred.
+    """
+    from matcher.report import formats as report
+
+    out = Console()
+    err = Console(stderr=True)
+    if as_json and as_csv:
+        _err(err, "choose one of --json and --csv")
+        sys.exit(EXIT_ERROR)
+    if (requester_name or requester_email) and not letters_dir:
+        _err(err, "--requester-name and --requester-email are for --letters DIR")
+        sys.exit(EXIT_ERROR)
+    if letters_dir:
+        problem = _letters_dir_problem(Path(letters_dir))
+        if problem:  # said before the search, not after minutes of it
+            _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(problem)}")
+            sys.exit(EXIT_ERROR)
+    who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    from matcher.provenance.identities import NO_IDENTITIES, IdentityJoin
+
+    results = []
+    listed = []  # the items found by Flickr identity only: one result whose query is None
+    with store:
+        join = IdentityJoin(store.catalog, nsid=who_nsid, name=who_name)
+        if join.active and not join.available:
+            err.print(f"[yellow]warning:[/] {escape(NO_IDENTITIES.format(index=index_dir))}", highlight=False)
+        stream = join.annotate(search_photos(store, paths, threshold=threshold, min_score=min_score,
+                                             max_motion=None if no_detail else max_motion, workers=workers))
+
+        def tee():
+            for r in stream:
+                results.append(r)
+                yield r
+
+        def identity_last():
+            yield from tee()
+            if join.active:
+                listed.append(join.remainder())
+                yield listed[-1]
+
+        if as_json:
+            report.write_jsonl(identity_last(), sys.stdout)
+        elif as_csv:
+            report.write_csv(identity_last(), sys.stdout)
+        else:
+            report.print_table(tee(), out, found_by=join.active)
+            if join.active:
+                listed.append(join.remainder())
+                report.print_identity(listed[-1], out, join.label)
+        summary = report.summarise(results)
+        if html_path:
+            info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
+                    "max_motion": None if no_detail else max_motion}
+            if join.active:
+                info["Flickr identity"] = join.label
+            report.write_html(results + listed, html_path, index_info=info)
+    err.print(
+        f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
+        f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"
+        + (f"; {len(join.listed):,} items listed under {escape(join.label)} ({join.found_by_both:,} of them "
+           f"also matched a photo)" if join.active else "")
+        + (f"; report written to {html_path}" if html_path else ""),
+        highlight=False,
+    )
+    if letters_dir:
+        requester = {k: v for k, v in (("name", requester_name), ("email", requester_email),
+                                       ("flickr_user", who_name or who_nsid)) if v}
+        if not _write_search_letters(results + listed, letters_dir, requester, err):
+            sys.exit(EXIT_ERROR)
+    if summary["errors"] or summary["photos"] == 0:
+        if summary["photos"] == 0:
+            _err(err, "no photos found in the given paths")
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_MATCH if summary["with_matches"] or join.listed else EXIT_NO_MATCH)
+
+
+def _flickr_who(flickr_user: str | None, nsid: str | None, err: Console) -> tuple[str | None, str | None]:
+    """(NSID, user name) from --flickr-user and --nsid; exit 2 on a value that is neither."""
+    from matcher.provenance.flickr import normalize_nsid, parse_owner
+
+    who_nsid = who_name = None
+    if flickr_user is not None:
+        who_nsid, who_name = parse_owner(flickr_user)
+        if who_nsid is None and who_name is None:
+            _err(err, f"--flickr-user {escape(repr(flickr_user))}: not a Flickr user name, NSID or profile URL")
+            sys.exit(EXIT_ERROR)
+    if nsid is not None:
+        n = normalize_nsid(nsid)
+        if n is None:
+            _err(err, f"--nsid {escape(repr(nsid))}: not a Flickr NSID (they look like 12345678@N01)")
+            sys.exit(EXIT_ERROR)
+        if who_nsid is not None and who_nsid != n:
+            _err(err, f"--flickr-user is NSID {who_nsid} but --nsid is {n}: give one account")
+            sys.exit(EXIT_ERROR)
+        who_nsid = n
+    return who_nsid, who_name
+
+
+def _letters_dir_problem(path: Path) -> str | None:
+    """Why letters could not be written into ``path`` (checked before a search), or None."""
+    if path.exists():
+        if not path.is_dir():
+            return "it exists and is not a folder"
+        return None if os.access(path, os.W_OK | os.X_OK) else "the folder is not writable"
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+def _write_search_letters(results, letters_dir: str, requester: dict, err: Console) -> bool:
+    """The letters of every template for the matches of a search; False after an error (said)."""
+    from matcher.provenance.letters import TEMPLATES, build_letters, write_letters
+
+    matches = [m for r in results for m in r.matches]
+    if not matches:
+        err.print(f"no matches: no letters written to {escape(letters_dir)}", highlight=False)
+        return True
+    letters = sorted((letter for t in TEMPLATES for letter in build_letters(matches, t, requester)),
+                     key=lambda letter: (letter.dataset, TEMPLATES.index(letter.template)))
+    try:
+        written = write_letters(letters, letters_dir)
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(reason)}")
+        return False
+    datasets = sorted({letter.dataset for letter in letters})
+    err.print(f"{len(written):,} removal-request letters ({', '.join(TEMPLATES)}) for {len(datasets):,} "
+              f"dataset{'' if len(datasets) == 1 else 's'} written to {escape(str(Path(letters_dir)))}:",
+              highlight=False, soft_wrap=True)
+    for p in written:
+        err.print(f"  {escape(str(p))}", highlight=False, soft_wrap=True)
+    return True
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--flickr-user", metavar="NAME",
+              help="Items listed under this Flickr user name or path alias (case-insensitive; an NSID or a "
+                   "profile URL works too).")
+@click.option("--nsid", metavar="ID", help="Items listed under this Flickr NSID (e.g. 12345678@N01).")
+@click.option("--photo-id", metavar="N", help="Items that are this Flickr photo (its numeric id).")
+@click.option("--url", metavar="U",
+              help="Any Flickr URL of a photo (image, page, flic.kr short link): that photo; any other URL: the "
+                   "items with exactly that image URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
+    """Which items of an index are listed under a Flickr identity: by user, NSID, photo id or URL.
+
+    Exact and cheap: no photo is hashed. Items that failed to download (dead links) are listed too:
+    the dataset lists them all the same. Several selectors: items matching any of them.
+    Exit status as search: 0 if an item is listed, 1 if none is, 2 if an error occurred.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from matcher.index.catalog import Catalog
+    from matcher.errors import CatalogError
+    from matcher.provenance.flickr import parse_url
+    from matcher.provenance.identities import NO_IDENTITIES, item_json
+    from matcher.report.formats import _visible
+    from matcher.index.store import CATALOG, META
+
+    out = Console()
+    err = Console(stderr=True)
+    if all(v is None for v in (flickr_user, nsid, photo_id, url)):
+        _err(err, "say what to look up: --flickr-user, --nsid, --photo-id or --url")
+        sys.exit(EXIT_ERROR)
+    who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
+    if photo_id is not None:
+        photo_id = photo_id.strip()
+        if not (photo_id.isascii() and photo_id.isdigit()):
+            _err(err, f"--photo-id {escape(repr(photo_id))}: a Flickr photo id is a number")
+            sys.exit(EXIT_ERROR)
+    if url is not None and not url.strip():
+        _err(err, "--url is empty")
+        sys.exit(EXIT_ERROR)
+    ref = parse_url(url) if url is not None else None
+    root = Path(index_dir)
+    try:
+        if not (root / META).exists():
+            raise CatalogError(f"{root} is not a matcher index (no {META})")
+        catalog = Catalog(root / CATALOG)  # the catalog alone: no FAISS file to load
+        try:
+            recorded = catalog.has_identities
+            items = catalog.lookup(photo_id=photo_id, owner_nsid=who_nsid, owner_name=who_name, url=url)
+            identities = catalog.identities_of(it.id for it in items)
+        finally:
+            catalog.close()
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    by_identity = bool(who_nsid or who_name or photo_id or ref is not None)
+    if as_json:
+        query = {"flickr_user": flickr_user, "nsid": who_nsid, "owner_name": who_name, "photo_id": photo_id,
+                 "url": url, "url_photo_id": ref.photo_id if ref else None}
+        click.echo(json.dumps({"index": str(root.resolve()), "query": query, "identities_recorded": recorded,
+                               "items": [item_json(it, identities.get(it.id)) for it in items]},
+                              indent=2, ensure_ascii=False))
+    elif items:
+        t = Table()
+        for name in ("item (dataset/key)", "status", "owner", "licence", "url", "page"):
+            t.add_column(name, overflow="fold")  # whole URLs: they are what a removal request quotes
+        for it in items:
+            status = "ok" if it.status == "ok" else f"failed: {it.error or 'unknown'}"
+            t.add_row(Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
+                      Text(_visible(status), style="" if it.status == "ok" else "yellow"),
+                      Text(_visible(it.owner)), Text(_visible(it.license)),
+                      Text(_visible(it.url or it.path), style="cyan"), Text(_visible(it.page_url), style="cyan"))
+        out.print(t)
+    if by_identity and not recorded:
+        message = NO_IDENTITIES.format(index=index_dir)
+        if not items:  # "not listed" would be a guess: say it cannot tell
+            _err(err, escape(message))
+            sys.exit(EXIT_ERROR)
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+    failed = sum(it.status != "ok" for it in items)
+    err.print(f"{len(items):,} item{'' if len(items) == 1 else 's'} listed"
+              + (f" ({failed:,} failed to download or read: dead links are still listed)" if failed else ""),
+              highlight=False)
+    sys.exit(EXIT_MATCH if items else EXIT_NO_MATCH)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--failures", is_flag=True, help="List every failed item with its reason.")
+def info(index_dir, as_json, failures) -> None:
+    """What an index holds: items per dataset, failures, hasher, size on disk."""
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    with store:
+        data = {
+            "index": str(Path(index_dir).resolve()),
+            "hasher": store.hasher.identity(),
+            "entries": len(store.faiss) - len(store.dead),
+            "removed_entries": len(store.dead),
+            "layout": store.faiss.layout,
+            "size_bytes": store.size_on_disk(),
+            "datasets": store.catalog.dataset_overview(),
+        }
+        failed = []
+        if failures:
+            failed = [
+                {"dataset": i.dataset, "key": i.key, "url": i.url, "path": i.path, "error": i.error}
+                for i in store.catalog.items(status="failed")
+            ]
+            data["failed"] = failed
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    h = data["hasher"]
+    out.print(f"index   {data['index']}", highlight=False)
+    out.print(f"hasher  {h['name']} v{h['version']}, {h['bits']} bits, {h['params']}", highlight=False)
+    removed = (f" (+{data['removed_entries']:,} of removed items, until `matcher compact`)"
+               if data["removed_entries"] else "")
+    out.print(f"entries {data['entries']:,} in FAISS{removed}; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
+    from rich import box
+
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    t.add_column("dataset", overflow="fold", min_width=7)
+    t.add_column("version", overflow="fold", min_width=7)
+    for name in ("items", "hashed", "failed", "dead links", "entries", "removed"):
+        t.add_column(name, justify="right", min_width=max(len(w) for w in name.split()))
+    t.add_column("failures by kind", overflow="fold", min_width=8)
+    for d in data["datasets"]:
+        t.add_row(escape(d["dataset"]), escape(d["version"] or "-"), f"{d['items']:,}", f"{d['hashed']:,}",
+                  f"{d['failed']:,}", f"{d['dead_links']:,}", f"{d['entries']:,}", f"{d['removed']:,}",
+                  ", ".join(f"{k}: {v}" for k, v in sorted(d["failures"].items())))
+    out.print(t)
+    if any(d["removed"] for d in data["datasets"]):
+        out.print("removed: items taken out by `matcher remove`, until `matcher compact`", highlight=False)
+    if failures:
+        t = Table("dataset", "key", "source", "reason")
+        for f in failed:
+            t.add_row(f["dataset"], f["key"], f["url"] or f["path"] or "", f["error"] or "")
+        out.print(t)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--key", "keys", multiple=True, help="Remove the item with this key (repeatable).")
+@click.option("--url", "urls", multiple=True, help="Remove the item(s) with this image URL (repeatable).")
+@click.option("--dataset", help="Remove every item of this dataset; with --key/--url, only look in it.")
+@click.option("--matching", is_flag=True,
+              help="Remove every item that PHOTOS match, searched exactly as `matcher search` does (verified).")
+@click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
+              help="Remove every item that matches an entry of this opt-out registry (`matcher optout`).")
+@click.option("--workers", type=int, default=None, help="With --matching: hashing processes (default: one per core).")
+@click.argument("photos", nargs=-1, type=click.Path())
+def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None, workers=None, photos=()) -> None:
+    """Remove items from an index without rebuilding it.
+
+    Searches stop returning them at once; `matcher compact` later drops them from the FAISS file.
+    A later `add` of a source that still lists an item adds it back. Exit 2, changing nothing,
+    when a key, URL or dataset matches no item.
+
+    By content (a person's request): `--matching PHOTOS...` removes every item the photos match
+    (searched as `matcher search` does, verified), `--registry FILE` every item that matches an
+    entry of an opt-out registry; each removed item is printed. Exit 0 if something was removed,
+    1 if nothing matched, 2 on an error (a photo could not be read).
+    """
+    from matcher.engine.api import remove as remove_items
+
+    if matching or optout_registry or photos:  # by content: exits 0 removed, 1 nothing matched, 2 error
+        from matcher.cli.optout import remove_by_content
+
+        remove_by_content(index_dir, keys, urls, dataset, matching, optout_registry, photos, workers)
+    err = Console(stderr=True)
+    if keys and urls:
+        _err(err, "choose one of --key and --url")
+        sys.exit(EXIT_ERROR)
+    if not (keys or urls or dataset):
+        _err(err, "say what to remove: --key, --url or --dataset")
+        sys.exit(EXIT_ERROR)
+    try:
+        stats = remove_items(index_dir, dataset=dataset, keys=keys, urls=urls)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    whole = f"dataset {dataset} (and its version record): " if dataset and not keys and not urls else ""
+    err.print(
+        f"removed {whole}{stats['items']:,} items ({stats['entries']:,} index entries); searches no longer return them. "
+        f"{stats['tombstones']:,} removed entries wait for `matcher compact --index {index_dir}`",
+        highlight=False,
+    )
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+def compact(index_dir) -> None:
+    """Rebuild an index's FAISS file without removed items (and in the layout its size calls for)."""
+    from matcher.engine.api import compact as compact_index
+
+    err = Console(stderr=True)
+    try:
+        stats = compact_index(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    err.print(f"FAISS: {stats['before']:,} -> {stats['after']:,} entries ({stats['dropped']:,} removed items' "
+              f"entries dropped), layout {stats['layout']}", highlight=False)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--across-datasets", is_flag=True, help="Also group items of different datasets (default: within each dataset).")
+@click.option("--dataset", help="Only items of this dataset (with --across-datasets: and the items that duplicate them).")
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest 64-bit Hamming distance between two entries that makes a candidate pair.")
+@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
+              help="Verification score a pair needs (the two thumbnails aligned, cell by cell).")
+@click.option("--max-motion", type=click.FloatRange(0.0), default=DEFAULT_MAX_MOTION, show_default=True,
+              help="Full-detail check when both images are local files: largest residual motion of a copy.")
+@click.option("--no-detail", is_flag=True, help="Skip the full-detail check (thumbnail verification only).")
+@click.option("--no-variants", is_flag=True,
+              help="Search each entry's stored code only, not the mirrored and cropped edits of its thumbnail "
+                   "(9x fewer searches; mirrored and cropped copies are then missed).")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Verification processes (default: one per core).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per group (with every verified link).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the CSV (or JSON Lines) here, not to stdout.")
+def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_motion, no_detail, no_variants, workers,
+               as_json, out_path) -> None:
+    """Group near-duplicate items of an index: the same photo re-hosted, resized, recompressed, cropped.
+
+    CSV on stdout (or --out): one row per item in a group. Exit 0 if duplicates were found, 1 if none, 2 on error.
+    """
+    from matcher.engine.duplicates import find_duplicates, write_csv, write_jsonl
+
+    err = Console(stderr=True)
+    if out_path:
+        problem = _out_file_problem(Path(out_path))
+        if problem:  # said before the search, not after it
+            _err(err, f"cannot write {escape(out_path)}: {escape(problem)}")
+            sys.exit(EXIT_ERROR)
+    try:
+        store = IndexStore.open(index_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    try:
+        with store, _PhaseProgress(err) as progress:
+            report = find_duplicates(store, threshold=threshold, min_score=min_score,
+                                     max_motion=None if no_detail else max_motion, across_datasets=across_datasets,
+                                     dataset=dataset, variants=not no_variants, workers=workers, progress=progress)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    write = write_jsonl if as_json else write_csv
+    try:
+        if out_path:
+            with open(out_path, "w", newline="", encoding="utf-8") as f:
+                write(report.groups, f)
+        else:
+            write(report.groups, sys.stdout)
+            sys.stdout.flush()
+    except OSError as e:
+        _err(err, f"cannot write {escape(out_path or 'stdout')}: {escape(e.strerror or str(e))}")
+        sys.exit(EXIT_ERROR)
+    s, groups = report.stats, report.groups
+    largest = max(groups, key=lambda g: (g.size, -g.id)) if groups else None
+    scope = "across datasets" if across_datasets else "within datasets"
+    err.print(
+        f"{len(groups):,} groups of near-duplicates {scope}, {sum(g.size for g in groups):,} items in them"
+        + (f"; largest: {largest.size:,} items (group {largest.id}, {escape(largest.members[0].item.dataset)}:"
+           f"{escape(largest.members[0].item.key)})" if largest else "")
+        + f". {s.entries:,} entries searched ({s.queries:,} codes), {s.pairs:,} candidate pairs: {s.verified:,} verified"
+        + (f" ({s.distance_only:,} by distance only: no thumbnails)" if s.distance_only else "")
+        + f", {s.rejected:,} rejected"
+        + (f" ({s.rejected_motion:,} by the full-detail check)" if s.rejected_motion else "")
+        + f"; {s.elapsed:.1f} s" + (f"; written to {escape(out_path)}" if out_path else ""),
+        highlight=False, soft_wrap=True,
+    )
+    sys.exit(EXIT_MATCH if groups else EXIT_NO_MATCH)
+
+
+class _PhaseProgress:
+    """A rich progress bar per phase on stderr, only when stderr is a terminal."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=True,
+                                 disable=not console.is_terminal)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.tasks[phase], completed=done, total=total)
+
+
+def _out_file_problem(path: Path) -> str | None:
+    """Why the file ``path`` could not be written (checked before a long run), or None."""
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        return f"no folder {parent}"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
+
+
+@main.command()
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--distractors", type=click.Path(exists=True, file_okay=False),
+              help="Images added to the index as dataset 'distractors' (any match to one is false).")
+@click.option("--faces", type=click.Path(exists=True, file_okay=False),
+              help="Photos with boxes.csv (file,x,y,w,h): a face crop of each is planted, the full photo queried.")
+@click.option("--same-scene", "same_scene", type=click.Path(exists=True, file_okay=False),
+              help="NAME-a / NAME-b pairs: the b's are indexed, the a's queried and must not match them.")
+@click.option("--out", "out_dir", default="bench-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (copies, manifest, index, reports).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random edit and of the split.")
+@click.option("--transforms", "transform_names", metavar="A,B,...", help="Only these transforms (default: all).")
+@click.option("--max-distractors", type=click.IntRange(0), default=None, help="Use at most N distractors (sorted order).")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Processes (default: one per core; 0 = in-process).")
+@click.option("--latency-sample", type=click.IntRange(0), default=50, show_default=True,
+              help="Queries also searched one at a time to measure single-photo latency.")
+def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_names, max_distractors, workers,
+          latency_sample) -> None:
+    """Measure recall: plant seeded copies of PHOTOS_DIR's images in an index, search for them, report.
+
+    Writes OUT/report.json, OUT/report.md and OUT/sweep.png, and prints the table.
+    """
+    from importlib.util import find_spec
+
+    from matcher.bench import run as B
+
+    out = Console()
+    err = Console(stderr=True)
+    missing = [m for m in ("pdqhash", "matplotlib") if find_spec(m) is None]
+    if missing:
+        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'matcher[bench]'")
+        sys.exit(EXIT_ERROR)
+    names = [n.strip() for n in transform_names.split(",") if n.strip()] if transform_names else None
+    try:
+        report = B.run_bench(
+            photos_dir, out_dir, distractors=distractors, faces=faces, same_scene=same_scene, seed=seed,
+            transforms=names, max_distractors=max_distractors, workers=workers, latency_sample=latency_sample,
+            log=lambda msg: err.print(f"[dim]bench:[/] {msg}", highlight=False),
+        )
+        paths = B.write_reports(report, out_dir)
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+    B.print_table(report, out)
+    err.print(f"reports: {paths['markdown']}, {paths['json']}, {paths['plot']}", highlight=False)
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest hash distance a client may ask for (and the default).")
+@click.option("--rate-limit", type=click.FloatRange(0.0), default=20.0, show_default=True,
+              help="Requests per second per client address (bursts of 2x allowed); 0 = no limit.")
+@click.option("--max-photos", type=click.IntRange(1), default=64, show_default=True,
+              help="Largest number of photos in one search request (413 beyond).")
+@click.option("--body-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds a client has to send a request body (408 after: slow clients are cut off).")
+@click.option("--max-queue", type=click.IntRange(1), default=128, show_default=True,
+              help="Searches that may wait for the index; more are refused at once with 429 (bounded latency).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow cross-origin API calls from ORIGIN (repeatable; off by default).")
+@click.option("--access-log", is_flag=True,
+              help="Log each request with the client address (off by default: no addresses are kept).")
+def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
+          access_log) -> None:
+    """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
+    from importlib.util import find_spec
+
+    err = Console(stderr=True)
+    if find_spec("fastapi") is None or find_spec("uvicorn") is None:
+        _err(err, "matcher serve needs fastapi and uvicorn: pip install 'matcher[web]'")
+        sys.exit(EXIT_ERROR)
+    from matcher.web.app import ServeSettings, run
+
+    try:
+        run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
+                                     body_timeout=body_timeout,
+                                     cors_origins=tuple(cors_origins), access_log=access_log),
+            host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
+    except MatcherError as e:
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,261 @@
+"""The engine's public face: build an index from sources, search photos against it."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from matcher.hashing.detail import DEFAULT_MAX_MOTION
+from matcher.errors import IndexMismatch
+from matcher.ingest.fetch import FetchSettings
+from matcher.imaging.images import DEFAULT_LIMITS, Limits, iter_image_files, shown_path
+from matcher.ingest.run import AddStats, Progress, default_workers, ingest
+from matcher.results import Item, Match, QueryResult
+from matcher.ingest.sources import Source
+from matcher.index.store import IndexStore
+from matcher.hashing.verify import DEFAULT_MIN_SCORE
+from matcher.pipeline.photo import Candidate, HashSpec, QueryHashes, query_batch, verify_batch
+from matcher.pipeline.pool import CRASH_REASON, Task, Workers
+
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
+           "remove", "compact", "search_bytes", "rank_candidates"]
+
+#: Largest 64-bit pHash distance (inclusive) between a query variant and an index entry that
+#: makes the dataset item a candidate. Chosen with benchmarks/bench_recall.py (README).
+DEFAULT_THRESHOLD = 10
+#: Candidates verified per dataset item (nearest first) before giving up on it.
+MAX_CANDIDATES = 6
+
+
+def add(
+    index_dir: str | os.PathLike,
+    sources: Sequence[Source],
+    *,
+    workers: int | None = None,
+    fetch: FetchSettings = FetchSettings(),
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+    version: str | None = None,
+    new_version: bool = False,
+    screen=None,
+) -> AddStats:
+    """Create or extend the index at ``index_dir`` with every item of ``sources``.
+
+    Each source's dataset is recorded first, at ``version`` if given (:meth:`IndexStore.register_sources`):
+    a dataset recorded at another version raises CatalogError, adding nothing, unless ``new_version``.
+    ``screen`` (a :class:`matcher.optout.registry.Screen` over an opt-out registry): images that match one of
+    its entries are not added but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
+    """
+    with IndexStore.open(index_dir, create=True, writable=True) as store:
+        if screen is not None and store.hasher.identity() != screen.hasher:
+            raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
+                                f"are {screen.hasher}")
+        store.register_sources(sources, version=version, new_version=new_version)
+        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen)
+
+
+def remove(
+    index_dir: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    keys: Sequence[str] = (),
+    urls: Sequence[str] = (),
+) -> dict[str, int]:
+    """Remove items from the index at ``index_dir`` without rebuilding it (see :meth:`IndexStore.remove_items`).
+
+    Select by ``keys`` or ``urls`` (optionally within ``dataset``), or a whole ``dataset``. Searches stop
+    returning them at once; :func:`compact` later drops their ids from FAISS. Raises CatalogError and
+    changes nothing when a selector matches no item. A later ``add`` of a source that still lists an
+    item adds it back (with new entry ids).
+    """
+    with IndexStore.open(index_dir, writable=True) as store:
+        return store.remove_items(dataset=dataset, keys=keys, urls=urls)
+
+
+def compact(index_dir: str | os.PathLike) -> dict:
+    """Rebuild the FAISS file of ``index_dir`` without removed items' ids, in the layout its size calls for."""
+    with IndexStore.open(index_dir, writable=True) as store:
+        return store.compact()
+
+
+def iter_query_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files named directly, and image files found under folders (recursive)."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            yield from iter_image_files(p)
+        else:
+            yield p
+
+
+def search(
+    store: IndexStore,
+    paths: Iterable[str | os.PathLike],
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_motion: float | None = DEFAULT_MAX_MOTION,
+    workers: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    report_rejected: bool = False,
+) -> Iterator[QueryResult]:
+    """Hash each photo and yield its matches (in input order), or the reason it could not be read.
+
+    Each photo is hashed as many *variants* (8 orientations x likely crops, small rotations,
+    crops around faces). Every index entry within ``threshold`` of a variant is a candidate;
+    a candidate is reported only when its region of the photo, aligned to the entry's stored
+    thumbnail, correlates at ``min_score`` or better (indexes built without thumbnails fall
+    back to the hash distance alone). When the dataset image is a local file that still
+    hashes as indexed, the match must also pass the full-detail check of :mod:`matcher.hashing.detail`:
+    residual motion at most ``max_motion`` (another frame of a burst fails it; ``None`` skips
+    the check). The evidence of each match says which variant and
+    entry matched, the hash distance and the correlation. ``report_rejected`` (for
+    benchmarks) also returns candidates that failed verification, with
+    ``evidence["verified"] = False``.
+    """
+    files = [str(p) for p in iter_query_files(paths)]
+    spec = HashSpec.of(store.hasher, store.regions, limits)
+    workers = default_workers() if workers is None else workers
+    chunks = [files[i : i + 4] for i in range(0, len(files), 4)]
+    pool = Workers(workers if workers > 0 and len(files) > 4 else 0)
+    window = 2 * max(1, workers)  # chunks in flight: hashing stays ahead of verification, memory stays bounded
+
+    def hashed(chunk: list[str], task: Task) -> list[tuple]:
+        try:
+            return task.result()
+        except BrokenProcessPool:  # a worker died: each photo of the chunk again, on its own
+            return [pool.rerun(task, [("err", CRASH_REASON, "crash")], (spec, [f]))[0] for f in chunk]
+
+    def verified(entry: tuple) -> tuple:
+        """``entry`` with its verification outcomes in hand (or the reason they are missing)."""
+        f, error, hash_hex, items, task = entry
+        if not isinstance(task, Task):
+            return entry
+        try:
+            return f, error, hash_hex, items, task.result()
+        except BrokenProcessPool:
+            outcomes = pool.rerun(task, None)
+            if outcomes is None:
+                return f, "a worker process died twice while verifying this photo's matches " \
+                          "(out of memory, or a crashing decoder)", None, None, None
+            return f, error, hash_hex, items, outcomes
+
+    try:
+        hashing = deque()
+        pending: deque = deque()  # per photo, in input order: (file, error, hash, items, outcomes or Task)
+        it = iter(chunks)
+        for chunk in it:
+            hashing.append((chunk, pool.submit(query_batch, spec, chunk)))
+            if len(hashing) >= window:
+                break
+        while hashing:
+            chunk, task = hashing.popleft()
+            outs = hashed(chunk, task)
+            nxt = next(it, None)
+            if nxt is not None:
+                hashing.append((nxt, pool.submit(query_batch, spec, nxt)))
+            for f, o in zip(chunk, outs):
+                if o[0] != "ok":
+                    pending.append((f, o[1], None, None, None))
+                    continue
+                items, cands = _candidates(store, o[2], threshold)
+                q = o[2]
+                task = (pool.submit(verify_batch, spec, q.image, q.faces, cands, min_score, max_motion) if cands
+                        else [])
+                pending.append((f, None, o[1].hex(), items, task))
+            # hand out what is ready, in order, without waiting on photos still being verified
+            while pending and (_ready(pending[0][4]) or len(pending) > 4 * window):
+                yield _result(verified(pending.popleft()), threshold, min_score, report_rejected)
+        while pending:
+            yield _result(verified(pending.popleft()), threshold, min_score, report_rejected)
+    finally:
+        pool.shutdown()
+
+
+def _ready(outcomes) -> bool:
+    """Outcomes of a photo are ready: none (an error), a list (verified in-process) or a finished task."""
+    return not isinstance(outcomes, Task) or outcomes.done()
+
+
+def rank_candidates(names: Sequence[str], hits) -> list[tuple[Item, list[tuple[int, int, str, bytes | None]]]]:
+    """Dataset items near any variant, each with its tries ``(distance, variant position, entry kind, thumbnail)``
+    best first (nearest; unrotated variants before rotated ones; then by name), at most MAX_CANDIDATES.
+
+    ``names[i]`` is the name of variant ``i``, ``hits[i]`` its row of :meth:`IndexStore.search_codes`.
+    The CLI and the web API order candidates with this one function.
+    """
+    by_item: dict[int, list] = {}
+    items: dict[int, Item] = {}
+    for i, row in enumerate(hits):
+        for item, kind, d, thumb in row:
+            items[item.id] = item
+            by_item.setdefault(item.id, []).append((d, i, kind, thumb))
+    out = []
+    for item_id, tries in by_item.items():
+        tries.sort(key=lambda c: (c[0], "/rot" in names[c[1]], names[c[1]]))
+        out.append((items[item_id], tries[:MAX_CANDIDATES]))
+    return out
+
+
+def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[Candidate]]:
+    """The dataset items some variant of the photo came within ``threshold`` of, with what verifying them needs."""
+    hits = store.search_codes(q.codes, threshold)
+    ranked = rank_candidates([v.name for v in q.variants], hits)
+    items = {item.id: item for item, _ in ranked}
+    cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries],
+                       item.extra.get("faces"))
+             for item, tries in ranked]
+    return items, cands
+
+
+def search_bytes(
+    store: IndexStore,
+    name: str,
+    data: bytes,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_motion: float | None = DEFAULT_MAX_MOTION,
+    limits: Limits = DEFAULT_LIMITS,
+    run_store=None,
+) -> QueryResult:
+    """Search one photo given as its file's bytes, in this process, exactly as :func:`search` searches a file.
+
+    Nothing is written anywhere (the web check's upload path for photos a browser cannot decode).
+    ``run_store(fn, *args)`` runs ``fn(store, *args)`` where the store may be used (the web server
+    keeps it on a thread of its own); by default, here.
+    """
+    spec = HashSpec.of(store.hasher, store.regions, limits)
+    (out,) = query_batch(spec, [data])
+    if out[0] != "ok":
+        return QueryResult(query=name, error=out[1])
+    q = out[2]
+    items, cands = run_store(_candidates, q, threshold) if run_store else _candidates(store, q, threshold)
+    outcomes = verify_batch(spec, q.image, q.faces, cands, min_score, max_motion) if cands else []
+    return _result((name, None, out[1].hex(), items, outcomes), threshold, min_score, False)
+
+
+def _result(entry: tuple, threshold: int, min_score: float, report_rejected: bool) -> QueryResult:
+    f, error, hash_hex, items, outcomes = entry
+    f = shown_path(f)  # a file name that is not UTF-8 must still print and serialise
+    if error is not None:
+        return QueryResult(query=f, error=error)
+    out: list[Match] = []
+    for item_id, score, d, variant, kind, detail in outcomes:
+        verified = score is None or score >= min_score
+        if verified and "motion" in detail:
+            verified = detail["motion"] <= detail["max_motion"]
+        if not verified and not report_rejected:
+            continue
+        evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
+        if score is not None:
+            evidence.update(score=round(score, 4), min_score=min_score)
+        evidence.update(detail)
+        if report_rejected:
+            evidence["verified"] = verified
+        out.append(Match(items[item_id], d, evidence))
+    out.sort(key=lambda m: (m.distance, -m.evidence.get("score", 0), m.item.id))
+    return QueryResult(query=f, matches=out, hash=hash_hex)

@@ -1,0 +1,350 @@
+"""An index directory: ``meta.json`` + ``catalog.sqlite`` + ``index.faiss``.
+
+* ``meta.json`` names the format version and the hasher (name, bits, version,
+  parameters); opening with another hasher raises :class:`IndexMismatch`.
+* The catalog is the truth; the FAISS file is a cache of the entries' codes, saved
+  atomically. Each save appends a trailer naming the index (``index_id``) and the
+  catalog's ``entries_seq`` it reflects. On open, a FAISS file whose trailer does not
+  match the catalog exactly (a crash between a catalog commit and a FAISS save, an
+  older or foreign file copied in, no trailer) is reconciled against the catalog:
+  missing codes are added from the catalog, ids the catalog no longer has are removed.
+  (``faiss_seq`` in the catalog's meta records the last save, for humans and tests.)
+* Removed items (:meth:`IndexStore.remove_items`) leave their entry ids in FAISS as
+  tombstones, recorded in the catalog and dropped from every search result at once.
+  Compaction (:meth:`IndexStore.compact`, and any save once tombstones are
+  :data:`COMPACT_FRACTION` of FAISS) takes them out of FAISS; a reconcile does too.
+* The FAISS layout (flat or IVF, :mod:`matcher.index.binary`) follows the size: a save lays the
+  index out again when it has outgrown its layout.
+* One writer at a time (an exclusive ``flock`` on ``lock``); readers never block.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from matcher.atomic import write_bytes
+from matcher.index.catalog import Catalog, ItemRecord
+from matcher.errors import CatalogError, IndexMismatch
+from matcher.hashing.hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
+from matcher.index.binary import BinaryIndex
+from matcher.results import Item
+from matcher.testpoints import pause
+
+__all__ = ["IndexStore", "FORMAT_VERSION"]
+
+FORMAT = "matcher-index"
+FORMAT_VERSION = 1
+#: How candidates are verified: each entry keeps a 64x64 greyscale thumbnail of its region (matcher/verify.py).
+VERIFIER = {"name": "thumb-ncc", "size": 64, "version": 1}
+META = "meta.json"
+CATALOG = "catalog.sqlite"
+FAISS = "index.faiss"
+LOCK = "lock"
+#: A save compacts FAISS (drops tombstoned ids) once they are this share of it: below, filtering them
+#: costs less than the O(n) removal.
+COMPACT_FRACTION = 0.1
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+class IndexStore:
+    """An open index directory."""
+
+    def __init__(self, root: Path, hasher: Hasher, regions: bool, catalog: Catalog, faiss: BinaryIndex, *,
+                 writable: bool, lock_fd, index_id: str | None = None):
+        self.root = root
+        self.index_id = index_id
+        self.hasher = hasher
+        self.regions = regions  # entries for framed photos + pixel thumbnails for verification
+        self.catalog = catalog
+        self.faiss = faiss
+        self.writable = writable
+        self._lock_fd = lock_fd
+        self._dirty = False
+        self._last_save = time.monotonic()
+        self.reconciled: dict[str, int] = {"added": 0, "removed": 0}
+        self.dead = catalog.tombstone_ids()  # sorted ids FAISS holds for removed items: never returned
+
+    # opening --------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike,
+        *,
+        create: bool = False,
+        writable: bool = False,
+        hasher: Hasher | str | None = None,
+        regions: bool = True,
+    ) -> "IndexStore":
+        """Open (or with ``create``, create) an index directory.
+
+        ``hasher``: what the caller will hash queries with. If given and the index
+        was built with a different one, raises IndexMismatch.
+        """
+        root = Path(root)
+        meta_path = root / META
+        if isinstance(hasher, str):
+            hasher = get_hasher(hasher)
+        if not meta_path.exists():
+            if not create:
+                if root.exists() and any(root.iterdir()):
+                    raise CatalogError(f"{root} is not a matcher index (no {META})")
+                raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
+            root.mkdir(parents=True, exist_ok=True)
+            hasher = hasher or get_hasher(DEFAULT_HASHER)
+            _write_json(
+                meta_path,
+                {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "hasher": hasher.identity(),
+                    "verifier": VERIFIER if regions else None,
+                    "index_id": uuid.uuid4().hex,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+            pause("create.meta-written")
+            writable = True
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CatalogError(f"cannot read {meta_path}: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise CatalogError(f"{meta_path} is not a matcher index meta file")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise CatalogError(
+                f"{root} uses index format {meta['format_version']}; this matcher reads up to {FORMAT_VERSION}"
+            )
+        stored = meta.get("hasher") or {}
+        if hasher is not None and hasher.identity() != {k: stored.get(k) for k in ("name", "bits", "version", "params")}:
+            raise IndexMismatch(
+                f"index {root} was built with hasher {stored}, but the query hasher is {hasher.identity()}; "
+                "search it with the hasher it was built with"
+            )
+        index_hasher = hasher_from_identity(stored)
+        if hasher is not None:
+            index_hasher = hasher  # same identity; keep the caller's decode options
+        stored_verifier = meta.get("verifier")
+        if stored_verifier not in (None, VERIFIER):
+            raise IndexMismatch(f"index {root} verifies with {stored_verifier}; this matcher knows {VERIFIER}")
+
+        lock_fd = None
+        if writable:
+            lock_fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                raise CatalogError(f"{root} is being written by another matcher process") from None
+            for stale in root.glob(f".{FAISS}.tmp-*"):  # a FAISS save killed before its rename (we hold the lock)
+                stale.unlink(missing_ok=True)
+        try:
+            try:
+                catalog = Catalog(root / CATALOG, create=writable)
+            except CatalogError:
+                if writable or not Catalog.unfinished(root / CATALOG):
+                    raise
+                # the add that created this index was killed before its catalog was: it holds nothing yet
+                catalog = Catalog(":memory:", create=True)
+            faiss_path = root / FAISS
+            if faiss_path.exists():
+                faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
+            else:
+                faiss = BinaryIndex(index_hasher.bits)
+            store = cls(root, index_hasher, stored_verifier is not None, catalog, faiss, writable=writable,
+                        lock_fd=lock_fd,
+                        index_id=meta.get("index_id"))
+            store._reconcile_if_needed()
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return store
+
+    def close(self) -> None:
+        try:
+            if self.writable and len(self.faiss) != self.catalog.entries_count + len(self.dead):
+                # an interrupt (Ctrl-C) between a batch's catalog commit and its FAISS add: catch up now,
+                # so the FAISS file is saved in step rather than repaired by the next open
+                self.reconcile()
+            elif self.writable and self._dirty:
+                self.save()
+        finally:
+            self.catalog.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "IndexStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # consistency ----------------------------------------------------------------
+    def _reconcile_if_needed(self) -> None:
+        seq = self.catalog.entries_seq
+        if seq == 0 and len(self.faiss) == 0:
+            return  # nothing hashed yet
+        t = self.faiss.trailer or {}
+        if (t.get("index_id") == self.index_id and t.get("seq") == seq and t.get("count") == len(self.faiss)
+                and len(self.faiss) == self.catalog.entries_count + len(self.dead)):
+            # this FAISS file was saved from exactly the catalog's current entries (a kill after the
+            # file was replaced but before faiss_seq was written leaves only the record behind)
+            if self.writable and self.catalog.get_meta("faiss_seq") != str(seq):
+                self.catalog.set_meta("faiss_seq", str(seq))
+            return
+        self.reconcile()
+
+    def reconcile(self) -> dict[str, int]:
+        """Make FAISS hold exactly the catalog's live entries (tombstoned ids go too). Saves if writable."""
+        want = self.catalog.entry_ids()
+        have = self.faiss.ids()
+        if len(np.unique(have)) != len(have):  # duplicated ids: rebuild from scratch
+            self.faiss = BinaryIndex(self.hasher.bits)
+            have = np.empty(0, np.int64)
+        extra = np.setdiff1d(have, want, assume_unique=True)
+        missing = np.setdiff1d(want, have, assume_unique=True)
+        if len(extra):
+            self.faiss.remove(extra)
+        if len(missing):
+            for start in range(0, len(missing), 100_000):
+                rows = list(self.catalog.entry_codes(missing[start : start + 100_000].tolist()))
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                codes = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), -1)
+                self.faiss.add(ids, codes)
+        self.reconciled = {"added": int(len(missing)), "removed": int(len(extra))}
+        if self.writable and len(self.dead):
+            self.catalog.clear_tombstones(self.dead)  # FAISS holds none of them any more
+        self.dead = np.empty(0, np.int64)  # read-only too: FAISS in memory holds none (info counts it)
+        if self.writable:
+            self.save()
+        return self.reconciled
+
+    def save(self) -> None:
+        """Write FAISS (atomic), first compacting it when tombstones have piled up and laying it out
+        again when its size has outgrown the layout."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        if len(self.dead) and len(self.dead) >= COMPACT_FRACTION * max(len(self.faiss), 1):
+            self._drop_dead()
+        if self.faiss.wants_relayout():
+            self.faiss = self.faiss.relayout()
+        seq = self.catalog.entries_seq
+        self.faiss.save(self.root / FAISS, {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)})
+        pause("faiss.after-rename")
+        self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
+        self.catalog.set_meta("faiss_seq", str(seq))
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    def _drop_dead(self) -> int:
+        """Take the tombstoned ids out of FAISS (in memory), then out of the catalog (bumping entries_seq).
+
+        A kill before the following save leaves the old FAISS file, whose trailer no longer matches
+        the catalog: the next open reconciles, which removes the same ids.
+        """
+        dead = self.dead
+        removed = self.faiss.remove(dead)
+        self.catalog.clear_tombstones(dead)
+        pause("compact.committed")
+        self.dead = np.empty(0, np.int64)
+        self._dirty = True
+        return removed
+
+    def compact(self) -> dict[str, int | str]:
+        """Rebuild FAISS without the removed items' ids (and in the layout its size calls for), then save."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        before = len(self.faiss)
+        dropped = self._drop_dead() if len(self.dead) else 0
+        self.save()
+        return {"dropped": int(dropped), "before": before, "after": len(self.faiss), "layout": self.faiss.layout}
+
+    # writing ------------------------------------------------------------------
+    def remove_items(self, *, dataset: str | None = None, keys: Sequence[str] = (),
+                     urls: Sequence[str] = ()) -> dict[str, int]:
+        """Remove items (by key or URL, optionally within ``dataset``; or a whole dataset) without a rebuild.
+
+        One catalog transaction deletes them and records their entry ids as tombstones; from then on
+        no search returns them (this process filters the ids; other processes no longer find the
+        entries in the catalog). FAISS is untouched until compaction. Raises CatalogError, changing
+        nothing, when a key, URL or dataset matches no item.
+        """
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        item_ids = self.catalog.find_items(dataset=dataset, keys=keys, urls=urls)
+        whole = dataset if dataset is not None and not keys and not urls else None  # its record goes too
+        n_items, dead = self.catalog.remove_items(item_ids, drop_dataset=whole)
+        pause("remove.committed")
+        self.dead = np.union1d(self.dead, dead)
+        return {"items": int(n_items), "entries": int(len(dead)), "tombstones": int(len(self.dead))}
+
+    def register_sources(self, sources: Sequence[Any], *, version: str | None = None,
+                         new_version: bool = False) -> list[tuple[str, str | None, str]]:
+        """Record the datasets ``sources`` are about to fill (name, version, source locations) before an add:
+        see :meth:`Catalog.register_datasets` (a different version is refused unless ``new_version``)."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        by_dataset: dict[str, list[str]] = {}
+        for source in sources:
+            by_dataset.setdefault(source.dataset, []).append(source.location)
+        return self.catalog.register_datasets(by_dataset, version=version, new_version=new_version)
+
+    def record(self, records: Sequence[ItemRecord], *, save_every: float = 30.0) -> None:
+        """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        if records:
+            self._dirty = True  # before the commit: an interrupt after it must still save on close
+        new_ids, new_codes, removed = self.catalog.record(records)
+        pause("store.recorded")
+        if removed:
+            self.faiss.remove(removed)
+        if new_ids:
+            codes = np.frombuffer(b"".join(new_codes), dtype=np.uint8).reshape(len(new_ids), -1)
+            self.faiss.add(new_ids, codes)
+        if new_ids or removed:
+            self._dirty = True
+        if self._dirty and time.monotonic() - self._last_save >= save_every:
+            self.save()
+
+    # reading --------------------------------------------------------------------
+    def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int, bytes | None]]]:
+        """For each code: [(item, entry kind, distance, entry's verification thumbnail)] within ``threshold``.
+
+        Nearest first, one row per item (its nearest entry).
+        """
+        hits = self.faiss.range_search(codes, threshold)
+        if len(self.dead):  # removed items: their ids stay in FAISS until compaction
+            hits = [(ids[keep], d[keep]) for ids, d in hits for keep in [~np.isin(ids, self.dead)]]
+        all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
+        items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
+        out: list[list[tuple[Item, str, int, bytes | None]]] = []
+        for ids, dists in hits:
+            seen: set[int] = set()
+            row = []
+            for i, d in zip(ids.tolist(), dists.tolist()):
+                found = items.get(i)
+                if found is None:  # a writer removed it after our FAISS snapshot
+                    continue
+                item, kind, verify = found
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                row.append((item, kind, int(d), verify))
+            out.append(row)
+        return out
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())

@@ -1,0 +1,817 @@
+"""Concurrent, SSRF-guarded image downloading for dataset ingestion.
+
+The ingest engine feeds millions of ``(key, url)`` rows from dataset manifests
+through :func:`fetch_iter` and gets back ``(key, body, error)`` triples as the
+downloads finish. Under the hood one asyncio event loop runs in a background
+thread with one :class:`aiohttp.ClientSession`; the caller stays an ordinary
+synchronous ``for`` loop and the manifest iterable is read lazily, in the
+caller's own thread, a bounded window ahead of the results.
+
+Every failure is a :class:`~matcher.errors.FetchError` with a ``kind``
+(``http``, ``timeout``, ``too_large``, ``not_image``, ``connection``,
+``refused``, ``bad_url``) and a short human ``reason``.
+
+Safety rules, all enforced here rather than left to callers:
+
+* Only ``http``/``https`` URLs with a host are fetched.
+* Unless :attr:`FetchSettings.allow_private` is set, no connection is made to
+  an address that is not globally routable (loopback, private, link-local,
+  shared, reserved, multicast, and such addresses hidden inside NAT64, 6to4 or
+  IPv4-mapped IPv6). IP literals are checked before the request, host names
+  are checked on every address DNS returns (in a resolver installed into the
+  aiohttp connector, so the check sits between resolution and ``connect()``),
+  and redirects are followed by hand so every hop gets the same checks.
+* Bodies larger than :attr:`FetchSettings.max_bytes` are abandoned as soon as
+  the limit is crossed, and a body is only accepted when its first bytes are
+  those of an image format (:func:`sniff_image_format`); the server's
+  ``Content-Type`` and the URL's extension are never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http
+import ipaddress
+import itertools
+import math
+import os
+import queue
+import random
+import socket
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Iterable, Iterator, TypeVar
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from matcher.errors import FetchError
+
+__all__ = [
+    "FetchSettings",
+    "sniff_image_format",
+    "is_public_address",
+    "make_session",
+    "fetch_one",
+    "fetch_iter",
+]
+
+K = TypeVar("K")
+
+
+def _package_version() -> str:
+    """matcher's version for the User-Agent: the package's ``__version__``, else installed metadata."""
+    try:
+        from matcher import __version__
+
+        return str(__version__)
+    except ImportError:
+        pass
+    from importlib import metadata
+
+    try:
+        return metadata.version("matcher")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+_USER_AGENT = (
+    f"matcher/{_package_version()} "
+    "(dataset provenance lookup; +https://github.com/matcher-project/matcher)"
+)
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """How downloads are made. The defaults suit a large crawl of public image hosts."""
+
+    concurrency: int = 64
+    """Total requests in flight."""
+    per_host: int = 8
+    """Simultaneous connections to one scheme/host/port (0 means no per-host limit)."""
+    connect_timeout: float = 10.0
+    """Seconds to resolve the host and open the connection (TLS included)."""
+    timeout: float = 30.0
+    """Seconds per attempt, from connecting to the last body byte, redirects included."""
+    retries: int = 3
+    """Extra attempts after the first, only for timeouts, connection errors, 429 and 5xx."""
+    backoff: float = 0.5
+    """Base delay in seconds between attempts: ``backoff * 2**attempt``, jittered.
+    A ``Retry-After`` header in seconds form overrides it (capped at 30 s)."""
+    max_bytes: int = 50 * 1024 * 1024
+    """Largest body accepted, checked against Content-Length and while streaming."""
+    max_redirects: int = 5
+    """Redirect hops followed before giving up."""
+    allow_private: bool = False
+    """Allow loopback/private/link-local/etc. targets (tests and intranet mirrors)."""
+    allow_networks: tuple[str, ...] = ()
+    """Non-public networks allowed all the same, as CIDR (``"10.1.2.0/24"``, ``"127.0.0.1/32"``): an
+    intranet mirror, without opening every private address to redirects."""
+    user_agent: str = _USER_AGENT
+    """Sent with every request, so site operators can tell who is fetching."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.per_host < 0:
+            raise ValueError(f"per_host must be 0 (no limit) or more, got {self.per_host}")
+        for name in ("connect_timeout", "timeout"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {self.retries}")
+        if not (self.backoff >= 0 and math.isfinite(self.backoff)):
+            raise ValueError(f"backoff must be 0 or more seconds, got {self.backoff}")
+        if self.max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {self.max_bytes}")
+        if self.max_redirects < 0:
+            raise ValueError(f"max_redirects must be 0 or more, got {self.max_redirects}")
+        if isinstance(self.allow_networks, str):
+            raise ValueError("allow_networks must be a sequence of CIDR strings, not one string")
+        nets = []
+        for net in self.allow_networks:
+            try:
+                nets.append(ipaddress.ip_network(net, strict=False))
+            except ValueError:
+                raise ValueError(f"allow_networks: {net!r} is not an IP network (e.g. 10.1.2.0/24)") from None
+        object.__setattr__(self, "allow_networks", tuple(str(n) for n in nets))
+
+    def allows(self, address: str | IPAddress) -> bool:
+        """Whether connecting to ``address`` is allowed: a public address, or one in :attr:`allow_networks`."""
+        if self.allow_private or is_public_address(address):
+            return True
+        ip = address if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else (
+            ipaddress.ip_address(address)
+        )
+        return any(ip in ipaddress.ip_network(net) for net in self.allow_networks)
+
+
+# ---------------------------------------------------------------------------
+# content sniffing
+
+_SNIFF_BYTES = 256
+""":func:`sniff_image_format` looks at no more than this many leading bytes."""
+
+_BMP_DIB_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_MAJOR_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
+_HEIF_BRANDS = _HEIF_MAJOR_BRANDS | {b"mif1", b"msf1"}
+
+
+def _isobmff_brands(head: bytes) -> list[bytes] | None:
+    """Major then compatible brands of a leading ISO-BMFF ``ftyp`` box, or None if there is none."""
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[0:4], "big")
+    if size < 16:
+        # 0 ("to end of file") and 1 (64-bit size) are legal but never used for ftyp;
+        # anything else under 16 cannot hold a major brand and minor version.
+        size = len(head)
+    end = min(size, len(head))
+    brands = [head[8:12]]
+    brands.extend(head[i : i + 4] for i in range(16, end - 3, 4))
+    return brands
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """Name the image format of ``data`` from its magic bytes, or return None.
+
+    Recognises ``'jpeg'``, ``'png'``, ``'gif'``, ``'webp'``, ``'bmp'``, ``'tiff'``,
+    ``'heif'``, ``'avif'`` and ``'ico'``. Only the first 256 bytes are examined,
+    so a prefix of a body gives the same answer as the whole body once it is that
+    long. This is a cheap gate against HTML error pages and the like, not a
+    guarantee that the image decodes.
+    """
+    head = bytes(data[:_SNIFF_BYTES])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "tiff"
+    if (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES
+    ):
+        return "bmp"
+    if head.startswith(b"\x00\x00\x01\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
+        return "ico"
+    brands = _isobmff_brands(head)
+    if brands:
+        major = brands[0]
+        if major in _AVIF_BRANDS:
+            return "avif"
+        if major in _HEIF_MAJOR_BRANDS:
+            return "heif"
+        if _AVIF_BRANDS.intersection(brands):
+            return "avif"
+        if _HEIF_BRANDS.intersection(brands):
+            return "heif"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# address safety
+
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NEVER_PUBLIC_V6 = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated), unspecified, loopback
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    ipaddress.IPv6Network("fec0::/10"),  # deprecated site-local
+)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, NAT64, 6to4), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64_WELL_KNOWN:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def is_public_address(address: str | IPAddress) -> bool:
+    """True if ``address`` is a globally routable unicast IP we may connect to.
+
+    False for loopback, private, link-local (cloud metadata lives there),
+    shared/CGNAT, documentation, benchmarking, reserved, unspecified and
+    multicast addresses. IPv6 forms that carry an IPv4 address (IPv4-mapped
+    ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) are judged by
+    the IPv4 address inside. Raises ValueError if ``address`` is not an IP address.
+    """
+    ip = address if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else (
+        ipaddress.ip_address(address)
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            ip = inner
+        elif any(ip in net for net in _NEVER_PUBLIC_V6):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    """The address if ``host`` (as yarl decodes it, without brackets) is an IP literal."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class _RefusedAddress(Exception):
+    """Raised by :class:`_GuardedResolver`; turned into a fresh FetchError per request.
+
+    Not an OSError on purpose: aiohttp wraps OSErrors from the resolver into
+    ClientConnectorDNSError, while other exceptions reach the caller unchanged.
+    """
+
+    def __init__(self, host: str, address: str):
+        super().__init__(f"{host} resolves to non-public address {address}")
+        self.reason = f"{host} resolves to non-public address {address}"
+
+
+class _GuardedResolver(AbstractResolver):
+    """aiohttp resolver that refuses a host if any address it resolves to is not public.
+
+    aiohttp calls the resolver for every host name that is not an IP literal,
+    after the DNS cache misses, and connects only to the addresses returned; the
+    cache only ever holds results that passed this check. Refusing the host when
+    *any* address is private (rather than filtering) leaves nothing to a DNS
+    answer that mixes a public decoy with an internal target.
+    """
+
+    def __init__(self, settings: "FetchSettings") -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._settings = settings
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if not self._settings.allows(result["host"]):
+                raise _RefusedAddress(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+# ---------------------------------------------------------------------------
+# sessions
+
+
+class _HostSlots:
+    """Per-host connection slots taken *before* asking aiohttp for a connection.
+
+    aiohttp would queue excess requests to a host itself, but its total timeout
+    starts before that wait, so a long queue for a popular host would turn into
+    spurious timeouts. Waiting here instead keeps :attr:`FetchSettings.timeout`
+    about the transfer only. Entries are dropped when their last user leaves,
+    so the table never grows beyond the hosts currently in use.
+    """
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._slots: dict[tuple[str, str, int | None], list] = {}
+
+    async def acquire(self, key: tuple[str, str, int | None]) -> None:
+        entry = self._slots.get(key)
+        if entry is None:
+            entry = self._slots[key] = [asyncio.Semaphore(self._limit), 0]
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            self._leave(key, entry)
+            raise
+
+    def release(self, key: tuple[str, str, int | None]) -> None:
+        entry = self._slots[key]
+        entry[0].release()
+        self._leave(key, entry)
+
+    def _leave(self, key: tuple[str, str, int | None], entry: list) -> None:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._slots[key]
+
+
+@dataclass(frozen=True)
+class _SessionInfo:
+    guarded: bool
+    slots: _HostSlots | None
+
+
+_SESSIONS: "weakref.WeakKeyDictionary[aiohttp.ClientSession, _SessionInfo]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def make_session(settings: FetchSettings = FetchSettings()) -> aiohttp.ClientSession:
+    """Create the ClientSession :func:`fetch_one` expects. Call it inside a running event loop.
+
+    One session (one connection pool, one DNS cache) serves every request.
+    Unless ``settings.allow_private``, its connector uses a resolver that refuses
+    host names resolving to non-public addresses. Cookies are not kept (a crawl
+    across millions of hosts would only accumulate them) and proxy settings from
+    the environment are ignored (a proxy would hide the real target from the
+    address check). Close it with ``await session.close()``.
+    """
+    resolver = None if settings.allow_private else _GuardedResolver(settings)
+    connector = aiohttp.TCPConnector(
+        limit=settings.concurrency,
+        limit_per_host=settings.per_host,
+        resolver=resolver,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": settings.user_agent, "Accept": "image/*, */*;q=0.8"},
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        # Some CDNs send long cookie/CSP headers; aiohttp's 8 KiB default rejects them.
+        max_line_size=32768,
+        max_field_size=32768,
+    )
+    slots = _HostSlots(settings.per_host) if settings.per_host else None
+    _SESSIONS[session] = _SessionInfo(guarded=resolver is not None, slots=slots)
+    return session
+
+
+# ---------------------------------------------------------------------------
+# one download
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+_RETRY_AFTER_CAP = 30.0
+_DRAIN_BYTES = 64 * 1024
+"""Error and redirect bodies up to this size are read so the connection can be reused."""
+
+
+class _Transient(Exception):
+    """An attempt failed in a way worth retrying; carries the error to report if we give up."""
+
+    def __init__(self, error: FetchError, retry_after: float | None = None):
+        super().__init__(error.reason)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def _status_text(status: int, reason: str | None) -> str:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = (reason or "").strip()[:60]
+    return f"HTTP {status} {phrase}".rstrip()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header in delta-seconds form, capped; None otherwise."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # HTTP-date form or junk: fall back to exponential backoff
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        return None
+    return min(seconds, _RETRY_AFTER_CAP)
+
+
+def _parse_url(url: object) -> URL:
+    """Turn a manifest value into a URL, or raise FetchError(kind="bad_url")."""
+    if isinstance(url, URL):
+        return url
+    if not isinstance(url, str):
+        raise FetchError(f"URL is not a string ({type(url).__name__})", kind="bad_url")
+    text = url.strip()
+    if not text:
+        raise FetchError("URL is empty", kind="bad_url")
+    try:
+        return URL(text)
+    except (ValueError, UnicodeError) as exc:
+        raise FetchError(f"unparsable URL ({exc})", kind="bad_url") from None
+
+
+def _check_target(url: URL, settings: FetchSettings, *, hop: str = "URL") -> None:
+    """Refuse a URL we must not request: bad scheme, no host, or a non-public IP literal.
+
+    Host names are checked later, on the addresses DNS returns (see
+    :class:`_GuardedResolver`). ``hop`` names the URL in reasons ("URL", "redirect").
+    """
+    scheme = url.scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = f"'{scheme}'" if scheme else "none"
+        raise FetchError(f"{hop} scheme {shown} is not http or https", kind="bad_url")
+    host = url.host
+    if not host:
+        raise FetchError(f"{hop} has no host", kind="bad_url")
+    if not settings.allow_private:
+        ip = _ip_literal(host)
+        if ip is not None and not settings.allows(ip):
+            raise FetchError(f"refusing to connect to non-public address {ip}", kind="refused")
+
+
+def _map_client_error(exc: BaseException, settings: FetchSettings) -> FetchError | _Transient:
+    """Translate a failure from aiohttp or the socket layer into our error vocabulary.
+
+    Returns a :class:`_Transient` for failures worth retrying.
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _Transient(
+            FetchError(f"connection timed out after {_seconds(settings.connect_timeout)}", kind="timeout")
+        )
+    if isinstance(exc, asyncio.TimeoutError):
+        return _Transient(FetchError(f"timed out after {_seconds(settings.timeout)}", kind="timeout"))
+    if isinstance(exc, aiohttp.InvalidURL):
+        return FetchError(f"invalid URL ({exc})", kind="bad_url")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        error = FetchError(f"could not resolve host {exc.host}", kind="connection")
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror) and cause.errno in _DNS_PERMANENT:
+            return error  # the name does not exist: asking again will not change that
+        return _Transient(error)
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+        return FetchError(f"TLS failure talking to the server ({_short(exc)})", kind="connection")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        code = exc.os_error.errno
+        why = os.strerror(code).lower() if code else _short(exc.os_error)
+        return _Transient(FetchError(f"could not connect to {exc.host}:{exc.port} ({why})", kind="connection"))
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return _Transient(FetchError("server closed the connection early", kind="connection"))
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _Transient(FetchError("response body was cut short or malformed", kind="connection"))
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised by aiohttp's parser for responses it cannot read (bad headers etc.).
+        return FetchError(f"invalid HTTP response ({_short(exc.message)})", kind="http")
+    if isinstance(exc, (aiohttp.ClientConnectionError, OSError)):
+        return _Transient(FetchError(f"connection failed ({_short(exc)})", kind="connection"))
+    return FetchError(f"request failed ({_short(exc)})", kind="connection")
+
+
+_DNS_PERMANENT = {
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code
+}
+
+
+def _short(thing: object, limit: int = 120) -> str:
+    text = str(thing).strip() or type(thing).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _discard(resp: aiohttp.ClientResponse) -> None:
+    """Finish with a response we do not want; small bodies are read so the connection is reused."""
+    length = resp.content_length
+    if length is not None and length <= _DRAIN_BYTES:
+        try:
+            await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            resp.close()
+    else:
+        resp.close()
+
+
+async def _read_image(resp: aiohttp.ClientResponse, settings: FetchSettings) -> bytes:
+    """Stream the body, enforcing ``max_bytes`` and sniffing the first bytes as soon as they arrive."""
+    limit = settings.max_bytes
+    length = resp.content_length
+    if length is not None and length > limit:
+        resp.close()
+        raise FetchError(f"body is {_size(length)}, over the {_size(limit)} limit", kind="too_large")
+    chunks: list[bytes] = []
+    received = 0
+    sniffed = False
+    async for chunk in resp.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            resp.close()
+            raise FetchError(f"body is over the {_size(limit)} limit", kind="too_large")
+        chunks.append(chunk)
+        if not sniffed and received >= _SNIFF_BYTES:
+            head = chunks[0] if len(chunks[0]) >= _SNIFF_BYTES else b"".join(chunks)
+            _require_image(head, resp)
+            sniffed = True
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not sniffed:
+        _require_image(body, resp)
+    return body
+
+
+def _require_image(head: bytes, resp: aiohttp.ClientResponse) -> None:
+    if sniff_image_format(head) is None:
+        resp.close()
+        if not head:
+            raise FetchError("not an image (empty body)", kind="not_image")
+        raise FetchError(f"not an image (starts with {head[:16]!r})", kind="not_image")
+
+
+async def _attempt(
+    session: aiohttp.ClientSession, url: URL, settings: FetchSettings, slots: _HostSlots | None
+) -> bytes:
+    """One attempt: follow redirects by hand, checking each hop, and read the image."""
+    loop = asyncio.get_running_loop()
+    budget = settings.timeout
+    for hop in range(settings.max_redirects + 1):
+        key = (url.scheme, url.host or "", url.port)
+        if slots is not None:
+            await slots.acquire(key)
+        started = loop.time()
+        try:
+            timeout = aiohttp.ClientTimeout(total=budget, connect=settings.connect_timeout)
+            async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
+                status = resp.status
+                if 200 <= status < 300:
+                    return await _read_image(resp, settings)
+                if status in _REDIRECTS:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        await _discard(resp)
+                        raise FetchError(
+                            f"{_status_text(status, resp.reason)} without a Location header",
+                            kind="http",
+                            status=status,
+                        )
+                    try:
+                        target = resp.url.join(URL(location.strip())).with_fragment(None)
+                    except (ValueError, UnicodeError):
+                        await _discard(resp)
+                        raise FetchError("redirect to an unparsable URL", kind="bad_url") from None
+                    await _discard(resp)
+                else:
+                    error = FetchError(_status_text(status, resp.reason), kind="http", status=status)
+                    retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                    await _discard(resp)
+                    if status == 429 or status >= 500:
+                        raise _Transient(error, retry_after)
+                    raise error
+        except _RefusedAddress as exc:
+            raise FetchError(exc.reason, kind="refused") from None
+        finally:
+            if slots is not None:
+                slots.release(key)
+        budget -= loop.time() - started
+        if budget <= 0:
+            raise _Transient(FetchError(f"timed out after {_seconds(settings.timeout)}", kind="timeout"))
+        _check_target(target, settings, hop="redirect")
+        url = target
+    raise FetchError(f"too many redirects (more than {settings.max_redirects})", kind="http")
+
+
+async def fetch_one(
+    session: aiohttp.ClientSession, url: str, settings: FetchSettings = FetchSettings()
+) -> bytes:
+    """Download one image and return its bytes, or raise :class:`~matcher.errors.FetchError`.
+
+    ``session`` must come from :func:`make_session` (it carries the DNS address
+    check and the per-host slots); a foreign session is refused with ValueError
+    unless ``settings.allow_private``, since its lookups would go unchecked.
+    Timeouts, connection errors, 429 and 5xx are retried up to
+    ``settings.retries`` times with jittered exponential backoff (or the
+    server's ``Retry-After``); every other failure is final at once.
+    """
+    info = _SESSIONS.get(session)
+    if not settings.allow_private and (info is None or not info.guarded):
+        raise ValueError(
+            "fetch_one needs a session from make_session(settings) with allow_private=False "
+            "so that DNS answers are checked"
+        )
+    slots = info.slots if info is not None else None
+    target = _parse_url(url)
+    _check_target(target, settings)
+    attempts = settings.retries + 1
+    for attempt in range(attempts):
+        try:
+            try:
+                return await _attempt(session, target, settings, slots)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                raise _map_client_error(exc, settings) from None
+        except _Transient as transient:
+            if attempt + 1 >= attempts:
+                error = transient.error
+                if attempts > 1:
+                    error = FetchError(
+                        f"{error.reason} (gave up after {attempts} attempts)",
+                        kind=error.kind,
+                        status=error.status,
+                    )
+                raise error from None
+            delay = transient.retry_after
+            if delay is None:
+                delay = settings.backoff * (2**attempt) * (0.5 + random.random())
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+# ---------------------------------------------------------------------------
+# many downloads
+
+
+class _Crash:
+    """Sentinel carrying an unexpected exception from the event loop thread to the consumer."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class _LoopThread:
+    """An event loop in a daemon thread that runs fetch tasks and posts their results to a queue."""
+
+    def __init__(self, settings: FetchSettings):
+        self._settings = settings
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop = asyncio.new_event_loop()
+        # DNS lookups run in the loop's default executor; the stock one has only
+        # cpu+4 threads, which would throttle a crawl across many distinct hosts.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, min(settings.concurrency, 64)), thread_name_prefix="matcher-dns"
+        )
+        self._loop.set_default_executor(self._executor)
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._thread = threading.Thread(target=self._run, name="matcher-fetch", daemon=True)
+
+    # consumer side ------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def submit(self, batch: list[tuple[object, object]]) -> None:
+        self._loop.call_soon_threadsafe(self._spawn, batch)
+
+    def close(self) -> None:
+        """Cancel whatever is in flight, close the session and join the thread."""
+        if self._thread.is_alive() and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:
+                pass  # the loop already closed on its own (after a crash)
+        if self._thread.ident is not None:
+            self._thread.join()
+        # Threads stuck in getaddrinfo cannot be interrupted; let them finish in the background.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # loop side ----------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer, not swallowed
+            self.results.put(_Crash(exc))
+            if not self._ready.is_set():
+                self._startup_error = exc
+                self._ready.set()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._limit = asyncio.Semaphore(self._settings.concurrency)
+        self._session = make_session(self._settings)
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await self._session.close()
+
+    def _spawn(self, batch: list[tuple[object, object]]) -> None:
+        for key, url in batch:
+            task = self._loop.create_task(self._fetch(key, url))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    async def _fetch(self, key: object, url: object) -> None:
+        async with self._limit:
+            try:
+                body = await fetch_one(self._session, url, self._settings)  # type: ignore[arg-type]
+            except FetchError as error:
+                self.results.put((key, None, error))
+            else:
+                self.results.put((key, body, None))
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a download failure: surface it in the consumer's thread.
+            self.results.put(_Crash(task.exception()))
+
+
+def fetch_iter(
+    items: Iterable[tuple[K, str]], settings: FetchSettings = FetchSettings()
+) -> Iterator[tuple[K, bytes | None, FetchError | None]]:
+    """Download each ``(key, url)``; yield ``(key, body, None)`` or ``(key, None, error)``.
+
+    Results come in completion order, each key exactly once. ``items`` is read
+    lazily in the caller's thread (so it may be a database cursor or a
+    100-million-row manifest), never more than ``2 * concurrency`` rows ahead of
+    the results handed out, which also bounds the bodies held in memory when the
+    consumer is slower than the network.
+
+    The downloads run on an event loop in a background thread. Closing the
+    generator early (``break`` followed by garbage collection, ``.close()``, or
+    an exception thrown into it) cancels the requests in flight, closes the
+    session and joins the thread; wrap it in :func:`contextlib.closing` to make
+    that happen at a fixed point. An unexpected exception inside the fetcher (a
+    bug, never a download failure) is re-raised here, as is the ValueError of a
+    row that is not a ``(key, url)`` pair.
+    """
+    window = 2 * settings.concurrency
+    iterator = iter(items)
+    runner = _LoopThread(settings)
+    try:
+        runner.start()
+        outstanding = 0
+        exhausted = False
+        while True:
+            if not exhausted and outstanding < window:
+                batch = []
+                for key, url in itertools.islice(iterator, window - outstanding):
+                    batch.append((key, url))
+                if len(batch) < window - outstanding:
+                    exhausted = True
+                if batch:
+                    runner.submit(batch)
+                    outstanding += len(batch)
+            if outstanding == 0:
+                return
+            result = runner.results.get()
+            if isinstance(result, _Crash):
+                raise result.exc
+            outstanding -= 1
+            yield result
+    finally:
+        runner.close()

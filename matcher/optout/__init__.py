@@ -1,0 +1,1 @@
+"""The opt-out registry by content: registered photos' codes, checking manifests and indexes against it."""

@@ -1,0 +1,347 @@
+"""The per-image pipeline, top to bottom: decode, find regions, hash; on the query side variants, then
+verification of candidates. One batch of files per task (run in-process or by :mod:`matcher.pipeline.pool`).
+
+Each task returns one outcome per input, in order, never raising for a bad image:
+
+* dataset side (:func:`index_batch`): ``("ok", full code, entries, width, height, format)``
+  where ``entries`` is ``[(kind, code, thumbnail png), ...]`` (the whole image, and the
+  photo inside padding or a frame when there is one), or ``("err", reason, kind)``;
+* query side (:func:`query_batch`): ``("ok", full code, QueryHashes)`` or ``("err", reason, kind)``.
+
+Nearly uniform images (blank, placeholders) are ``("err", ..., "uniform")``: their hash bits
+are noise and would match every other blank image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from matcher.errors import ImageTooLarge, MatcherError
+from matcher.imaging.facebox import MAX_FACE_ENTRIES, face_index, face_kind, face_region, indexable, normalise
+from matcher.imaging.faces import detect_faces
+from matcher.hashing.hashers import get_hasher
+from matcher.hashing.hashers.base import MIN_DETAIL
+from matcher.hashing.hashers.phash import phash_pixels
+from matcher.imaging.images import Limits, load_image
+from matcher.imaging.regions import Variant, index_boxes, query_variants
+from matcher.testpoints import pause
+from matcher.hashing.verify import encode_thumb, thumb_array
+
+__all__ = ["HashSpec", "index_batch", "query_batch", "QueryHashes", "QUERY_SIDE", "dataset_region",
+           "Candidate", "verify_batch"]
+
+# One process per core does the work: OpenCV's own thread pool would only add contention.
+cv2.setNumThreads(1)
+
+#: Long side of the working image a query photo is searched at.
+QUERY_SIDE = 512
+#: JPEG draft target for query photos: a 12 MP photo decodes at 1/8 scale (500x375) and needs no
+#: further resize; ~35% cheaper than decoding at >= 512 px and resizing (benchmarks/bench_hash_speed.py).
+QUERY_DRAFT = 256
+#: Long side of the copy the orientation x crop variants of a query are hashed from.
+HASH_SIDE = 160
+#: Long side at which a dataset image's regions (padding, caption bars, screenshot frames) are found:
+#: at 192 px the text of a screenshot merges with its photo (bench: screenshot recall 0.97 -> 0.66).
+BOXES_SIDE = 320
+#: JPEG draft target for dataset images when regions/thumbnails are kept: frames and captions
+#: must still be resolvable (a 1280x800 screenshot decodes at 320x200 instead of 160x100).
+INDEX_DRAFT = 256
+
+
+def _recipe(h) -> tuple | None:
+    if h is None:
+        return None
+    options = {"draft": h.draft} if hasattr(h, "draft") else {}
+    return (h.name, tuple(sorted(h.params().items())), tuple(sorted(options.items())))
+
+
+class HashSpec:
+    """Picklable description of how to hash: the index hasher, whether to keep regions/thumbnails, limits."""
+
+    def __init__(self, hasher: tuple, regions: bool, limits: Limits):
+        self.hasher = hasher
+        self.regions = regions
+        self.limits = limits
+
+    @classmethod
+    def of(cls, hasher, regions: bool, limits: Limits) -> "HashSpec":
+        return cls(_recipe(hasher), regions, limits)
+
+
+_cache: dict[tuple, Any] = {}
+
+
+def _build(recipe: tuple):
+    h = _cache.get(recipe)
+    if h is None:
+        name, params, options = recipe
+        h = _cache[recipe] = get_hasher(name, **dict(params), **dict(options))
+    return h
+
+
+def _uniform(detail: float) -> tuple:
+    return ("err", f"nearly uniform image (grey-level spread {detail:.1f} < {MIN_DETAIL}): "
+            "too little detail to match by content", "uniform")
+
+
+def _region_codes(img: Image.Image, boxes: Sequence[tuple[float, float, float, float]], size: int,
+                  reducing_gap: float | None = None):
+    """pHash bits and detail of each pixel box of ``img`` (batched DCT)."""
+    px = np.stack([np.asarray(img.resize((size, size), Image.Resampling.LANCZOS, box=b, reducing_gap=reducing_gap))
+                   for b in boxes])
+    bits = phash_pixels(px)
+    return np.packbits(bits, axis=-1), px.reshape(len(boxes), -1).std(axis=1)
+
+
+def _oriented(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` (H x W) in one of the 8 orientations of :data:`matcher.imaging.regions.DIHEDRAL` (a numpy view)."""
+    ops = {"id": lambda x: x, "mirror": lambda x: x[:, ::-1], "rot90": lambda x: np.rot90(x, 1),
+           "rot180": lambda x: x[::-1, ::-1], "rot270": lambda x: np.rot90(x, -1), "flipv": lambda x: x[::-1],
+           "transpose": lambda x: x.T, "transverse": lambda x: x[::-1, ::-1].T}
+    return ops[name](a)
+
+
+def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int):
+    """pHash bits and detail of each pixel box of the uint8 array ``a``, resampled by area averaging."""
+    h, w = a.shape
+    px = np.empty((len(boxes), size, size), np.uint8)
+    for k, (l, t, r, b) in enumerate(boxes):
+        l, t = min(max(0, round(l)), w - 1), min(max(0, round(t)), h - 1)
+        r, b = max(l + 1, min(w, round(r))), max(t + 1, min(h, round(b)))
+        px[k] = cv2.resize(np.ascontiguousarray(a[t:b, l:r]), (size, size), interpolation=cv2.INTER_AREA)
+    return np.packbits(phash_pixels(px), axis=-1), px.reshape(len(boxes), -1).std(axis=1)
+
+
+def _entry_boxes(a: np.ndarray) -> dict:
+    """:func:`matcher.imaging.regions.index_boxes` of a dataset image, found on a copy of at most BOXES_SIDE px
+    (frames, bars and panels are large structures; a 12 MP photo decodes at 500 px)."""
+    f = min(1.0, BOXES_SIDE / max(a.shape))
+    if f < 1.0:
+        a = cv2.resize(a, (max(1, round(a.shape[1] * f)), max(1, round(a.shape[0] * f))), interpolation=cv2.INTER_AREA)
+    return index_boxes(a)
+
+
+# --- dataset side -----------------------------------------------------------------------
+def _face_boxes(faces: list | None, w: int, h: int) -> dict[str, tuple[float, float, float, float]]:
+    """Entry kind -> fraction box of the regions around the published face boxes (``faces``: normalised)."""
+    out = {}
+    for i, box in enumerate((faces or [])[:MAX_FACE_ENTRIES]):
+        region = face_region(box, w, h)
+        if indexable(region, w, h):
+            l, t, r, b = region
+            out[face_kind(i)] = (l / w, t / h, r / w, b / h)
+    return out
+
+
+def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None) -> tuple:
+    """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.imaging.facebox.RawFaces`);
+    with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.imaging.facebox.face_region`)."""
+    pause("index.photo")
+    try:
+        loaded = load_image(src, limits=limits, draft=("L", INDEX_DRAFT)) if regions else hasher.load(src, limits)
+    except ImageTooLarge as e:
+        return ("err", e.reason, "too_large")
+    except MatcherError as e:
+        return ("err", e.reason, "unreadable")
+    img = loaded.image.convert("L")
+    w, h = img.size
+    kinds = {"full": (0.0, 0.0, 1.0, 1.0)}
+    if regions:
+        kinds = _entry_boxes(np.asarray(img))
+        if faces is not None:
+            kinds.update(_face_boxes(normalise(faces, (loaded.width, loaded.height)), w, h))
+    boxes = [(l * w, t * h, r * w, b * h) for (l, t, r, b) in kinds.values()]
+    codes, detail = _region_codes(img, boxes, hasher.img_size)
+    if detail[0] < MIN_DETAIL:
+        return _uniform(float(detail[0]))
+    entries = []
+    for (kind, box), code, d in zip(zip(kinds, boxes), codes, detail):
+        if d < MIN_DETAIL:
+            continue
+        thumb = encode_thumb(thumb_array(img, box)) if regions else None
+        entries.append((kind, code.tobytes(), thumb))
+    return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
+
+
+def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limits: Limits,
+                   faces: list | None = None) -> np.ndarray | str:
+    """The greyscale pixels of entry ``kind`` of the dataset image at ``path``, decoded as at index time.
+
+    Returns a reason (str) instead when the file cannot be read, or no longer hashes to
+    ``expected_hash`` (it was replaced since it was indexed), or has no such region. A face entry
+    (``face<i>``) is re-derived from ``faces``, the item's stored face boxes (``extra["faces"]``).
+    """
+    try:
+        loaded = load_image(path, limits=limits, draft=("L", INDEX_DRAFT))
+    except MatcherError as e:
+        return f"dataset image unreadable: {e.reason}"
+    img = loaded.image.convert("L")
+    w, h = img.size
+    code, _ = _region_codes(img, [(0.0, 0.0, float(w), float(h))], hasher.img_size)
+    if expected_hash is not None and code[0].tobytes().hex() != expected_hash:
+        return "dataset image changed since it was indexed"
+    if face_index(kind) is not None:
+        box = _face_boxes(faces, w, h).get(kind)
+    else:
+        box = _entry_boxes(np.asarray(img)).get(kind)
+    if box is None:
+        return f"dataset image has no {kind} region any more"
+    l, t, r, b = box
+    return np.asarray(img.crop((round(l * w), round(t * h), round(r * w), round(b * h))))
+
+
+def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
+    """Hash each dataset path or body, or ``(path or body, face boxes)`` (:func:`index_one`'s ``faces``).
+    Used by the process pool (and in-process when workers=0)."""
+    hasher = _build(spec.hasher)
+    return [index_one(hasher, spec.regions, s[0], spec.limits, s[1]) if isinstance(s, tuple)
+            else index_one(hasher, spec.regions, s, spec.limits) for s in sources]
+
+
+# --- query side -------------------------------------------------------------------------
+@dataclass
+class QueryHashes:
+    """What a query photo was searched with: its working image, faces, and one code per variant."""
+
+    image: np.ndarray  # upright greyscale working image (uint8)
+    faces: list[tuple[int, int, int, int]]
+    variants: list[Variant]
+    codes: np.ndarray  # (len(variants), bytes) uint8
+    width: int
+    height: int
+
+
+def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
+    pause("query.photo")
+    try:
+        loaded = load_image(src, limits=limits, draft=("L", QUERY_DRAFT))
+    except ImageTooLarge as e:
+        return ("err", e.reason, "too_large")
+    except MatcherError as e:
+        return ("err", e.reason, "unreadable")
+    img = loaded.image.convert("L")
+    img.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)
+    arr = np.asarray(img)
+    faces = detect_faces(arr) if regions else []
+    if regions:
+        sources, variants = query_variants(img, faces)
+    else:
+        sources, variants = {"id": img}, [Variant("id/full", "id", (0.0, 0.0, float(img.width), float(img.height)))]
+    # Orientation x crop variants are hashed from a HASH_SIDE copy (a crop keeps >= half of each side,
+    # so >= 2x the 32 px the hash needs), resampled by area averaging in OpenCV: ~20x cheaper than
+    # Pillow's Lanczos from the working image, and as close to the dataset side's hash (measured:
+    # benchmarks/bench_hash_speed.py). Face crops can be small: they come from the working image.
+    f = min(1.0, HASH_SIDE / max(img.size))
+    medium = arr if f == 1.0 else cv2.resize(arr, (max(1, round(img.width * f)), max(1, round(img.height * f))),
+                                             interpolation=cv2.INTER_AREA)
+    fx, fy = medium.shape[1] / img.width, medium.shape[0] / img.height
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, v in enumerate(variants):
+        groups.setdefault((v.source, "@" not in v.source and not v.name.startswith("face")), []).append(i)
+    codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
+    keep = np.ones(len(variants), bool)
+    for (key, from_medium), idx in groups.items():
+        if from_medium:
+            src = _oriented(medium, key)
+            sx, sy = (fx, fy) if key in ("id", "mirror", "rot180", "flipv") else (fy, fx)
+            c, d = _area_codes(src, [(l * sx, t * sy, r * sx, b * sy) for (l, t, r, b) in (variants[i].box for i in idx)],
+                               hasher.img_size)
+        else:
+            src = sources[key]
+            c, d = _area_codes(np.asarray(src if src.mode == "L" else src.convert("L")),
+                               [variants[i].box for i in idx], hasher.img_size)
+        codes[idx] = c
+        keep[idx] = d >= MIN_DETAIL
+    # the whole photo is hashed exactly as the dataset side hashes an image (Lanczos from the decoded
+    # pixels), so that a byte-identical file in the dataset is at distance 0 and the reported hash is its hash
+    full, detail = _region_codes(img, [variants[0].box], hasher.img_size)
+    codes[0], keep[0] = full[0], detail[0] >= MIN_DETAIL
+    if not keep[0]:
+        return _uniform(float(detail[0]))
+    variants = [v for v, k in zip(variants, keep) if k]
+    return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height))
+
+
+def query_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
+    hasher = _build(spec.hasher)
+    return [query_one(hasher, spec.regions, s, spec.limits) for s in sources]
+
+
+# --- verification -----------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """A dataset item some variants of a query came near: what verifying it needs."""
+
+    item_id: int
+    path: str | None  # the dataset image, when it is a local file
+    item_hash: str | None  # its full-image code as indexed (hex)
+    tries: list  # [(distance, Variant, entry kind, thumbnail png | None)], best first
+    faces: list | None = None  # the item's stored face boxes (extra["faces"]): face entries' regions
+
+
+def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndarray | str:
+    if not cand.path or not os.path.isfile(cand.path):
+        return "dataset image not available locally"
+    return dataset_region(hasher, cand.path, kind, cand.item_hash, limits, cand.faces)
+
+
+def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence[Candidate], min_score: float,
+                 max_motion: float | None) -> list[tuple]:
+    """Verify each candidate of one query photo: ``(item_id, score | None, distance, Variant, kind, detail)``.
+
+    The candidate's nearest variants (in order) are aligned to the entry's thumbnail until one
+    scores ``min_score``; the best is kept. A verified candidate whose dataset image is a local
+    file then gets the full-detail check (:mod:`matcher.hashing.detail`): ``detail`` is
+    ``{"motion": m, "max_motion": t}`` or ``{"detail": why it did not run}``; ``{}`` when not run.
+    Runs in a worker process (or in-process when searching without workers).
+    """
+    pause("verify.photo")
+    from matcher.hashing.detail import residual_motion
+    from matcher.hashing.verify import align, decode_thumb
+
+    hasher = _build(spec.hasher)
+    sources = None
+    out = []
+    for cand in cands:
+        best = None
+        for d, variant, kind, thumb in cand.tries:
+            if thumb is None:  # an index without thumbnails: the hash distance is all there is
+                best = (None, d, variant, kind, None)
+                break
+            if sources is None:
+                sources, _ = query_variants(Image.fromarray(image, "L"), faces)
+            score, box = align(sources[variant.source], variant.box, decode_thumb(thumb),
+                               filled_corners=variant.name.endswith(("-black", "-white")))
+            if best is None or score > best[0]:
+                best = (score, d, variant, kind, box)
+            if score >= min_score:
+                break
+        score, d, variant, kind, box = best
+        detail: dict = {}
+        if score is not None and score >= min_score and max_motion is not None:
+            region = _local_region(hasher, cand, kind, spec.limits)
+            if isinstance(region, str):
+                detail = {"detail": region}
+            else:
+                motion = residual_motion(_pixels(sources[variant.source], box), region)
+                detail = ({"detail": "too small or flat to measure motion"} if motion is None
+                          else {"motion": round(motion, 3), "max_motion": max_motion})
+        out.append((cand.item_id, score, d, variant, kind, detail))
+    return out
+
+
+def _pixels(img: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Greyscale pixels of ``box`` in ``img``; parts outside the image repeat its edge pixels."""
+    a = np.asarray(img if img.mode == "L" else img.convert("L"))
+    h, w = a.shape
+    l, t, r, b = (round(v) for v in box)
+    pl, pt, pr, pb = max(0, -l), max(0, -t), max(0, r - w), max(0, b - h)
+    if pl or pt or pr or pb:
+        a = np.pad(a, ((pt, pb), (pl, pr)), mode="edge")
+    return a[t + pt : b + pt, l + pl : r + pl]

@@ -1,0 +1,200 @@
+"""Worker processes that run the per-image pipeline (:mod:`matcher.pipeline.photo`): a pool started by a
+fork server, tasks that survive a worker's death (the photos in flight rerun one at a time), batches of files.
+
+The pool knows nothing of images: it runs picklable calls and tells which input killed a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+__all__ = ["Batches", "Workers", "Task", "CRASH_REASON", "make_pool"]
+
+
+def make_pool(workers: int):
+    """A process pool whose workers are started by a fork server, not forked from us.
+
+    Forked workers would inherit the index's write lock and the downloader's threads: a
+    killed ``add`` would leave its orphaned workers holding the lock. Fork-server workers
+    inherit neither, and exit when their parent dies.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+#: Why a file has no result when the worker process handling it died twice (the OOM killer, a decoder crash).
+CRASH_REASON = "a worker process died on this file twice (out of memory, or a crashing decoder)"
+
+
+class Task:
+    """A call submitted to :class:`Workers`: a future (or, without worker processes, the value at once)."""
+
+    __slots__ = ("fn", "args", "future", "generation", "value")
+
+    def __init__(self, fn, args: tuple, future, generation: int, value: Any = None):
+        self.fn, self.args, self.future, self.generation, self.value = fn, args, future, generation, value
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+    def result(self) -> Any:
+        """The call's value; BrokenProcessPool if a worker died before it was computed."""
+        return self.value if self.future is None else self.future.result()
+
+
+class Workers:
+    """Worker processes (``n`` = 0: everything in this process) that outlive a dead worker.
+
+    A worker killed mid-task (the OOM killer, a decoder that crashes) breaks the whole process pool: every
+    task in flight fails with BrokenProcessPool. :meth:`rerun` replaces the pool once per breakage and runs
+    a failed call again on its own; a call that kills its worker a second time gets the caller's ``crashed``
+    value instead (a per-file error), and the work goes on. A search uses it directly; ``add`` and
+    ``filter`` through :class:`Batches`.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.pool = make_pool(n) if n > 0 else None
+        self.generation = 0
+        self.retired: list = []  # replaced pools, joined at shutdown (left running, Python's exit hook trips on them)
+
+    def submit(self, fn, *args) -> Task:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is None:
+            return Task(fn, args, None, self.generation, fn(*args))
+        try:
+            fut = self.pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died since the last task we looked at: replace the pool now
+            self.renew()
+            fut = self.pool.submit(fn, *args)
+        return Task(fn, args, fut, self.generation)
+
+    def renew(self) -> None:
+        """A new pool; the tasks in flight on the old one are cancelled or fail."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.retired.append(self.pool)
+        self.pool = make_pool(self.n)
+        self.generation += 1
+
+    def rerun(self, task: Task, crashed: Any, args: tuple | None = None) -> Any:
+        """``task`` failed with BrokenProcessPool: run its call (or the same function on ``args``) alone on
+        a fresh pool; its value, or ``crashed`` if the worker dies again."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if task.generation == self.generation:
+            self.renew()  # else replaced already since that task was submitted
+        again = self.submit(task.fn, *(task.args if args is None else args))
+        try:
+            return again.result()
+        except BrokenProcessPool:
+            if again.generation == self.generation:
+                self.renew()
+            return crashed
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        for old in self.retired:
+            old.shutdown()
+
+
+class Batches:
+    """Batches of files for one worker function, run on :class:`Workers` (in this process if ``workers`` is
+    0), at most ``3 x workers`` in flight; ``done(item, outcome)`` receives each file's outcome as batches
+    finish.
+
+    ``task`` is ``(fn, *leading)``: ``fn(*leading, payloads)`` returns one outcome per payload. A worker that
+    dies fails every batch in flight: their files run again one at a time, each alone on a new pool
+    (:meth:`Workers.rerun`), so that only a file that kills its worker a second time gets ``("err",
+    CRASH_REASON, "crash")``. Used by ``add`` and ``filter``.
+    """
+
+    def __init__(self, workers: int, task: tuple, done):
+        self.workers, self.task, self.done = workers, task, done
+        self.pool = Workers(workers)
+        self.inflight: dict = {}  # future -> (Task, items, payloads)
+        self.max_inflight = max(2, 3 * workers)
+
+    def idle_workers(self) -> bool:
+        """Fewer batches in flight than workers: a caller may hand over a small batch now."""
+        return self.pool.pool is not None and len(self.inflight) < self.workers
+
+    def submit(self, items: list, payloads: list) -> None:
+        while len(self.inflight) >= self.max_inflight:
+            self.harvest(block=True)
+        t = self.pool.submit(*self.task, payloads)
+        if t.future is None:  # computed in this process
+            for item, out in zip(items, t.result()):
+                self.done(item, out)
+        else:
+            self.inflight[t.future] = (t, items, payloads)
+
+    def harvest(self, block: bool = False) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not self.inflight:
+            return
+        finished, _ = wait(list(self.inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        broken = []
+        for fut in finished:
+            job = self.inflight.pop(fut)
+            try:
+                outs = job[0].result()
+            except BrokenProcessPool:
+                broken.append(job)
+                continue
+            for item, out in zip(job[1], outs):
+                self.done(item, out)
+        if broken:
+            self._recover(broken)
+
+    def _recover(self, broken: list) -> None:
+        """Every batch in flight failed or is dropped: their files run one at a time, each alone on the
+        pool, so that the file that kills its worker is the one reported (its batch-mates are hashed)."""
+        broken += list(self.inflight.values())
+        self.inflight.clear()
+        self.pool.renew()  # nothing else runs beside the files run alone
+        for t, items, payloads in broken:
+            for item, payload in zip(items, payloads):
+                (out,) = self.pool.rerun(t, [("err", CRASH_REASON, "crash")], (*self.task[1:], [payload]))
+                self.done(item, out)
+
+    def drain(self) -> None:
+        while self.inflight:
+            self.harvest(block=True)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: leave as soon as the process that made the pool is gone (even if kill -9'ed).
+
+    Ctrl-C in a terminal sends SIGINT to the whole process group: the parent handles it (stops,
+    keeps what is done, shuts the pool down). A worker that died of it instead would look like a
+    crashed decoder, and its batch would be retried file by file on a new pool.
+    """
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(3)
+            except PermissionError:  # alive, owned by someone else (cannot happen for our own parent)
+                pass
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
