@@ -319,7 +319,7 @@ def main() -> None:
     if not a.no_index:
         from matcher.engine.api import add
         from matcher.optout.registry import remove_registered
-        from matcher.ingest.sources import open_source
+        from matcher.ingest.open_source import open_source
 
         log("index of the dataset, then remove --registry on thumbnails only")
         idx = a.out / "index"

@@ -313,7 +313,7 @@ def cli_info_inprocess(index: Path) -> tuple[int, str]:
     """``matcher info --json`` through click's runner: the CLI's own code, without a process start."""
     from click.testing import CliRunner
 
-    from matcher.cli.main import main
+    from matcher.cli import main
 
     r = CliRunner().invoke(main, ["info", "--index", str(index), "--json"])
     return r.exit_code, r.stdout if r.exit_code == 0 else (r.output + (repr(r.exception) if r.exception else ""))

@@ -15,7 +15,7 @@ from PIL import Image
 from matcher.imaging import transforms as T
 from matcher.bench.run import (FACE_TRANSFORM, CopyRow, Query, Truth, plant_copies, same_scene_pairs, score,
                            sniff_ext)
-from matcher.cli.main import main
+from matcher.cli import main
 
 TRANSFORMS = ["resize_256", "mirror", "crop_center_10", "caption"]  # benign, dihedral, crop, overlay
 

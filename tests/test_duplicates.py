@@ -349,7 +349,7 @@ def test_index_without_thumbnails_pairs_by_distance(tmp_path):
     """An index built without regions keeps no thumbnails: pairs are grouped on the hash distance alone,
     and say so; the cabinets photographed alike (4 bits apart) are then grouped too."""
     from matcher.engine.api import add
-    from matcher.ingest.sources import open_source
+    from matcher.ingest.open_source import open_source
     from matcher.index.store import IndexStore
 
     index = tmp_path / "index"

@@ -5,7 +5,7 @@
   inserted, deleted or repeated) in every format matcher reads: it returns an 8-bit upright image or
   raises a :class:`~matcher.errors.MatcherError` subclass, never anything else, within a time bound;
   the workers' hashing of what it returns (dataset and query side) never raises either.
-* :func:`matcher.ingest.sources.open_source` on CSV, TSV, JSONL, Parquet (and .gz) files of arbitrary or
+* :func:`matcher.ingest.open_source.open_source` on CSV, TSV, JSONL, Parquet (and .gz) files of arbitrary or
   mutated content, or generated rows and tables of any column type: it yields items (a bad row as an
   item with its reason) or raises :class:`~matcher.errors.ManifestError`, and every item can be stored.
 
@@ -36,7 +36,8 @@ from PIL import Image, ImageOps
 from matcher.errors import ManifestError, MatcherError
 from matcher.hashing.hashers import get_hasher
 from matcher.imaging.images import DEFAULT_LIMITS, LoadedImage, _load_jpeg_gray, load_image
-from matcher.ingest.sources import FIELD_ALIASES, open_source
+from matcher.ingest.sources import FIELD_ALIASES
+from matcher.ingest.open_source import open_source
 from matcher.pipeline.photo import index_one, query_one
 
 pa = pytest.importorskip("pyarrow")

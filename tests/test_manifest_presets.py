@@ -27,7 +27,8 @@ from matcher.errors import ManifestError
 from matcher.imaging.facebox import MAX_FACE_ENTRIES, FaceSpecError, face_region, normalise, parse_face, parse_faces
 from matcher.imaging.faces import detect_faces
 from matcher.ingest.presets import YFCC_AWS_FIELDS, YFCC_FIELDS, FacesSource, LaionSource, YfccSource, detect_preset
-from matcher.ingest.sources import ManifestSource, open_source
+from matcher.ingest.sources import ManifestSource
+from matcher.ingest.open_source import open_source
 
 # --------------------------------------------------------------------------- served images
 

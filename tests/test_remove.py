@@ -18,7 +18,7 @@ from conftest import catalog_sql, run_matcher
 from matcher.errors import CatalogError
 from matcher.index.binary import read_trailer
 from matcher.engine.api import add, compact, remove, search
-from matcher.ingest.sources import open_source
+from matcher.ingest.open_source import open_source
 from matcher.index.store import IndexStore
 
 PHOTO = "IMG_0002.jpg"  # its copies in the sample dataset: ds-0007 and ds-0011

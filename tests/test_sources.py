@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from matcher.errors import ManifestError
-from matcher.ingest.sources import FolderSource, ManifestSource, SourceItem, open_source
+from matcher.ingest.sources import FolderSource, ManifestSource, SourceItem
+from matcher.ingest.open_source import open_source
 
 
 def _write(path: Path, text: str) -> Path:

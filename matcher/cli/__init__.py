@@ -4,7 +4,8 @@
 command group on it.
 """
 
-from matcher.cli.main import main
+from matcher.cli.common import main
+from matcher.cli import commands as _commands  # noqa: F401  (registers add, search, info, ... on main)
 from matcher.cli import optout as _optout  # noqa: F401  (registers `optout` and `filter` on main)
 
 __all__ = ["main"]

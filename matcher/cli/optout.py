@@ -1,5 +1,5 @@
 """The opt-out commands: ``matcher optout add|list|remove`` and ``matcher filter``, plus what ``matcher remove
---matching/--registry`` does. They sit on :mod:`matcher.cli.main`'s group (imported at its end)."""
+--matching/--registry`` does. They sit on the ``matcher`` group of :mod:`matcher.cli.common`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher.cli.main import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, download_options,
+from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, download_options,
                   fetch_settings, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping
 from matcher.errors import ManifestError
 from matcher.imaging.images import iter_image_files, shown_path
 
-__all__ = ["SourceItem", "Source", "FolderSource", "ManifestSource", "open_source", "FIELD_ALIASES", "MANIFEST_SUFFIXES"]
+__all__ = ["SourceItem", "Source", "FolderSource", "ManifestSource", "FIELD_ALIASES", "MANIFEST_SUFFIXES"]
 
 # field -> recognised headers, compared case-insensitively with '-', ' ' and '_' ignored
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -304,23 +304,3 @@ def _plain(v: Any) -> Any:
     if hasattr(v, "isoformat"):
         return v.isoformat()
     return str(v)
-
-
-def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Mapping[str, str] | None = None,
-                preset: str | None = None) -> Source:
-    """A folder or a manifest file. ``preset``: read the manifest in a dataset's published layout
-    (``yfcc100m``, ``laion``, ``faces-jsonl``), or ``auto`` to pick one when the file's layout is
-    unambiguous (see :mod:`matcher.ingest.presets`); None reads it as a plain CSV/TSV/JSONL/Parquet manifest."""
-    p = Path(spec)
-    if preset is not None:
-        from matcher.ingest.presets import detect_preset, open_preset
-
-        if preset == "auto":
-            preset = detect_preset(p)  # None for a folder, or a file of no preset's layout
-        if preset is not None:
-            return open_preset(p, preset, dataset, columns)
-    if p.is_dir():
-        return FolderSource(p, dataset)
-    if p.is_file():
-        return ManifestSource(p, dataset, columns)
-    raise ManifestError(f"{spec}: no such file or folder")

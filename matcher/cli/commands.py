@@ -1,4 +1,4 @@
-"""The ``matcher`` command: a thin click layer over :mod:`matcher.engine.api`."""
+"""The ``matcher`` commands that build, check and maintain an index: a thin click layer over :mod:`matcher.engine`."""
 
 from __future__ import annotations
 
@@ -11,122 +11,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher import __version__
+from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err, _parse_columns, download_options, fetch_settings, main)
 from matcher.errors import MatcherError
-from matcher.ingest.fetch import FetchSettings
 from matcher.imaging.images import Limits
-from matcher.ingest.run import AddStats
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
-from matcher.ingest.sources import FIELD_ALIASES, open_source
+from matcher.ingest.open_source import open_source
 from matcher.index.store import IndexStore
-
-EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
-
-
-def _err(console: Console, msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
-
-
-def download_options(fn):
-    """The downloader's options, shared by `add` and `filter` (see :func:`fetch_settings`)."""
-    options = [
-        click.option("--concurrency", type=int, default=64, show_default=True, help="Downloads in flight."),
-        click.option("--per-host", type=int, default=8, show_default=True, help="Downloads in flight per host."),
-        click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per download attempt."),
-        click.option("--retries", type=int, default=3, show_default=True, help="Retries on timeouts, 429 and 5xx."),
-        click.option("--max-bytes", type=int, default=50 * 1024 * 1024, show_default=True,
-                     help="Largest image accepted."),
-        click.option("--allow-private-urls", is_flag=True,
-                     help="Allow downloads from loopback/private addresses (testing only)."),
-        click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
-                     callback=lambda c, p, v: _networks(v),
-                     help="Allow downloads from this non-public network all the same (an intranet mirror, e.g. "
-                          "10.1.2.0/24); repeatable. Narrower than --allow-private-urls: redirects elsewhere stay "
-                          "refused."),
-    ]
-    for opt in reversed(options):
-        fn = opt(fn)
-    return fn
-
-
-def fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks):
-    """The FetchSettings of :func:`download_options`' values."""
-    return FetchSettings(concurrency=concurrency, per_host=per_host, timeout=timeout, retries=retries,
-                         max_bytes=max_bytes, allow_private=allow_private_urls, allow_networks=allow_networks)
-
-
-def _networks(values) -> tuple[str, ...]:
-    """--allow-network values checked as CIDR networks (a clear usage error otherwise)."""
-    import ipaddress
-
-    out = []
-    for v in values:
-        try:
-            out.append(str(ipaddress.ip_network(v, strict=False)))
-        except ValueError:
-            raise click.BadParameter(f"{v!r} is not an IP network (e.g. 10.1.2.0/24 or 192.168.1.7)") from None
-    return tuple(out)
-
-
-def _parse_columns(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise click.BadParameter(f"expected FIELD=HEADER, got {v!r}", param_hint="--column")
-        k, h = v.split("=", 1)
-        k = k.strip()
-        if k not in FIELD_ALIASES:
-            raise click.BadParameter(f"unknown field {k!r}; known: {', '.join(FIELD_ALIASES)}", param_hint="--column")
-        out[k] = h
-    return out
-
-
-class _StatusLine:
-    """A rich status line on stderr (spinner, counts, elapsed), only when stderr is a terminal.
-
-    Subclasses say what the line shows for a stats object (:meth:`describe`); it is redrawn at most
-    every 0.1 s of the run.
-    """
-
-    def __init__(self, console: Console):
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.enabled = console.is_terminal
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False,
-            disable=not self.enabled,
-        )
-        self.task = self.progress.add_task("starting")
-        self._last = 0.0
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def describe(self, s) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def __call__(self, s) -> None:
-        if not self.enabled or s.elapsed - self._last < 0.1:
-            return
-        self._last = s.elapsed
-        self.progress.update(self.task, description=self.describe(s))
-
-
-class _AddProgress(_StatusLine):
-    def describe(self, s: AddStats) -> str:
-        shards = f" shards: {s.shards_done:,} done, {s.shards_in_flight:,} running" if s.shards_done or s.shards_in_flight else ""
-        return (f"[green]{s.added:,} added[/] [red]{s.failed:,} failed[/] {s.skipped:,} skipped "
-                f"[cyan]{s.rate:,.0f}/s[/]{shards}")
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="matcher")
-def main() -> None:
-    """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""
 
 
 @main.command()

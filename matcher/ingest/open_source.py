@@ -1,0 +1,31 @@
+"""Open what ``matcher add`` is given: a folder, a manifest file, or a manifest in a dataset's published layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from matcher.errors import ManifestError
+from matcher.ingest.presets import detect_preset, open_preset
+from matcher.ingest.sources import FolderSource, ManifestSource, Source
+
+__all__ = ["open_source"]
+
+
+def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Mapping[str, str] | None = None,
+                preset: str | None = None) -> Source:
+    """A folder or a manifest file. ``preset``: read the manifest in a dataset's published layout
+    (``yfcc100m``, ``laion``, ``faces-jsonl``), or ``auto`` to pick one when the file's layout is
+    unambiguous (see :mod:`matcher.ingest.presets`); None reads it as a plain CSV/TSV/JSONL/Parquet manifest."""
+    p = Path(spec)
+    if preset is not None:
+        if preset == "auto":
+            preset = detect_preset(p)  # None for a folder, or a file of no preset's layout
+        if preset is not None:
+            return open_preset(p, preset, dataset, columns)
+    if p.is_dir():
+        return FolderSource(p, dataset)
+    if p.is_file():
+        return ManifestSource(p, dataset, columns)
+    raise ManifestError(f"{spec}: no such file or folder")
