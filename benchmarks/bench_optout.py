@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 from common import header, photos  # noqa: E402
 
 from matcher import transforms as T  # noqa: E402
-from matcher.bench.run import FACE_FAMILY, plant_copies, same_scene_pairs  # noqa: E402
+from matcher.bench import FACE_FAMILY, plant_copies, same_scene_pairs  # noqa: E402
 from matcher.imaging.images import DEFAULT_LIMITS  # noqa: E402
 from matcher.optout.registry import (DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, MAX_TRIES, Registry,  # noqa: E402
                             RegistryEntry, Screen, _hasher, filter_batch, filter_manifest, register_photos)

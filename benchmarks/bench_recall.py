@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, header, photos  # noqa: E402
 
-from matcher.bench.run import (PDQ_BASELINE, PHASH_BASELINE, SWEEP_MAX, print_table, run_bench,  # noqa: E402
+from matcher.bench import (PDQ_BASELINE, PHASH_BASELINE, SWEEP_MAX, print_table, run_bench,  # noqa: E402
                            write_reports)
 from matcher.engine.api import DEFAULT_THRESHOLD  # noqa: E402
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from matcher.imaging import transforms as T
-from matcher.bench.run import (FACE_TRANSFORM, CopyRow, Query, Truth, plant_copies, same_scene_pairs, score,
+from matcher.bench import (FACE_TRANSFORM, CopyRow, Query, Truth, plant_copies, same_scene_pairs, score,
                            sniff_ext)
 from matcher.cli import main
 

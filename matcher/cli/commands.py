@@ -637,7 +637,7 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
     """
     from importlib.util import find_spec
 
-    from matcher.bench import run as B
+    from matcher import bench as B
 
     out = Console()
     err = Console(stderr=True)
