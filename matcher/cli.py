@@ -753,7 +753,7 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
     err = Console(stderr=True)
     missing = [m for m in ("pdqhash", "matplotlib") if find_spec(m) is None]
     if missing:
-        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'matcher[bench]'")
+        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'photo-dataset-check[bench]'")
         sys.exit(EXIT_ERROR)
     names = [n.strip() for n in transform_names.split(",") if n.strip()] if transform_names else None
     try:
@@ -795,7 +795,7 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
 
     err = Console(stderr=True)
     if find_spec("fastapi") is None or find_spec("uvicorn") is None:
-        _err(err, "matcher serve needs fastapi and uvicorn: pip install 'matcher[web]'")
+        _err(err, "matcher serve needs fastapi and uvicorn: pip install photo-dataset-check")
         sys.exit(EXIT_ERROR)
     from .web.app import ServeSettings, run
 
