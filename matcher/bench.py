@@ -296,7 +296,7 @@ def check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike
     ours = (out / "copies" / ".matcher-bench").exists()
     files = [Output(out / "report.json", "the bench report", "--out", ('"parameters"',)),
              Output(out / "report.md", "the bench report", "--out", ("# matcher bench",)),
-             Output(out / "sweep.png", "the threshold plot", "--out", (PNG_SOFTWARE,)),
+             Output(out / "sweep.png", "the threshold plot", "--out", (PNG_SOFTWARE,), image=True),
              Output(out / "manifest.csv", "the bench manifest", "--out", ())]
     if out.is_dir() and any(out.iterdir()) and not ours and not force:
         from .errors import OutputRefused

@@ -45,12 +45,14 @@ _HEAD = 8192
 @dataclass(frozen=True)
 class Output:
     """One file a command will write: ``what`` it is (for messages: "the HTML report"), the ``option`` that
-    named it, and the ``signatures`` (text) one of which the start of a file matcher wrote holds."""
+    named it, and the ``signatures`` (text) one of which the start of a file matcher wrote holds. ``image``:
+    the output is itself an image (bench's plot), so a new file may have an image's name."""
 
     path: Path
     what: str
     option: str
     signatures: tuple[str, ...] = ()
+    image: bool = False
 
 
 def _head(path: Path) -> bytes:
@@ -113,7 +115,7 @@ def check_output(out: Output, *, inputs: Iterable[str | os.PathLike] = (), force
     if path.exists() and not ours and not _empty(path) and inside is not None:
         raise OutputRefused(f"{name}: is a file inside {inside}, one of this command's inputs (a photo folder or an "
                             f"index); it is never replaced. Give {out.option} a new file name")
-    if not ours and looks_like_image(path, head):
+    if not ours and looks_like_image(path, head) and not (out.image and not path.exists()):
         raise OutputRefused(f"{name}: is a photo's name; matcher never writes {out.what} over or as a photo "
                             f"(was a file name after {out.option} forgotten?). Give {out.option} a name such as "
                             f"{_example(out)}")
