@@ -16,6 +16,7 @@ __all__ = [
     "FetchError",
     "ManifestError",
     "RegistryError",
+    "OutputRefused",
 ]
 
 
@@ -63,3 +64,8 @@ class ManifestError(MatcherError):
 class RegistryError(MatcherError):
     """An opt-out registry file is missing, unreadable, corrupt, of an unknown format version or made with
     another hasher; or a registry operation was refused (no such entry)."""
+
+
+class OutputRefused(MatcherError):
+    """A file the user named as an output was not written: it is a photo, one of the command's inputs, or an
+    existing file matcher did not write (without --force). Nothing was written."""

@@ -14,6 +14,8 @@ spec="$root"
 # Reinstall only when pyproject.toml changed since the last install.
 stamp="$root/.venv/.matcher-installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  # the distribution was called "matcher" before it became photo-dataset-check: drop the old install
+  "$venv_py" -m pip uninstall -q -y --disable-pip-version-check matcher >/dev/null 2>&1 || true
   "$venv_py" -m pip install -q --disable-pip-version-check -e "$spec"
   touch "$stamp"
 fi

@@ -248,8 +248,13 @@ def test_rerun_replaces_its_own_letters_only(index, sample, tmp_path):
     out = tmp_path / "L"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    (out / "sample-list.txt").write_text("an old letter")
+    (out / "sample-list.txt").write_text("[TEMPLATE, NOT LEGAL ADVICE: an old letter matcher wrote]")
+    (out / "sample-gdpr.txt").write_text("my own draft")
     p = run_matcher("search", "--index", str(index), "--letters", str(out), str(sample / "my-photos"))
+    assert p.returncode == 2 and "--force" in p.stderr  # a draft matcher did not write is kept
+    assert (out / "sample-gdpr.txt").read_text() == "my own draft"
+    assert len(list(out.iterdir())) == 3  # nothing written: every letter is checked before any is
+    p = run_matcher("search", "--index", str(index), "--force", "--letters", str(out), str(sample / "my-photos"))
     assert p.returncode == 0, p.stderr
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "sample-list.txt").read_text().startswith("[TEMPLATE, NOT LEGAL ADVICE")

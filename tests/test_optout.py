@@ -248,7 +248,7 @@ def test_filter_refuses_to_overwrite_its_input(registry_file, tmp_path):
     m = tmp_path / "m.csv"
     shutil.copy(MANIFEST, m)
     p = run_matcher("filter", str(m), "--registry", str(registry_file), "--out", str(m))
-    assert p.returncode == 2 and "must be new files" in p.stderr
+    assert p.returncode == 2 and "one of this command's inputs" in p.stderr
     assert m.read_bytes() == MANIFEST.read_bytes()
 
 

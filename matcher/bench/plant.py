@@ -109,6 +109,28 @@ class _Capped(Source):
         return iter(it) if self.limit is None else islice(it, self.limit)
 
 
+def check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, force: bool = False) -> None:
+    """Raise :class:`~matcher.errors.OutputRefused` unless ``out_dir`` may receive a bench run: not a file, not
+    one of the bench's input folders (nor inside or around one), and empty, missing or a folder an earlier
+    bench wrote (it holds ``copies/.matcher-bench``); another non-empty folder only with ``force``, and even
+    then no photo in it is replaced by the bench's files."""
+    from matcher.outputs import PNG_SOFTWARE, Output, check_output_dir
+
+    out = Path(out_dir)
+    ours = (out / "copies" / ".matcher-bench").exists()
+    files = [Output(out / "report.json", "the bench report", "--out", ('"parameters"',)),
+             Output(out / "report.md", "the bench report", "--out", ("# matcher bench",)),
+             Output(out / "sweep.png", "the threshold plot", "--out", (PNG_SOFTWARE,), image=True),
+             Output(out / "manifest.csv", "the bench manifest", "--out", ())]
+    if out.is_dir() and any(out.iterdir()) and not ours and not force:
+        from matcher.errors import OutputRefused
+
+        raise OutputRefused(f"--out {out}: the folder holds files matcher bench did not write; give --out a new or "
+                            f"empty folder, or add --force to write among them")
+    check_output_dir(out, files, option="--out", what="the bench's copies and reports", inputs=inputs,
+                     force=force or ours)
+
+
 def _clear(path: Path, marker: str) -> None:
     """Delete a folder this bench made before (it holds ``marker``); refuse anything else."""
     if not path.exists():

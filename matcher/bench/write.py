@@ -212,7 +212,9 @@ def plot_sweep(report: dict[str, Any], path: str | os.PathLike) -> None:
     ax.set_title(f"matcher bench: {c['copies']} copies, {c['distractors']} distractors, {c['queries']} queries, "
                  f"seed {report['parameters']['seed']}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    from matcher.outputs import PNG_SOFTWARE
+
+    fig.savefig(path, metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
 
 

@@ -11,7 +11,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err, _parse_columns, download_options, fetch_settings, main)
+from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err, _guard_outputs, _parse_columns,
+                                download_options, fetch_settings, force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
@@ -138,9 +139,10 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
                    "NSID or profile URL), matched by a photo or not; each match says found_by content, "
                    "identity or both.")
 @click.option("--nsid", metavar="ID", help="The same, by Flickr NSID (e.g. 12345678@N01).")
+@force_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           letters_dir, requester_name, requester_email, flickr_user, nsid, paths) -> None:
+           letters_dir, requester_name, requester_email, flickr_user, nsid, force, paths) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     With --flickr-user/--nsid, the items listed under that Flickr identity are joined in: matches found
@@ -159,6 +161,7 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     if (requester_name or requester_email) and not letters_dir:
         _err(err, "--requester-name and --requester-email are for --letters DIR")
         sys.exit(EXIT_ERROR)
+    _guard_search_outputs(err, html_path, letters_dir, [*paths, index_dir], force)
     if letters_dir:
         problem = _letters_dir_problem(Path(letters_dir))
         if problem:  # said before the search, not after minutes of it
@@ -219,13 +222,22 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     if letters_dir:
         requester = {k: v for k, v in (("name", requester_name), ("email", requester_email),
                                        ("flickr_user", who_name or who_nsid)) if v}
-        if not _write_search_letters(results + listed, letters_dir, requester, err):
+        if not _write_search_letters(results + listed, letters_dir, requester, err, force):
             sys.exit(EXIT_ERROR)
     if summary["errors"] or summary["photos"] == 0:
         if summary["photos"] == 0:
             _err(err, "no photos found in the given paths")
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_MATCH if summary["with_matches"] or join.listed else EXIT_NO_MATCH)
+
+
+def _guard_search_outputs(err: Console, html_path, letters_dir, inputs, force: bool) -> None:
+    from matcher.outputs import HTML_GENERATOR, Output, check_output
+
+    if html_path:
+        html = Output(Path(html_path), "the HTML report", "--html", (HTML_GENERATOR, "<title>matcher report"))
+        _guard_outputs(err, lambda: check_output(html, inputs=inputs, force=force))
+        inputs = [*inputs, html_path]
 
 
 def _flickr_who(flickr_user: str | None, nsid: str | None, err: Console) -> tuple[str | None, str | None]:
@@ -264,9 +276,11 @@ def _letters_dir_problem(path: Path) -> str | None:
     return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
-def _write_search_letters(results, letters_dir: str, requester: dict, err: Console) -> bool:
+def _write_search_letters(results, letters_dir: str, requester: dict, err: Console, force: bool = False) -> bool:
     """The letters of every template for the matches of a search; False after an error (said)."""
-    from matcher.provenance.letters import TEMPLATES, build_letters, write_letters
+    from matcher.errors import OutputRefused
+    from matcher.provenance.letters import SIGNATURE, TEMPLATES, build_letters, write_letters
+    from matcher.outputs import Output, check_output
 
     matches = [m for r in results for m in r.matches]
     if not matches:
@@ -274,6 +288,13 @@ def _write_search_letters(results, letters_dir: str, requester: dict, err: Conso
         return True
     letters = sorted((letter for t in TEMPLATES for letter in build_letters(matches, t, requester)),
                      key=lambda letter: (letter.dataset, TEMPLATES.index(letter.template)))
+    try:  # every letter's file checked before any is written
+        for letter in letters:
+            check_output(Output(Path(letters_dir) / letter.filename, "a letter", "--letters", (SIGNATURE,)),
+                         force=force)
+    except OutputRefused as e:
+        _err(err, escape(e.reason))
+        return False
     try:
         written = write_letters(letters, letters_dir)
     except (OSError, ValueError) as e:
@@ -522,16 +543,20 @@ def compact(index_dir) -> None:
 @click.option("--workers", type=click.IntRange(0), default=None, help="Verification processes (default: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per group (with every verified link).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write the CSV (or JSON Lines) here, not to stdout.")
+@force_option
 def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_motion, no_detail, no_variants, workers,
-               as_json, out_path) -> None:
+               as_json, out_path, force) -> None:
     """Group near-duplicate items of an index: the same photo re-hosted, resized, recompressed, cropped.
 
     CSV on stdout (or --out): one row per item in a group. Exit 0 if duplicates were found, 1 if none, 2 on error.
     """
-    from matcher.engine.duplicates import find_duplicates, write_csv, write_jsonl
+    from matcher.engine.duplicates import SIGNATURES, find_duplicates, write_csv, write_jsonl
+    from matcher.outputs import Output, check_output
 
     err = Console(stderr=True)
     if out_path:
+        dups = Output(Path(out_path), "the duplicates list", "--out", SIGNATURES)
+        _guard_outputs(err, lambda: check_output(dups, inputs=[index_dir], force=force))
         problem = _out_file_problem(Path(out_path))
         if problem:  # said before the search, not after it
             _err(err, f"cannot write {escape(out_path)}: {escape(problem)}")
@@ -629,8 +654,9 @@ def _out_file_problem(path: Path) -> str | None:
 @click.option("--workers", type=click.IntRange(0), default=None, help="Processes (default: one per core; 0 = in-process).")
 @click.option("--latency-sample", type=click.IntRange(0), default=50, show_default=True,
               help="Queries also searched one at a time to measure single-photo latency.")
+@force_option
 def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_names, max_distractors, workers,
-          latency_sample) -> None:
+          latency_sample, force) -> None:
     """Measure recall: plant seeded copies of PHOTOS_DIR's images in an index, search for them, report.
 
     Writes OUT/report.json, OUT/report.md and OUT/sweep.png, and prints the table.
@@ -643,9 +669,11 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
     err = Console(stderr=True)
     missing = [m for m in ("pdqhash", "matplotlib") if find_spec(m) is None]
     if missing:
-        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'matcher[bench]'")
+        _err(err, f"matcher bench needs {' and '.join(missing)}: pip install 'photo-dataset-check[bench]'")
         sys.exit(EXIT_ERROR)
     names = [n.strip() for n in transform_names.split(",") if n.strip()] if transform_names else None
+    _guard_outputs(err, lambda: B.check_out_dir(out_dir, [p for p in (photos_dir, distractors, faces, same_scene) if p],
+                                                force=force))
     try:
         report = B.run_bench(
             photos_dir, out_dir, distractors=distractors, faces=faces, same_scene=same_scene, seed=seed,
@@ -685,7 +713,7 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
 
     err = Console(stderr=True)
     if find_spec("fastapi") is None or find_spec("uvicorn") is None:
-        _err(err, "matcher serve needs fastapi and uvicorn: pip install 'matcher[web]'")
+        _err(err, "matcher serve needs fastapi and uvicorn: pip install photo-dataset-check")
         sys.exit(EXIT_ERROR)
     from matcher.web.app import ServeSettings, run
 

@@ -1,11 +1,13 @@
 """What every command of the CLI shares: the ``matcher`` click group, exit codes, error printing, the
-downloader's options and the progress line."""
+downloader's options, the output guard and the progress line."""
 
 from __future__ import annotations
 
+import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from matcher import __version__
 from matcher.ingest.fetch import FetchSettings
@@ -17,6 +19,23 @@ EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
 def _err(console: Console, msg: str) -> None:
     console.print(f"[bold red]error:[/] {msg}", highlight=False)
+
+
+def _guard_outputs(err: Console, check) -> None:
+    """Run an output check of :mod:`matcher.outputs` (a no-argument callable); exit 2 with its reason if it
+    refuses. Called before a command does any work, so a refused write leaves nothing written."""
+    from matcher.errors import OutputRefused
+
+    try:
+        check()
+    except OutputRefused as e:
+        _err(err, escape(e.reason))
+        sys.exit(EXIT_ERROR)
+
+
+def force_option(fn):
+    return click.option("--force", is_flag=True,
+                        help="Replace an existing output file matcher did not write (never a photo or an input).")(fn)
 
 
 def download_options(fn):
@@ -119,3 +138,4 @@ class _AddProgress(_StatusLine):
 @click.version_option(__version__, prog_name="matcher")
 def main() -> None:
     """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""
+

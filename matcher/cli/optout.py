@@ -11,8 +11,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _parse_columns, _StatusLine, download_options,
-                  fetch_settings, main)
+from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _guard_outputs, _parse_columns, _StatusLine,
+                                download_options, fetch_settings, force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
 
@@ -44,6 +44,7 @@ def optout_add(registry_path, note, no_source_name, workers, photos) -> None:
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True)
+    _guard_registry(err, registry_path, photos)
     added = same = failed = 0
     try:
         with locked(registry_path):
@@ -113,6 +114,7 @@ def optout_remove(registry_path, ids) -> None:
     from matcher.optout.registry import Registry, locked
 
     err = Console(stderr=True)
+    _guard_registry(err, registry_path, ())
     try:
         with locked(registry_path):
             reg = Registry.load(registry_path)
@@ -124,6 +126,15 @@ def optout_remove(registry_path, ids) -> None:
     for e in gone:
         err.print(f"removed {e.id} ({escape(e.source_name or 'no file name')})", highlight=False)
     err.print(f"{len(reg):,} entries left in {escape(registry_path)}", highlight=False)
+
+
+def _guard_registry(err: Console, registry_path: str, photos) -> None:
+    """A registry is updated in place: never a photo, never one of the photos being registered; a file that
+    is not a registry is refused by :meth:`Registry.load` itself (with its reason)."""
+    from matcher.outputs import Output, check_output
+
+    reg = Output(Path(registry_path), "the opt-out registry", "--registry", ("matcher-optout-registry",))
+    _guard_outputs(err, lambda: check_output(reg, inputs=photos, force=True))
 
 
 class _FilterProgress(_StatusLine):
@@ -147,17 +158,24 @@ class _FilterProgress(_StatusLine):
 @click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
               help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
+@force_option
 @download_options
-def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, columns, workers, concurrency, per_host,
-                    timeout, retries, max_bytes, allow_private_urls, allow_networks=()) -> None:
+def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, columns, workers, force, concurrency,
+                    per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks=()) -> None:
     """Drop every image of MANIFEST that matches an opt-out registry entry, re-hosted copies included.
 
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
     screened; the rows that match no entry are written to --out.
     """
-    from matcher.optout.registry import Registry, filter_manifest as run
+    from matcher.optout.registry import LOG_COLUMNS, Registry, filter_manifest as run
+    from matcher.outputs import Output, check_output
 
     err = Console(stderr=True)
+    clean = Output(Path(out_path), "the clean manifest", "--out")
+    _guard_outputs(err, lambda: check_output(clean, inputs=[manifest, registry_path], force=force))
+    if log_path:
+        log = Output(Path(log_path), "the log", "--log", (",".join(LOG_COLUMNS),))
+        _guard_outputs(err, lambda: check_output(log, inputs=[manifest, registry_path, out_path], force=force))
     try:
         reg = Registry.load(registry_path)
         settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,

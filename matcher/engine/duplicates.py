@@ -55,7 +55,7 @@ from matcher.hashing.verify import DEFAULT_MIN_SCORE, THUMB
 from matcher.pipeline.photo import HashSpec
 
 __all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Group", "DuplicateStats", "DuplicateReport",
-           "find_duplicates", "components", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
+           "find_duplicates", "SIGNATURES", "components", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
            "write_csv", "write_jsonl"]
 
 #: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
@@ -73,6 +73,8 @@ VERIFY_CHUNK = 16
 #: Columns of the CSV output, one row per item in a group.
 CSV_COLUMNS = ["group", "group_size", "item_id", "dataset", "key", "url", "page_url", "owner", "distance", "score",
                "motion", "kinds", "variant", "verified_by", "linked_to", "hops"]
+#: how a file written by ``matcher duplicates --out`` starts (CSV header, or a JSON Lines group)
+SIGNATURES = (",".join(CSV_COLUMNS), '{"group": ')
 
 
 # --- records -----------------------------------------------------------------------------

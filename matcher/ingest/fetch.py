@@ -73,7 +73,7 @@ def _package_version() -> str:
     from importlib import metadata
 
     try:
-        return metadata.version("matcher")
+        return metadata.version("photo-dataset-check")
     except metadata.PackageNotFoundError:
         return "dev"
 

@@ -303,7 +303,7 @@ class DaskEngine(Engine):
             import dask
             from distributed import Client
         except ImportError:
-            raise MatcherError("--engine dask needs dask.distributed: pip install 'matcher[dask]'") from None
+            raise MatcherError("--engine dask needs dask.distributed: pip install 'photo-dataset-check[dask]'") from None
         if connect_timeout is None:
             from dask.utils import parse_timedelta
 

@@ -33,7 +33,7 @@ from urllib.parse import quote
 from matcher.atomic import fsync_dir
 from matcher.results import Item, Match
 
-__all__ = ["TEMPLATES", "REQUESTER_FIELDS", "Letter", "build_letters", "write_letters"]
+__all__ = ["SIGNATURE", "TEMPLATES", "REQUESTER_FIELDS", "Letter", "build_letters", "write_letters"]
 
 #: The letter templates, in the order the CLI writes them.
 TEMPLATES = ("list", "gdpr", "bipa")
@@ -51,6 +51,8 @@ REQUESTER_FIELDS = {
 METHOD = "matched by content with matcher: perceptual hash + pixel verification"
 
 _WIDTH = 78
+#: how every letter file starts (a letter file with it may be replaced by a new one)
+SIGNATURE = "[TEMPLATE, NOT LEGAL ADVICE:"
 _NOT_ADVICE = ("[TEMPLATE, NOT LEGAL ADVICE: check that it fits your situation, fill in the bracketed fields "
                "and delete this line before sending.]")
 

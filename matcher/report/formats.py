@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from matcher.atomic import replacing
+from matcher.outputs import HTML_GENERATOR
 from matcher.imaging.images import load_image
 from matcher.results import Match, QueryResult
 
@@ -656,6 +657,7 @@ def _html_chunks(results: list[QueryResult], title: str, index_info: dict | None
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="referrer" content="no-referrer">\n'
+        f"{HTML_GENERATOR}\n"
         # Defence in depth: no scripts, no remote styles/fonts; images only inline or http(s).
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data: http: https:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">\n"
