@@ -35,34 +35,26 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
 from matcher.hashing.detail import DEFAULT_MAX_MOTION
-from matcher.hashing.hashers.base import MIN_DETAIL
-from matcher.hashing.hashers.phash import dct_matrix
 from matcher.imaging.images import DEFAULT_LIMITS, Limits
 from matcher.index.binary import BinaryIndex
 from matcher.engine.api import DEFAULT_THRESHOLD
 from matcher.imaging.regions import query_boxes
-from matcher.results import Item
 from matcher.index.store import IndexStore
 from matcher.hashing.verify import DEFAULT_MIN_SCORE, THUMB
 from matcher.pipeline.photo import HashSpec
+from matcher.engine.dup_codes import VARIANTS, variant_codes
+from matcher.engine.dup_groups import (CSV_COLUMNS, SIGNATURES, DuplicateReport, DuplicateStats, Group, Link, Member,
+                                       components, group_json, group_rows, write_csv, write_jsonl)
 
 __all__ = ["DEFAULT_THRESHOLD", "VARIANTS", "MAX_TRIES", "Link", "Member", "Group", "DuplicateStats", "DuplicateReport",
            "find_duplicates", "SIGNATURES", "components", "variant_codes", "verify_pairs", "CSV_COLUMNS", "group_rows", "group_json",
            "write_csv", "write_jsonl"]
 
-#: Edits of an entry's thumbnail searched besides its stored code: orientation / crop (``query_boxes``).
-#: The whole thumbnail first (its code is the stored one), then the crops re-hosts commonly make and the
-#: mirror image: 9 codes per entry. Mirrored *and* cropped, rotated copies are not searched (each
-#: further edit costs one more range search per entry; see docs/duplicates.md).
-VARIANTS: tuple[str, ...] = tuple(f"id/{name}" for name in query_boxes()) + ("mirror/full",)
 #: Tries (entry pair + variant, nearest first) verified per candidate pair before giving up on it.
 MAX_TRIES = 4
 #: Query entries per FAISS batch (x 9 codes with variants).
@@ -70,101 +62,6 @@ BATCH = 2048
 #: Candidate pairs per verification task.
 VERIFY_CHUNK = 16
 
-#: Columns of the CSV output, one row per item in a group.
-CSV_COLUMNS = ["group", "group_size", "item_id", "dataset", "key", "url", "page_url", "owner", "distance", "score",
-               "motion", "kinds", "variant", "verified_by", "linked_to", "hops"]
-#: how a file written by ``matcher duplicates --out`` starts (CSV header, or a JSON Lines group)
-SIGNATURES = (",".join(CSV_COLUMNS), '{"group": ')
-
-
-# --- records -----------------------------------------------------------------------------
-@dataclass
-class Link:
-    """A candidate pair of items and what verifying it found."""
-
-    a: int  # item ids, a < b
-    b: int
-    distance: int  # Hamming distance of the try that decided (the nearest when none verified)
-    score: float | None = None  # thumbnail verification score; None: not verified on pixels
-    motion: float | None = None  # full-detail residual motion, when measured
-    kind_a: str = ""  # entry kinds of a and b in the deciding try
-    kind_b: str = ""
-    variant: str = "id/full"  # the edit applied to the ``varied`` item's thumbnail
-    varied: int = 0  # the item whose thumbnail/code was the query
-    verified_by: str = ""  # "thumbnails", "thumbnails+detail", "distance"; "" when rejected
-    detail: str | None = None  # why the full-detail check did not run / how it refused
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.verified_by)
-
-    def kind_of(self, item_id: int) -> str:
-        return self.kind_a if item_id == self.a else self.kind_b
-
-    def other(self, item_id: int) -> int:
-        return self.b if item_id == self.a else self.a
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"a": self.a, "b": self.b, "distance": self.distance,
-                               "kinds": f"{self.kind_a}~{self.kind_b}", "variant": self.variant,
-                               "varied": self.varied, "verified_by": self.verified_by}
-        if self.score is not None:
-            out["score"] = round(self.score, 4)
-        if self.motion is not None:
-            out["motion"] = round(self.motion, 3)
-        if self.detail:
-            out["detail"] = self.detail
-        return out
-
-
-@dataclass
-class Member:
-    """An item of a group, with the verified link that joined it (None for the representative)."""
-
-    item: Item
-    distance: int  # to the representative (see group_rows)
-    hops: int = 0
-    link: Link | None = None
-
-    @property
-    def linked_to(self) -> int | None:
-        return None if self.link is None else self.link.other(self.item.id)
-
-
-@dataclass
-class Group:
-    id: int  # the representative's item id
-    members: list[Member]  # sorted by item id: the representative first
-    links: list[Link]  # every verified link between members
-
-    @property
-    def size(self) -> int:
-        return len(self.members)
-
-
-@dataclass
-class DuplicateStats:
-    entries: int = 0  # live entries searched (queries' owners)
-    queries: int = 0  # codes range-searched (entries x variants)
-    hits: int = 0  # raw hits kept (other items, in scope)
-    pairs: int = 0  # candidate item pairs
-    verified: int = 0
-    distance_only: int = 0  # of them, paired on distance alone (no thumbnails)
-    rejected: int = 0
-    rejected_motion: int = 0  # of them, refused by the full-detail check
-    load_s: float = 0.0
-    search_s: float = 0.0
-    verify_s: float = 0.0
-    verify_cpu_s: float = 0.0  # CPU time of verification, in whichever processes it ran
-    elapsed: float = 0.0
-
-
-@dataclass
-class DuplicateReport:
-    groups: list[Group]
-    stats: DuplicateStats
-    settings: dict[str, Any] = field(default_factory=dict)
-    links: list[Link] = field(default_factory=list)  # every candidate pair, verified or not
 
 
 # --- catalog reads (the catalog's own tables; read-only) ---------------------------------
@@ -203,94 +100,6 @@ def _thumbs(store: IndexStore, entry_ids: Sequence[int]) -> dict[int, bytes | No
         out.update(store.catalog.db.execute(
             f"SELECT id, thumb FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk))
     return out
-
-
-# --- candidates ----------------------------------------------------------------------------
-def _area_matrix(lo: float, hi: float, n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights resampling pixels [lo, hi) of a line of n_in pixels to n_out by area averaging."""
-    step = (hi - lo) / n_out
-    edges = lo + step * np.arange(n_out + 1)
-    px = np.arange(n_in)
-    overlap = np.minimum(edges[1:, None], px[None, :] + 1) - np.maximum(edges[:-1, None], px[None, :])
-    return np.clip(overlap, 0.0, None) / step
-
-
-@lru_cache(maxsize=4)
-def _variant_operators(size: int, hash_size: int) -> tuple[np.ndarray, list[tuple[list[int], np.ndarray]]]:
-    """The pHash DCT of each :data:`VARIANTS` edit of a THUMB x THUMB thumbnail as two matrix products,
-    ``low_v = Y_k @ thumb @ X_v`` (crop + area resampling to ``size`` px + the DCT's low ``hash_size``
-    frequencies, along columns then rows). Crops share row operators: returns ``Y`` (the distinct row
-    operators stacked, (k * hash_size, THUMB)) and per row operator ``k`` the variants using it with
-    their ``X_v`` side by side, (THUMB, hash_size * len(variants))."""
-    d = dct_matrix(hash_size, size)
-    ys: dict[tuple[float, float], int] = {}
-    y_ops: list[np.ndarray] = []
-    groups: dict[int, list[tuple[int, np.ndarray]]] = {}
-    boxes = query_boxes()
-    for v, name in enumerate(VARIANTS):
-        orient, crop = name.split("/")
-        left, top, right, bottom = boxes[crop]
-        if (top, bottom) not in ys:
-            ys[(top, bottom)] = len(y_ops)
-            y_ops.append(d @ _area_matrix(top * THUMB, bottom * THUMB, THUMB, size))
-        rx = _area_matrix(left * THUMB, right * THUMB, THUMB, size)
-        if orient == "mirror":  # the crop is of the mirrored thumbnail: columns read right to left
-            rx = rx[:, ::-1]
-        groups.setdefault(ys[(top, bottom)], []).append((v, (d @ rx).T))
-    return (np.concatenate(y_ops).astype(np.float32),
-            [([v for v, _ in g], np.concatenate([x for _, x in g], axis=1).astype(np.float32))
-             for _, g in sorted(groups.items())])
-
-
-def variant_codes(thumbs: Sequence[bytes], size: int = 32, hash_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """pHash codes of every :data:`VARIANTS` edit of each thumbnail, shape (n, len(VARIANTS), bytes), and
-    whether each edit has enough detail to be searched (a crop of a flat margin has none).
-
-    The pHash of an edit as :mod:`matcher.hashing.hashers.phash` computes it (area resampling to ``size`` px, the
-    low DCT frequencies, bits above their median), all edits of a batch in a few matrix products
-    (~4x cheaper than resampling each crop with OpenCV and hashing it; the codes differ from those by
-    ~1 bit on average: float32 sums, fractional crop edges).
-    """
-    n = len(thumbs)
-    nv = len(VARIANTS)
-    nbytes = hash_size * hash_size // 8
-    if n == 0:
-        return np.empty((0, nv, nbytes), np.uint8), np.empty((0, nv), bool)
-    a = np.stack([_decode(t) for t in thumbs]).astype(np.float32)  # (n, THUMB, THUMB)
-    y_ops, groups = _variant_operators(size, hash_size)
-    h = hash_size
-    rows = np.matmul(y_ops, a)  # (n, k * h, THUMB): every distinct row operator
-    low = np.empty((n, nv, h, h), np.float32)
-    for k, (vs, x_ops) in enumerate(groups):
-        out = np.matmul(rows[:, k * h : (k + 1) * h, :], x_ops)  # (n, h, h * len(vs))
-        low[:, vs] = out.reshape(n, h, len(vs), h).transpose(0, 2, 1, 3)
-    low = low.reshape(n, nv, h * h)
-    m = h * h
-    part = np.partition(low, (m // 2 - 1, m // 2), axis=-1)
-    med = (part[..., m // 2 - 1 : m // 2] + part[..., m // 2 : m // 2 + 1]) / 2
-    codes = np.packbits(low > med, axis=-1)
-    # detail: the grey-level spread of each variant's crop of the thumbnail
-    crops = query_boxes()
-    boxes = np.array([[round(x * THUMB) for x in crops[name.split("/")[1]]] for name in VARIANTS])
-    px = np.arange(THUMB)
-    in_y = ((px >= boxes[:, 1:2]) & (px < boxes[:, 3:4])).astype(np.float32)  # (boxes, THUMB)
-    in_x = ((px >= boxes[:, 0:1]) & (px < boxes[:, 2:3])).astype(np.float32)
-    area = in_y.sum(1) * in_x.sum(1)
-    sums = [np.einsum("nbc,bc->nb", np.matmul(in_y, x), in_x) for x in (a, a * a)]
-    mean = sums[0] / area
-    spread = np.sqrt(np.maximum(sums[1] / area - mean * mean, 0.0))
-    keep = spread >= MIN_DETAIL
-    return codes, keep
-
-
-def _decode(data: bytes) -> np.ndarray:
-    """A stored thumbnail's grey pixels (OpenCV's PNG decoder: ~2x cheaper than Pillow's for 64x64)."""
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if a is None or a.shape != (THUMB, THUMB):
-        from matcher.hashing.verify import decode_thumb
-
-        a = decode_thumb(data)
-    return a
 
 
 def _candidates(store: IndexStore, E: dict, query_rows: np.ndarray, index, threshold: int, across: bool,
@@ -439,61 +248,10 @@ def _timed_verify(spec: HashSpec, tasks: list[list[tuple]], min_score: float, ma
     return out, time.process_time() - t0
 
 
-# --- grouping ------------------------------------------------------------------------------
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        p = self.parent.setdefault(x, x)
-        while p != x:
-            self.parent[x] = self.parent.setdefault(p, p)
-            x, p = p, self.parent[p]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)  # the lowest id is the root
-
-
 def _min_distance(E: dict, rows_a: np.ndarray, rows_b: np.ndarray) -> int:
     a = np.unpackbits(E["codes"][rows_a], axis=1)
     b = np.unpackbits(E["codes"][rows_b], axis=1)
     return int((a[:, None, :] != b[None, :, :]).sum(axis=2).min())
-
-
-def components(links: Sequence[Link]) -> list[tuple[int, dict[int, tuple[int, Link | None]], list[Link]]]:
-    """The groups the verified ``links`` make (union-find), by representative (lowest item id):
-    ``(representative, {item: (hops, link that reached it)}, the group's verified links)``.
-
-    Each member's link is found breadth-first from the representative (links in order of the other
-    end's id, so the result does not depend on the order the search found them): ``hops`` 1 means
-    verified against the representative itself, more means reached through other members (chaining).
-    """
-    uf = _UnionFind()
-    verified = [lk for lk in links if lk.verified]
-    adj: dict[int, list[Link]] = {}
-    for lk in verified:
-        uf.union(lk.a, lk.b)
-        adj.setdefault(lk.a, []).append(lk)
-        adj.setdefault(lk.b, []).append(lk)
-    links_of: dict[int, list[Link]] = {}
-    for lk in verified:
-        links_of.setdefault(uf.find(lk.a), []).append(lk)
-    out = []
-    for rep in sorted(links_of):
-        reached: dict[int, tuple[int, Link | None]] = {rep: (0, None)}
-        todo = deque([rep])
-        while todo:
-            x = todo.popleft()
-            for lk in sorted(adj[x], key=lambda lk: lk.other(x)):
-                y = lk.other(x)
-                if y not in reached:
-                    reached[y] = (reached[x][0] + 1, lk)
-                    todo.append(y)
-        out.append((rep, dict(sorted(reached.items())), sorted(links_of[rep], key=lambda lk: (lk.a, lk.b))))
-    return out
 
 
 def _groups(store: IndexStore, E: dict, links: list[Link]) -> list[Group]:
@@ -689,70 +447,3 @@ def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: flo
     return links
 
 
-# --- output --------------------------------------------------------------------------------
-def group_rows(group: Group) -> list[dict[str, Any]]:
-    """The CSV rows of a group (:data:`CSV_COLUMNS`), one per item, the representative first.
-
-    ``distance``: Hamming distance to the representative: the search's own (over their entries and the
-    edits searched) when the two were paired, else the smallest between their stored entries (then
-    possibly above the threshold: a member reached through others). ``score``, ``motion``, ``kinds``
-    (this item's entry kind ~ the linked item's), ``variant`` (the edit of one side's thumbnail that
-    matched, ``this:`` or ``linked:``) and ``verified_by`` describe the link to ``linked_to``.
-    """
-    rows = []
-    for m in group.members:
-        it, lk = m.item, m.link
-        row: dict[str, Any] = {
-            "group": group.id, "group_size": group.size, "item_id": it.id, "dataset": it.dataset, "key": it.key,
-            "url": it.url or "", "page_url": it.page_url or "", "owner": it.owner or "", "distance": m.distance,
-            "score": "", "motion": "", "kinds": "", "variant": "", "verified_by": "representative",
-            "linked_to": "", "hops": m.hops,
-        }
-        if lk is not None:
-            other = lk.other(it.id)
-            row.update(
-                score="" if lk.score is None else f"{lk.score:.4f}",
-                motion="" if lk.motion is None else f"{lk.motion:.3f}",
-                kinds=f"{lk.kind_of(it.id)}~{lk.kind_of(other)}",
-                variant=f"{'this' if lk.varied == it.id else 'linked'}:{lk.variant}",
-                verified_by=lk.verified_by, linked_to=other,
-            )
-        rows.append(row)
-    return rows
-
-
-def group_json(group: Group) -> dict[str, Any]:
-    """One JSON object per group: its members (CSV fields plus path, licence, title) and every verified link."""
-    items = []
-    for m, row in zip(group.members, group_rows(group)):
-        it = m.item
-        d = {k: row[k] for k in CSV_COLUMNS if k not in ("group", "group_size")}
-        d.update(path=it.path, license=it.license, title=it.title)
-        for k in ("score", "motion"):
-            d[k] = None if d[k] == "" else float(d[k])
-        for k in ("url", "page_url", "owner", "kinds", "variant", "linked_to"):
-            d[k] = d[k] or None
-        items.append(d)
-    return {"group": group.id, "size": group.size, "datasets": sorted({m.item.dataset for m in group.members}),
-            "items": items, "links": [lk.to_json() for lk in group.links]}
-
-
-def write_csv(groups: Sequence[Group], out) -> int:
-    import csv
-
-    w = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    n = 0
-    for g in groups:
-        for row in group_rows(g):
-            w.writerow(row)
-            n += 1
-    return n
-
-
-def write_jsonl(groups: Sequence[Group], out) -> int:
-    import json
-
-    for g in groups:
-        out.write(json.dumps(group_json(g), sort_keys=False) + "\n")
-    return len(groups)
