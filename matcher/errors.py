@@ -12,6 +12,8 @@ __all__ = [
     "ImageTooLarge",
     "InvalidHash",
     "CatalogError",
+    "DamagedIndex",
+    "IndexWriteError",
     "IndexMismatch",
     "FetchError",
     "ManifestError",
@@ -42,6 +44,16 @@ class InvalidHash(MatcherError, ValueError):
 
 class CatalogError(MatcherError):
     """The index directory or its SQLite catalog is missing, corrupt or of an unknown format version."""
+
+
+class DamagedIndex(CatalogError):
+    """An index file fails its integrity check: ``index.faiss``'s checksum, or the catalog's SQLite
+    ``quick_check`` (``matcher check`` / ``matcher repair``)."""
+
+
+class IndexWriteError(CatalogError):
+    """The index could not be written (full disk, read-only file system or folder). What was stored
+    before is intact; the operation can be run again once the cause is gone."""
 
 
 class IndexMismatch(MatcherError):

@@ -215,3 +215,45 @@ class MatcherServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------------
+# read-only and full file systems (root only: skipped elsewhere, saying why)
+
+
+@contextlib.contextmanager
+def read_only_mount(src: Path, dst: Path):
+    """``src`` seen read-only at ``dst`` (a read-only bind mount: as root, chmod does not stop writes)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True).returncode != 0:
+        pytest.skip("needs root to make a read-only bind mount (mount --bind)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], check=True, capture_output=True)
+        yield dst
+    finally:
+        subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+
+
+@contextlib.contextmanager
+def small_tmpfs(dst: Path, size: str = "2m"):
+    """A tmpfs of ``size`` at ``dst``: a disk that fills up."""
+    dst.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(dst)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs (a full disk)")
+    try:
+        yield dst
+    finally:
+        subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fill the file system of ``folder`` to the last byte; returns the filler file (unlink it to free it)."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from matcher.errors import InvalidHash
-from matcher.index.binary import FLAT_MAX_ENTRIES, MEASURED_THRESHOLD, BinaryIndex, choose_layout, ivf_nprobe
+from matcher.index.binary import read_trailer, FLAT_MAX_ENTRIES, MEASURED_THRESHOLD, BinaryIndex, choose_layout, ivf_nprobe
 from matcher.engine.api import DEFAULT_THRESHOLD
 
 
@@ -83,6 +83,7 @@ def test_trailer_round_trip_and_absence(tmp_path):
     index.save(tmp_path / "b.faiss")
     a, b = BinaryIndex.load(tmp_path / "a.faiss", 64), BinaryIndex.load(tmp_path / "b.faiss", 64)
     assert a.trailer == {"index_id": "abc", "seq": 7, "count": 2} and b.trailer is None
+    assert isinstance(read_trailer(tmp_path / "a.faiss")["crc32"], int)  # the FAISS bytes' checksum, verified by load
     assert sorted(a.ids().tolist()) == sorted(b.ids().tolist()) == [5, 9]
 
 

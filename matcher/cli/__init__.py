@@ -7,5 +7,6 @@ command group on it.
 from matcher.cli.common import main
 from matcher.cli import commands as _commands  # noqa: F401  (registers add, search, info, ... on main)
 from matcher.cli import optout as _optout  # noqa: F401  (registers `optout` and `filter` on main)
+from matcher.cli import integrity as _integrity  # noqa: F401  (registers `check` and `repair` on main)
 
 __all__ = ["main"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -205,6 +206,10 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
                 listed.append(join.remainder())
                 report.print_identity(listed[-1], out, join.label)
         summary = report.summarise(results)
+        if store.catalog.unreadable:
+            err.print(f"[yellow]warning:[/] {store.catalog.unreadable:,} index entries near these photos could not "
+                      f"be read from the damaged catalog and were left out: `matcher check --index "
+                      f"{escape(str(index_dir))}` says more", highlight=False)
         if html_path:
             info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
                     "max_motion": None if no_detail else max_motion}
@@ -357,7 +362,7 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
     try:
         if not (root / META).exists():
             raise CatalogError(f"{root} is not a matcher index (no {META})")
-        catalog = Catalog(root / CATALOG)  # the catalog alone: no FAISS file to load
+        catalog = Catalog(root / CATALOG, readonly=True)  # the catalog alone: no FAISS file to load
         try:
             recorded = catalog.has_identities
             items = catalog.lookup(photo_id=photo_id, owner_nsid=who_nsid, owner_name=who_name, url=url)

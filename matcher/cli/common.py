@@ -3,6 +3,7 @@ downloader's options, the output guard and the progress line."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import click
@@ -134,7 +135,20 @@ class _AddProgress(_StatusLine):
                 f"[cyan]{s.rate:,.0f}/s[/]{shards}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group: a catalog SQLite cannot read (a damaged file) ends any command with a clear
+    error and exit 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.DatabaseError as e:
+            _err(Console(stderr=True), f"the index's catalog cannot be read ({escape(str(e))}): it is damaged. "
+                                       "`matcher check --index DIR` says more")
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="matcher")
 def main() -> None:
     """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""

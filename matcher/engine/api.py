@@ -15,7 +15,7 @@ from matcher.imaging.images import DEFAULT_LIMITS, Limits, iter_image_files, sho
 from matcher.ingest.run import AddStats, Progress, default_workers, ingest
 from matcher.results import Item, Match, QueryResult
 from matcher.ingest.sources import Source
-from matcher.index.store import IndexStore
+from matcher.index.store import IndexStore, writing
 from matcher.hashing.verify import DEFAULT_MIN_SCORE
 from matcher.pipeline.photo import Candidate, HashSpec, QueryHashes, query_batch, verify_batch
 from matcher.pipeline.pool import CRASH_REASON, Task, Workers
@@ -49,7 +49,7 @@ def add(
     ``screen`` (a :class:`matcher.optout.registry.Screen` over an opt-out registry): images that match one of
     its entries are not added but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
     """
-    with IndexStore.open(index_dir, create=True, writable=True) as store:
+    with writing(index_dir), IndexStore.open(index_dir, create=True, writable=True) as store:
         if screen is not None and store.hasher.identity() != screen.hasher:
             raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
                                 f"are {screen.hasher}")
@@ -71,13 +71,13 @@ def remove(
     changes nothing when a selector matches no item. A later ``add`` of a source that still lists an
     item adds it back (with new entry ids).
     """
-    with IndexStore.open(index_dir, writable=True) as store:
+    with writing(index_dir), IndexStore.open(index_dir, writable=True) as store:
         return store.remove_items(dataset=dataset, keys=keys, urls=urls)
 
 
 def compact(index_dir: str | os.PathLike) -> dict:
     """Rebuild the FAISS file of ``index_dir`` without removed items' ids, in the layout its size calls for."""
-    with IndexStore.open(index_dir, writable=True) as store:
+    with writing(index_dir), IndexStore.open(index_dir, writable=True) as store:
         return store.compact()
 
 
@@ -248,13 +248,15 @@ def _result(entry: tuple, threshold: int, min_score: float, report_rejected: boo
         verified = score is None or score >= min_score
         if verified and "motion" in detail:
             verified = detail["motion"] <= detail["max_motion"]
-        if not verified and not report_rejected:
+        if "unverifiable" in detail:  # reported as such: neither confirmed nor ruled out
+            verified = False
+        elif not verified and not report_rejected:
             continue
         evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
         if score is not None:
             evidence.update(score=round(score, 4), min_score=min_score)
         evidence.update(detail)
-        if report_rejected:
+        if report_rejected or "unverifiable" in detail:
             evidence["verified"] = verified
         out.append(Match(items[item_id], d, evidence))
     out.sort(key=lambda m: (m.distance, -m.evidence.get("score", 0), m.item.id))

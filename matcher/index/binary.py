@@ -24,6 +24,7 @@ import json
 import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 # OpenMP threads that wait for work sleep instead of spinning: on a busy machine spinning threads made
@@ -34,10 +35,10 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from matcher.atomic import fsync_dir  # noqa: E402
-from matcher.errors import CatalogError, InvalidHash  # noqa: E402
+from matcher.errors import CatalogError, DamagedIndex, InvalidHash  # noqa: E402
 from matcher.testpoints import pause  # noqa: E402
 
-__all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer"]
+__all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer", "checksum_problem"]
 
 # A trailer appended after FAISS's own bytes (FAISS ignores trailing data): JSON, its length, a magic.
 _TRAILER_MAGIC = b"MTCHTRL1"
@@ -246,6 +247,7 @@ class BinaryIndex:
             faiss.write_index_binary(self._index, str(tmp))
             with open(tmp, "rb+") as f:
                 if trailer is not None:
+                    trailer = {**trailer, "crc32": file_crc32(f, tmp.stat().st_size)}
                     f.seek(0, os.SEEK_END)
                     blob = json.dumps(trailer, sort_keys=True).encode()
                     f.write(blob + struct.pack("<Q", len(blob)) + _TRAILER_MAGIC)
@@ -260,15 +262,54 @@ class BinaryIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike, bits: int) -> "BinaryIndex":
+        """Read a saved index; its checksum (in the trailer, when it has one) is verified first: a damaged
+        file raises :class:`DamagedIndex` rather than silently losing matches."""
+        problem = checksum_problem(path)
+        if problem:
+            raise DamagedIndex(f"{path} is damaged ({problem}): `matcher repair --index {Path(path).parent}` "
+                               "rebuilds it from the catalog")
         try:
             index = faiss.read_index_binary(str(path))
         except RuntimeError as e:
             raise CatalogError(f"cannot read FAISS index {path}: {str(e).splitlines()[0]}") from None
         out = cls(bits, index)
-        out.trailer = read_trailer(path)
+        trailer = read_trailer(path)
+        # the checksum belongs to the file, not to the index in memory (a relayout or an add changes it)
+        out.trailer = None if trailer is None else {k: v for k, v in trailer.items() if k != "crc32"}
         return out
 
     trailer: dict | None = None
+
+
+def file_crc32(f, length: int) -> int:
+    """CRC-32 of the first ``length`` bytes of the open binary file ``f`` (read in 4 MB blocks)."""
+    f.seek(0)
+    crc = 0
+    while length > 0:
+        block = f.read(min(length, 1 << 22))
+        if not block:
+            break
+        crc = zlib.crc32(block, crc)
+        length -= len(block)
+    return crc
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a saved index's checksum, or None: it matches, or the file has none (saved by an
+    older matcher: nothing to verify). The CRC covers the FAISS bytes, before the trailer."""
+    trailer = read_trailer(path)
+    if trailer is None or "crc32" not in trailer:
+        return None
+    blob = json.dumps(trailer, sort_keys=True).encode()
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            got = file_crc32(f, size - 16 - len(blob))
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if got != trailer["crc32"]:
+        return f"checksum mismatch: CRC-32 {got:08x}, saved as {int(trailer['crc32']):08x}"
+    return None
 
 
 def read_trailer(path: str | os.PathLike) -> dict | None:

@@ -21,20 +21,22 @@ name a new entry.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+from urllib.parse import quote
 
 import numpy as np
 
-from matcher.errors import CatalogError
+from matcher.errors import CatalogError, DamagedIndex, IndexWriteError
 from matcher.provenance.flickr import identity_of, normalize_nsid, parse_url
 from matcher.results import Item
 from matcher.testpoints import pause
 
-__all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS"]
+__all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS", "read_only_uri", "is_write_failure"]
 
 #: 2 added ``tombstones`` and ``meta.entry_id_max``; 3 added ``identities`` (Flickr photo id and owner per
 #: item, backfilled from the items when an older catalog is opened for writing). An older catalog is
@@ -106,6 +108,28 @@ CREATE TABLE IF NOT EXISTS datasets (
 """
 
 
+_SQLITE_WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
+def is_write_failure(e: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for want of a writable, non-full file system (not a lock, not a bug)."""
+    name = getattr(e, "sqlite_errorname", "")  # Python >= 3.11
+    return name.startswith(_SQLITE_WRITE_ERRORS) or any(
+        w in str(e) for w in ("disk is full", "readonly database", "disk I/O error", "unable to open"))
+
+
+def read_only_uri(path: str | Path) -> str:
+    """The SQLite URI that opens ``path`` for reading only: it never writes, never switches the journal mode,
+    leaves nothing behind at close. When its folder is not writable (read-only media, a read-only mount or
+    share) it is also ``immutable``: SQLite then takes no locks and needs no ``-shm`` file (a catalog is
+    published closed: its writer checkpointed and removed its WAL)."""
+    path = Path(path).absolute()
+    uri = f"file:{quote(str(path))}?mode=ro"
+    if not os.access(path.parent, os.W_OK):
+        uri += "&immutable=1"
+    return uri
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -137,9 +161,10 @@ class Catalog:
             raise CatalogError(f"no catalog at {self.path}")
         try:
             if readonly:
-                uri = f"file:{self.path}?mode=ro"
-                self.db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+                self.db = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=30, isolation_level=None)
             else:
+                if str(self.path) != ":memory:" and self.path.exists() and self.path.stat().st_size:
+                    self._quick_check()  # before anything is written (the journal mode included)
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA foreign_keys = ON")
             if not readonly:
@@ -157,14 +182,25 @@ class Catalog:
                     pause("catalog.schema")
                     self.db.execute("COMMIT")
                 except BaseException:
-                    if self.db.in_transaction:
-                        self.db.execute("ROLLBACK")
+                    self._rollback()
                     raise
                 if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION or not had_identities:
                     self._upgrade()  # the schema above added what was missing: fill it, record the version
             version = self.get_meta("schema_version")
-        except sqlite3.DatabaseError as e:
+        except sqlite3.OperationalError as e:
+            self._close_quietly()
+            if is_write_failure(e) and not readonly:
+                raise IndexWriteError(f"cannot write the index {self.path.parent}: {e}. Everything stored before "
+                                      "is intact; free some space or make the folder writable, then run the "
+                                      "command again") from None
             raise CatalogError(f"cannot open catalog {self.path}: {e}") from None
+        except sqlite3.DatabaseError as e:  # not a database, or a malformed one
+            self._close_quietly()
+            raise DamagedIndex(f"cannot open catalog {self.path}: {e}. The file is damaged or not a catalog: "
+                               f"`matcher check --index {self.path.parent}` says more") from None
+        except BaseException:
+            self._close_quietly()
+            raise
         if version is None:
             raise CatalogError(f"{self.path} is not a matcher catalog (no schema_version)")
         if int(version) > SCHEMA_VERSION:
@@ -175,6 +211,36 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
+    def _close_quietly(self) -> None:
+        db = self.__dict__.get("db")
+        if db is not None:
+            db.close()
+
+    def _rollback(self) -> None:
+        """End the failed transaction, if SQLite has not already (a full disk or I/O error rolls it back
+        itself: a second ROLLBACK would then raise "no transaction is active" and hide the real error)."""
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error being raised says more; SQLite rolls back a connection that closes
+
+    def _quick_check(self) -> None:
+        """Refuse to write into a damaged catalog (``PRAGMA quick_check``: every page and record readable)."""
+        db = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=30, isolation_level=None)
+        try:  # on a connection of its own that only reads: a damaged file is left exactly as it was
+            problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.OperationalError:
+            raise  # cannot read it (a full disk, I/O): not damage
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        finally:
+            db.close()
+        if problems != ["ok"]:
+            raise DamagedIndex(
+                f"catalog {self.path} is damaged ({'; '.join(problems)}): nothing was written. "
+                f"`matcher check --index {self.path.parent}` says more; restore catalog.sqlite from a backup")
+
     @staticmethod
     def unfinished(path: str | Path) -> bool:
         """Whether the catalog at ``path`` was never finished: absent, or without its schema and without
@@ -184,7 +250,7 @@ class Catalog:
         if not path.exists():
             return True
         try:
-            db = sqlite3.connect(path, timeout=30)
+            db = sqlite3.connect(read_only_uri(path), uri=True, timeout=30)
             try:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "meta" in tables and db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
@@ -226,7 +292,7 @@ class Catalog:
                        (str(SCHEMA_VERSION), SCHEMA_VERSION))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     # meta ---------------------------------------------------------------------
@@ -329,7 +395,7 @@ class Catalog:
             pause("catalog.record")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
         return new_ids, new_codes, removed
 
@@ -421,7 +487,7 @@ class Catalog:
             pause("catalog.remove")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
         return n_items, np.sort(dead)
 
@@ -443,7 +509,7 @@ class Catalog:
             pause("catalog.clear-tombstones")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
 
     # reading ------------------------------------------------------------------
@@ -484,19 +550,42 @@ class Catalog:
             extra=json.loads(extra) if extra else {},
         )
 
+    #: The thumbnail :meth:`items_for_entries` gives for an entry whose stored thumbnail cannot be read
+    #: (a damaged page): not an image, so verifying against it says "unverifiable" (matcher.pipeline.photo).
+    DAMAGED_THUMB = b""
+
     def items_for_entries(self, entry_ids: Iterable[int]) -> dict[int, tuple[Item, str, bytes | None]]:
-        """{entry id: (item, entry kind, the entry's verification thumbnail)} for the given FAISS ids."""
+        """{entry id: (item, entry kind, the entry's verification thumbnail)} for the given FAISS ids.
+
+        A damaged catalog costs only what it damaged: a chunk that SQLite cannot read is read again entry by
+        entry; an entry whose thumbnail cannot be read comes with :data:`DAMAGED_THUMB`; an entry whose row
+        cannot be read at all is left out and counted in :attr:`unreadable`."""
         ids = [int(i) for i in entry_ids]
         out: dict[int, tuple[Item, str, bytes | None]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            q = (
-                f"SELECT entries.id, entries.kind, entries.thumb, {self._ITEM_COLS} FROM entries"
-                f" JOIN items ON items.id = entries.item_id WHERE entries.id IN ({','.join('?' * len(chunk))})"
-            )
-            for row in self.db.execute(q, chunk):
-                out[row[0]] = (self._item(row[3:]), row[1], row[2])
+            try:
+                out.update(self._entries_rows(chunk, True))
+            except sqlite3.DatabaseError:
+                for one in chunk:
+                    try:
+                        out.update(self._entries_rows([one], True))
+                    except sqlite3.DatabaseError:
+                        try:
+                            out.update(self._entries_rows([one], False))
+                        except sqlite3.DatabaseError:
+                            self.unreadable += 1
         return out
+
+    #: Entries :meth:`items_for_entries` could not read (a damaged catalog), since this connection opened.
+    unreadable = 0
+
+    def _entries_rows(self, ids: list[int], thumbs: bool) -> dict[int, tuple[Item, str, bytes | None]]:
+        thumb = "entries.thumb" if thumbs else "NULL"
+        q = (f"SELECT entries.id, entries.kind, {thumb}, {self._ITEM_COLS} FROM entries"
+             f" JOIN items ON items.id = entries.item_id WHERE entries.id IN ({','.join('?' * len(ids))})")
+        return {row[0]: (self._item(row[3:]), row[1], row[2] if thumbs else self.DAMAGED_THUMB)
+                for row in self.db.execute(q, ids).fetchall()}
 
     def items_by_id(self, item_ids: Iterable[int]) -> dict[int, Item]:
         """{item id: item} for the given ids (unknown ids are left out; removed items are still found)."""
@@ -660,7 +749,7 @@ class Catalog:
                     changed.append((name, None if old is None else old["version"], version))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
         return changed
 

@@ -20,25 +20,28 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import sqlite3
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from matcher.atomic import write_bytes
-from matcher.index.catalog import Catalog, ItemRecord
-from matcher.errors import CatalogError, IndexMismatch
+from matcher.index.catalog import Catalog, ItemRecord, is_write_failure
+from matcher.errors import CatalogError, IndexMismatch, IndexWriteError
 from matcher.hashing.hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
 from matcher.index.binary import BinaryIndex
 from matcher.results import Item
 from matcher.testpoints import pause
 
-__all__ = ["IndexStore", "FORMAT_VERSION"]
+__all__ = ["IndexStore", "FORMAT_VERSION", "writing"]
 
 FORMAT = "matcher-index"
 FORMAT_VERSION = 1
@@ -51,6 +54,31 @@ LOCK = "lock"
 #: A save compacts FAISS (drops tombstoned ids) once they are this share of it: below, filtering them
 #: costs less than the O(n) removal.
 COMPACT_FRACTION = 0.1
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+
+
+@contextmanager
+def writing(root: str | os.PathLike) -> Iterator[None]:
+    """Around a whole write to the index at ``root`` (add, remove, compact, repair): a full disk or a
+    read-only folder becomes :class:`IndexWriteError` with the cause, not a traceback. Each catalog
+    transaction is whole or absent and FAISS is replaced atomically, so what was stored before is intact."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if not is_write_failure(e):
+            raise
+        raise IndexWriteError(_cannot_write(root, str(e))) from None
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise IndexWriteError(_cannot_write(root, e.strerror or str(e))) from None
+
+
+def _cannot_write(root, reason: str) -> str:
+    return (f"cannot write the index {root}: {reason}. Everything stored before is intact (the last batch was "
+            "rolled back); free some space or make the folder writable, then run the command again")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -85,11 +113,15 @@ class IndexStore:
         writable: bool = False,
         hasher: Hasher | str | None = None,
         regions: bool = True,
+        rebuild_faiss: bool = False,
     ) -> "IndexStore":
         """Open (or with ``create``, create) an index directory.
 
         ``hasher``: what the caller will hash queries with. If given and the index
-        was built with a different one, raises IndexMismatch.
+        was built with a different one, raises IndexMismatch. Read-only opens never write
+        (the catalog is opened ``mode=ro``; see :func:`matcher.index.catalog.read_only_uri`).
+        ``rebuild_faiss`` (with ``writable``): ignore ``index.faiss`` and write it again from the
+        catalog's entries (``matcher repair``).
         """
         root = Path(root)
         meta_path = root / META
@@ -100,7 +132,10 @@ class IndexStore:
                 if root.exists() and any(root.iterdir()):
                     raise CatalogError(f"{root} is not a matcher index (no {META})")
                 raise CatalogError(f"no index at {root} (build one with `matcher add --index {root} ...`)")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise IndexWriteError(f"cannot create the index folder {root}: {e.strerror or e}") from None
             hasher = hasher or get_hasher(DEFAULT_HASHER)
             _write_json(
                 meta_path,
@@ -138,9 +173,21 @@ class IndexStore:
         if stored_verifier not in (None, VERIFIER):
             raise IndexMismatch(f"index {root} verifies with {stored_verifier}; this matcher knows {VERIFIER}")
 
+        faiss_path = root / FAISS
+        if faiss_path.exists() and Catalog.unfinished(root / CATALOG):
+            # FAISS holds codes but nothing says what they are: never read that as an empty index, never let
+            # an add rewrite FAISS without them (the catalog is the truth; it cannot be rebuilt from FAISS)
+            state = "missing" if not (root / CATALOG).exists() else "empty (no tables)"
+            raise CatalogError(
+                f"{root / CATALOG} is {state} but {FAISS} is there: the index's catalog was lost or replaced. "
+                "Restore catalog.sqlite from a backup (or rebuild the index with `matcher add` into a new folder); "
+                "nothing was changed")
         lock_fd = None
         if writable:
-            lock_fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                lock_fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise IndexWriteError(_cannot_write(root, e.strerror or str(e))) from None
             try:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -150,16 +197,15 @@ class IndexStore:
                 stale.unlink(missing_ok=True)
         try:
             try:
-                catalog = Catalog(root / CATALOG, create=writable)
+                catalog = Catalog(root / CATALOG, create=writable, readonly=not writable)
             except CatalogError:
                 if writable or not Catalog.unfinished(root / CATALOG):
                     raise
                 # the add that created this index was killed before its catalog was: it holds nothing yet
                 catalog = Catalog(":memory:", create=True)
-            faiss_path = root / FAISS
-            if faiss_path.exists():
+            if faiss_path.exists() and not rebuild_faiss:
                 faiss = BinaryIndex.load(faiss_path, index_hasher.bits)
-            else:
+            else:  # none yet, or `matcher repair`: the reconcile below adds every entry from the catalog
                 faiss = BinaryIndex(index_hasher.bits)
             store = cls(root, index_hasher, stored_verifier is not None, catalog, faiss, writable=writable,
                         lock_fd=lock_fd,

@@ -15,6 +15,8 @@ are noise and would match every other blank image.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -291,6 +293,10 @@ def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndar
     return dataset_region(hasher, cand.path, kind, cand.item_hash, limits, cand.faces)
 
 
+#: Why a candidate could not be verified (``evidence["unverifiable"]``).
+UNVERIFIABLE = "the stored thumbnail of this dataset image cannot be read (damaged catalog): run `matcher check`"
+
+
 def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence[Candidate], min_score: float,
                  max_motion: float | None) -> list[tuple]:
     """Verify each candidate of one query photo: ``(item_id, score | None, distance, Variant, kind, detail)``.
@@ -314,14 +320,22 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
             if thumb is None:  # an index without thumbnails: the hash distance is all there is
                 best = (None, d, variant, kind, None)
                 break
+            try:
+                stored = decode_thumb(thumb)
+            except (OSError, ValueError, SyntaxError, zlib.error, struct.error):
+                continue  # a damaged catalog: this entry's thumbnail cannot be read (the next try may be another)
             if sources is None:
                 sources, _ = query_variants(Image.fromarray(image, "L"), faces)
-            score, box = align(sources[variant.source], variant.box, decode_thumb(thumb),
+            score, box = align(sources[variant.source], variant.box, stored,
                                filled_corners=variant.name.endswith(("-black", "-white")))
             if best is None or score > best[0]:
                 best = (score, d, variant, kind, box)
             if score >= min_score:
                 break
+        if best is None:  # every stored thumbnail of the candidate is damaged: say so, do not guess
+            d, variant, kind, _ = cand.tries[0]
+            out.append((cand.item_id, None, d, variant, kind, {"unverifiable": UNVERIFIABLE}))
+            continue
         score, d, variant, kind, box = best
         detail: dict = {}
         if score is not None and score >= min_score and max_motion is not None:

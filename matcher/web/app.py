@@ -322,6 +322,12 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         return Response(error_body(codes.get(e.status_code, "http_error"), str(e.detail)), status_code=e.status_code,
                         media_type="application/json", headers=getattr(e, "headers", None))
 
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def _damaged(request: Request, e: sqlite3.DatabaseError):  # a damaged catalog: say so, keep serving
+        log.error("the catalog cannot be read on %s %s: %s (run `matcher check`)", request.method, request.url.path, e)
+        return Response(error_body("index_damaged", "this part of the index cannot be read (damaged catalog)"),
+                        status_code=503, media_type="application/json")
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, e: Exception):  # a bug of ours: say so without echoing anything sent
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=e)
