@@ -39,6 +39,7 @@ from matcher.errors import CatalogError, IndexMismatch, IndexWriteError
 from matcher.hashing.hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
 from matcher.index.binary import BinaryIndex
 from matcher.results import Item
+from matcher.stages import lap, start
 from matcher.testpoints import pause
 
 __all__ = ["IndexStore", "FORMAT_VERSION", "writing"]
@@ -282,6 +283,7 @@ class IndexStore:
         again when its size has outgrown the layout."""
         if not self.writable:
             raise CatalogError("index opened read-only")
+        start()
         if len(self.dead) and len(self.dead) >= COMPACT_FRACTION * max(len(self.faiss), 1):
             self._drop_dead()
         if self.faiss.wants_relayout():
@@ -292,6 +294,7 @@ class IndexStore:
         self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
         self.catalog.set_meta("faiss_seq", str(seq))
         self._dirty = False
+        lap("faiss")
         self._last_save = time.monotonic()
 
     def _drop_dead(self) -> int:
@@ -353,13 +356,16 @@ class IndexStore:
             raise CatalogError("index opened read-only")
         if records:
             self._dirty = True  # before the commit: an interrupt after it must still save on close
+        start()
         new_ids, new_codes, removed = self.catalog.record(records)
+        lap("catalog")
         pause("store.recorded")
         if removed:
             self.faiss.remove(removed)
         if new_ids:
             codes = np.frombuffer(b"".join(new_codes), dtype=np.uint8).reshape(len(new_ids), -1)
             self.faiss.add(new_ids, codes)
+        lap("faiss")
         if new_ids or removed:
             self._dirty = True
         if self._dirty and time.monotonic() - self._last_save >= save_every:
@@ -371,7 +377,9 @@ class IndexStore:
 
         Nearest first, one row per item (its nearest entry).
         """
+        start()
         hits = self.faiss.range_search(codes, threshold)
+        lap("faiss")
         if len(self.dead):  # removed items: their ids stay in FAISS until compaction
             hits = [(ids[keep], d[keep]) for ids, d in hits for keep in [~np.isin(ids, self.dead)]]
         all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
@@ -390,6 +398,7 @@ class IndexStore:
                 seen.add(item.id)
                 row.append((item, kind, int(d), verify))
             out.append(row)
+        lap("catalog")
         return out
 
     def size_on_disk(self) -> int:

@@ -32,6 +32,7 @@ from matcher.hashing.hashers.base import MIN_DETAIL
 from matcher.hashing.hashers.phash import phash_pixels
 from matcher.imaging.images import Limits, load_image
 from matcher.imaging.regions import Variant, index_boxes, query_variants
+from matcher.stages import lap, start
 from matcher.testpoints import pause
 from matcher.hashing.verify import encode_thumb, thumb_array
 
@@ -145,6 +146,7 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
     """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.imaging.facebox.RawFaces`);
     with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.imaging.facebox.face_region`)."""
     pause("index.photo")
+    start()
     try:
         loaded = load_image(src, limits=limits, draft=("L", INDEX_DRAFT)) if regions else hasher.load(src, limits)
     except ImageTooLarge as e:
@@ -152,14 +154,17 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
     except MatcherError as e:
         return ("err", e.reason, "unreadable")
     img = loaded.image.convert("L")
+    lap("decode")
     w, h = img.size
     kinds = {"full": (0.0, 0.0, 1.0, 1.0)}
     if regions:
         kinds = _entry_boxes(np.asarray(img))
         if faces is not None:
             kinds.update(_face_boxes(normalise(faces, (loaded.width, loaded.height)), w, h))
+    lap("regions")
     boxes = [(l * w, t * h, r * w, b * h) for (l, t, r, b) in kinds.values()]
     codes, detail = _region_codes(img, boxes, hasher.img_size)
+    lap("codes")
     if detail[0] < MIN_DETAIL:
         return _uniform(float(detail[0]))
     entries = []
@@ -168,6 +173,7 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
             continue
         thumb = encode_thumb(thumb_array(img, box)) if regions else None
         entries.append((kind, code.tobytes(), thumb))
+    lap("thumbnails")
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
 
@@ -221,6 +227,7 @@ class QueryHashes:
 
 def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
     pause("query.photo")
+    start()
     try:
         loaded = load_image(src, limits=limits, draft=("L", QUERY_DRAFT))
     except ImageTooLarge as e:
@@ -230,11 +237,14 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     img = loaded.image.convert("L")
     img.thumbnail((QUERY_SIDE, QUERY_SIDE), Image.Resampling.LANCZOS)
     arr = np.asarray(img)
+    lap("decode")
     faces = detect_faces(arr) if regions else []
+    lap("faces")
     if regions:
         sources, variants = query_variants(img, faces)
     else:
         sources, variants = {"id": img}, [Variant("id/full", "id", (0.0, 0.0, float(img.width), float(img.height)))]
+    lap("variants")
     # Orientation x crop variants are hashed from a HASH_SIDE copy (a crop keeps >= half of each side,
     # so >= 2x the 32 px the hash needs), resampled by area averaging in OpenCV: ~20x cheaper than
     # Pillow's Lanczos from the working image, and as close to the dataset side's hash (measured:
@@ -267,6 +277,7 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     if not keep[0]:
         return _uniform(float(detail[0]))
     variants = [v for v, k in zip(variants, keep) if k]
+    lap("codes")
     return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height))
 
 
@@ -314,6 +325,7 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
     hasher = _build(spec.hasher)
     sources = None
     out = []
+    start()
     for cand in cands:
         best = None
         for d, variant, kind, thumb in cand.tries:
@@ -338,6 +350,7 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
             continue
         score, d, variant, kind, box = best
         detail: dict = {}
+        lap("verification")
         if score is not None and score >= min_score and max_motion is not None:
             region = _local_region(hasher, cand, kind, spec.limits)
             if isinstance(region, str):
@@ -346,6 +359,7 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
                 motion = residual_motion(_pixels(sources[variant.source], box), region)
                 detail = ({"detail": "too small or flat to measure motion"} if motion is None
                           else {"motion": round(motion, 3), "max_motion": max_motion})
+            lap("full-detail")
         out.append((cand.item_id, score, d, variant, kind, detail))
     return out
 
