@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from matcher import __version__
-from matcher.ingest.fetch import FetchSettings
+from matcher.ingest.policy import FetchSettings
 from matcher.ingest.run import AddStats
 from matcher.ingest.sources import FIELD_ALIASES
 

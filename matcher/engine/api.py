@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Sequence
 
 from matcher.hashing.detail import DEFAULT_MAX_MOTION
 from matcher.errors import IndexMismatch
-from matcher.ingest.fetch import FetchSettings
+from matcher.ingest.policy import FetchSettings
 from matcher.imaging.images import DEFAULT_LIMITS, Limits, iter_image_files, shown_path
 from matcher.ingest.run import AddStats, Progress, default_workers, ingest
 from matcher.results import Item, Match, QueryResult

@@ -8,6 +8,7 @@ Every bad input becomes a per-item failure record with a reason; nothing stops t
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from matcher.index.catalog import ItemRecord
-from matcher.ingest.fetch import FetchSettings, fetch_iter
+from matcher.ingest.policy import FetchSettings
 from matcher.provenance.flickr import identity_of
 from matcher.imaging.facebox import normalise
 from matcher.imaging.images import DEFAULT_LIMITS, Limits
@@ -199,6 +200,17 @@ def _is_local(item: SourceItem) -> bool:
     return is_local(item.url, item.path)
 
 
+def _downloads(items: Iterator[SourceItem], fetch: FetchSettings) -> Iterator[tuple]:
+    """``(item, body, error)`` of each item downloaded; the downloader (aiohttp) is loaded only when there
+    is something to download (an add of local files starts faster without it)."""
+    first = next(items, None)
+    if first is None:
+        return
+    from matcher.ingest.fetch import fetch_iter
+
+    yield from fetch_iter(((i, i.url) for i in itertools.chain([first], items)), fetch)
+
+
 def ingest(
     store: IndexStore,
     sources: Sequence[Source],
@@ -239,7 +251,7 @@ def ingest(
             # Pass 2: remote images, downloaded concurrently, hashed as they arrive.
             remote = _unhashed(store, (i for i in source.items() if not i.error and not _is_local(i)), stats, progress)
             items, bodies = [], []
-            for it, body, err in fetch_iter(((i, i.url) for i in remote), fetch):
+            for it, body, err in _downloads(remote, fetch):
                 if err is not None:
                     pipe.fail(it, err.reason, err.kind)
                 else:
