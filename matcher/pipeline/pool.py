@@ -27,6 +27,9 @@ def make_pool(workers: int):
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
+#: Jobs of at most this many files run in the calling process (:class:`Batches`), as a search of a few photos does.
+SMALL_JOB = 4
+
 #: Why a file has no result when the worker process handling it died twice (the OOM killer, a decoder crash).
 CRASH_REASON = "a worker process died on this file twice (out of memory, or a crashing decoder)"
 
@@ -117,15 +120,30 @@ class Batches:
 
     def __init__(self, workers: int, task: tuple, done):
         self.workers, self.task, self.done = workers, task, done
-        self.pool = Workers(workers)
+        self.pool: Workers | None = None if workers > 0 else Workers(0)
+        self.held: list[tuple[list, list]] = []  # batches kept back until the job is known not to be tiny
         self.inflight: dict = {}  # future -> (Task, items, payloads)
         self.max_inflight = max(2, 3 * workers)
 
     def idle_workers(self) -> bool:
         """Fewer batches in flight than workers: a caller may hand over a small batch now."""
-        return self.pool.pool is not None and len(self.inflight) < self.workers
+        return self.pool is None or (self.pool.pool is not None and len(self.inflight) < self.workers)
 
     def submit(self, items: list, payloads: list) -> None:
+        if self.pool is None:
+            # Worker processes take ~0.3 s to start and import the pipeline: a job of a few files (an `add`
+            # of one photo) is done sooner here. The pool starts once more than SMALL_JOB files came.
+            self.held.append((items, payloads))
+            if sum(len(i) for i, _ in self.held) <= SMALL_JOB:
+                return
+            self.pool = Workers(self.workers)
+            held, self.held = self.held, []
+            for i, p in held:
+                self._submit(i, p)
+            return
+        self._submit(items, payloads)
+
+    def _submit(self, items: list, payloads: list) -> None:
         while len(self.inflight) >= self.max_inflight:
             self.harvest(block=True)
         t = self.pool.submit(*self.task, payloads)
@@ -167,11 +185,18 @@ class Batches:
                 self.done(item, out)
 
     def drain(self) -> None:
+        if self.held:  # a job of at most SMALL_JOB files: in this process
+            self.pool = Workers(0)
+            held, self.held = self.held, []
+            for i, p in held:
+                self._submit(i, p)
+            self.pool = None  # more files may come (another source): still undecided
         while self.inflight:
             self.harvest(block=True)
 
     def close(self) -> None:
-        self.pool.shutdown()
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
