@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err, _guard_outputs, _parse_columns,
-                                download_options, fetch_settings, force_option, main)
+                                download_options, engine_options, fetch_settings, force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
 from matcher.ingest.open_source import open_source
+from matcher.engine.cluster import open_searchable
+from matcher.index.sharded import ShardedStore, is_sharded, open_index
 from matcher.index.store import IndexStore
 
 
@@ -140,10 +142,12 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
                    "NSID or profile URL), matched by a photo or not; each match says found_by content, "
                    "identity or both.")
 @click.option("--nsid", metavar="ID", help="The same, by Flickr NSID (e.g. 12345678@N01).")
+@engine_options
 @force_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           letters_dir, requester_name, requester_email, flickr_user, nsid, force, paths) -> None:
+           letters_dir, requester_name, requester_email, flickr_user, nsid, force, paths, engine="local",
+           scheduler=None) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     With --flickr-user/--nsid, the items listed under that Flickr identity are joined in: matches found
@@ -170,7 +174,7 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
             sys.exit(EXIT_ERROR)
     who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
     try:
-        store = IndexStore.open(index_dir)
+        store = open_searchable(index_dir, engine=engine, scheduler=scheduler)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
@@ -360,9 +364,12 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
     ref = parse_url(url) if url is not None else None
     root = Path(index_dir)
     try:
-        if not (root / META).exists():
+        if is_sharded(root):
+            catalog = ShardedStore.open(root, load=False).catalog  # every shard's catalog, in global ids
+        elif not (root / META).exists():
             raise CatalogError(f"{root} is not a matcher index (no {META})")
-        catalog = Catalog(root / CATALOG, readonly=True)  # the catalog alone: no FAISS file to load
+        else:
+            catalog = Catalog(root / CATALOG, readonly=True)  # the catalog alone: no FAISS file to load
         try:
             recorded = catalog.has_identities
             items = catalog.lookup(photo_id=photo_id, owner_nsid=who_nsid, owner_name=who_name, url=url)
@@ -412,7 +419,7 @@ def info(index_dir, as_json, failures) -> None:
     out = Console()
     err = Console(stderr=True)
     try:
-        store = IndexStore.open(index_dir)
+        store = open_index(index_dir)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
@@ -711,8 +718,9 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
               help="Allow cross-origin API calls from ORIGIN (repeatable; off by default).")
 @click.option("--access-log", is_flag=True,
               help="Log each request with the client address (off by default: no addresses are kept).")
+@engine_options
 def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
-          access_log) -> None:
+          access_log, engine="local", scheduler=None) -> None:
     """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
     from importlib.util import find_spec
 
@@ -725,7 +733,8 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
     try:
         run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
                                      body_timeout=body_timeout,
-                                     cors_origins=tuple(cors_origins), access_log=access_log),
+                                     cors_origins=tuple(cors_origins), access_log=access_log, engine=engine,
+                                     scheduler=scheduler),
             host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
     except MatcherError as e:
         _err(err, e.reason)

@@ -39,6 +39,16 @@ def force_option(fn):
                         help="Replace an existing output file matcher did not write (never a photo or an input).")(fn)
 
 
+def engine_options(fn):
+    """``--engine`` and ``--scheduler`` of `search` and `serve` (a sharded index searched on a Dask cluster)."""
+    fn = click.option("--scheduler", metavar="ADDRESS",
+                      help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")(fn)
+    return click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                        help="local: the index (every shard of a sharded one) in this process; dask: the shards of "
+                             "a sharded index held in the memory of a Dask cluster's workers (--scheduler), "
+                             "the photos hashed and verified here (docs/dask.md).")(fn)
+
+
 def download_options(fn):
     """The downloader's options, shared by `add` and `filter` (see :func:`fetch_settings`)."""
     options = [

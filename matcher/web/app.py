@@ -38,6 +38,8 @@ from matcher.errors import MatcherError
 from matcher.imaging.images import DEFAULT_LIMITS, load_image
 from matcher.engine.api import DEFAULT_THRESHOLD, rank_candidates, search_bytes
 from matcher.engine.recipe import recipe as make_recipe
+from matcher.engine.cluster import open_searchable
+from matcher.index.sharded import ShardedStore
 from matcher.index.store import IndexStore
 from matcher.web.guards import BodyLimit, RateLimit, SecurityHeaders, error_body
 
@@ -61,6 +63,8 @@ class ServeSettings:
     max_queue: int = 128  # searches waiting for the index; beyond, 429 at once (latency stays bounded)
     cors_origins: tuple[str, ...] = ()
     access_log: bool = False
+    engine: str = "local"  # "dask": a sharded index's shards held by the workers of `scheduler` (docs/dask.md)
+    scheduler: str | None = None
 
 
 class ApiError(Exception):
@@ -162,14 +166,18 @@ class _Index:
     and added ones start being found without a restart. A reopen that fails keeps the index as it was.
     """
 
-    def __init__(self, index_dir: str | os.PathLike, recheck: float = 2.0):
+    def __init__(self, index_dir: str | os.PathLike, recheck: float = 2.0, engine: str = "local",
+                 scheduler: str | None = None):
         self.dir = Path(index_dir)
         self.recheck = recheck
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="matcher-index")
-        self.store: IndexStore = self.pool.submit(IndexStore.open, index_dir).result()
+        self._open = lambda: open_searchable(self.dir, engine=engine, scheduler=scheduler)
+        self.store = self.pool.submit(self._open).result()
         self.pool.submit(self._settle).result()
 
     def _signature(self) -> tuple:
+        if isinstance(self.store, ShardedStore):  # shards.json and every listed shard's files
+            return self.store.signature()
         try:
             st = os.stat(self.dir / "index.faiss")
             faiss_file = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -193,7 +201,7 @@ class _Index:
         try:
             if self._signature() == self._sig:
                 return
-            new = IndexStore.open(self.dir)
+            new = self._open()
         except (OSError, MatcherError, sqlite3.Error) as e:
             log.warning("the index changed but could not be reopened (%s); still serving it as it was", e)
             return
@@ -279,7 +287,7 @@ def _jpeg_of(path: str, side: int = 256) -> bytes | None:
 
 def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings()):
     """The ASGI app serving the index at ``index_dir`` (opened now; MatcherError if it cannot be)."""
-    index = _Index(index_dir)
+    index = _Index(index_dir, engine=settings.engine, scheduler=settings.scheduler)
     cpu = ThreadPoolExecutor(max(1, settings.upload_workers), thread_name_prefix="matcher-upload")
     uploads = asyncio.Semaphore(max(1, settings.upload_workers) * 2)
     turn = asyncio.Semaphore(1)  # searches take turns on the index thread, waiting here (not in its queue)
