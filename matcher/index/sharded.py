@@ -186,6 +186,11 @@ class ShardedCatalog:
         return self.shards[n].entry_thumb(local, kind) if n in self.shards else None
 
     @property
+    def unreadable(self) -> int:
+        """Entries the shards' catalogs could not read (a damaged catalog; :attr:`Catalog.unreadable`)."""
+        return sum(c.unreadable for c in self.shards.values())
+
+    @property
     def has_identities(self) -> bool:
         return any(c.has_identities for c in self.shards.values())
 
