@@ -19,7 +19,8 @@ Points (where they are called):
 * ``query.photo``: a search worker about to decode a photo (workers.py);
 * ``verify.photo``: a search worker about to verify a photo's candidates (workers.py);
 * ``faiss.before-rename``: a FAISS save's temporary file written and fsynced, not renamed yet (index.py);
-* ``faiss.after-rename``: the FAISS file replaced, the catalog's ``faiss_seq`` not updated yet (store.py).
+* ``faiss.after-rename``: the FAISS file replaced, the catalog's ``faiss_seq`` not updated yet (store.py);
+* ``cluster.shard-search``: a Dask worker about to search one shard for a query (engine/cluster.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import signal
 __all__ = ["POINTS", "pause"]
 
 POINTS = ("create.meta-written", "catalog.schema", "catalog.record", "store.recorded", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
-          "compact.committed", "shards.applied", "index.photo", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename")
+          "compact.committed", "shards.applied", "index.photo", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename",
+          "cluster.shard-search")
 
 _SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")
 _POINT, _, _NTH = _SPEC.partition(":")

@@ -182,44 +182,48 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
 
     results = []
     listed = []  # the items found by Flickr identity only: one result whose query is None
-    with store:
-        join = IdentityJoin(store.catalog, nsid=who_nsid, name=who_name)
-        if join.active and not join.available:
-            err.print(f"[yellow]warning:[/] {escape(NO_IDENTITIES.format(index=index_dir))}", highlight=False)
-        stream = join.annotate(search_photos(store, paths, threshold=threshold, min_score=min_score,
-                                             max_motion=None if no_detail else max_motion, workers=workers))
+    try:
+        with store:
+            join = IdentityJoin(store.catalog, nsid=who_nsid, name=who_name)
+            if join.active and not join.available:
+                err.print(f"[yellow]warning:[/] {escape(NO_IDENTITIES.format(index=index_dir))}", highlight=False)
+            stream = join.annotate(search_photos(store, paths, threshold=threshold, min_score=min_score,
+                                                 max_motion=None if no_detail else max_motion, workers=workers))
 
-        def tee():
-            for r in stream:
-                results.append(r)
-                yield r
+            def tee():
+                for r in stream:
+                    results.append(r)
+                    yield r
 
-        def identity_last():
-            yield from tee()
-            if join.active:
-                listed.append(join.remainder())
-                yield listed[-1]
+            def identity_last():
+                yield from tee()
+                if join.active:
+                    listed.append(join.remainder())
+                    yield listed[-1]
 
-        if as_json:
-            report.write_jsonl(identity_last(), sys.stdout)
-        elif as_csv:
-            report.write_csv(identity_last(), sys.stdout)
-        else:
-            report.print_table(tee(), out, found_by=join.active)
-            if join.active:
-                listed.append(join.remainder())
-                report.print_identity(listed[-1], out, join.label)
-        summary = report.summarise(results)
-        if store.catalog.unreadable:
-            err.print(f"[yellow]warning:[/] {store.catalog.unreadable:,} index entries near these photos could not "
-                      f"be read from the damaged catalog and were left out: `matcher check --index "
-                      f"{escape(str(index_dir))}` says more", highlight=False)
-        if html_path:
-            info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
-                    "max_motion": None if no_detail else max_motion}
-            if join.active:
-                info["Flickr identity"] = join.label
-            report.write_html(results + listed, html_path, index_info=info)
+            if as_json:
+                report.write_jsonl(identity_last(), sys.stdout)
+            elif as_csv:
+                report.write_csv(identity_last(), sys.stdout)
+            else:
+                report.print_table(tee(), out, found_by=join.active)
+                if join.active:
+                    listed.append(join.remainder())
+                    report.print_identity(listed[-1], out, join.label)
+            summary = report.summarise(results)
+            if store.catalog.unreadable:
+                err.print(f"[yellow]warning:[/] {store.catalog.unreadable:,} index entries near these photos could not "
+                          f"be read from the damaged catalog and were left out: `matcher check --index "
+                          f"{escape(str(index_dir))}` says more", highlight=False)
+            if html_path:
+                info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
+                        "max_motion": None if no_detail else max_motion}
+                if join.active:
+                    info["Flickr identity"] = join.label
+                report.write_html(results + listed, html_path, index_info=info)
+    except MatcherError as e:  # e.g. the cluster lost every worker mid-search (engine/cluster.py)
+        _err(err, e.reason)
+        sys.exit(EXIT_ERROR)
     err.print(
         f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
         f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"

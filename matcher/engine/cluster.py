@@ -33,6 +33,7 @@ from typing import Any
 from matcher.errors import MatcherError
 from matcher.index.sharded import ShardedStore, is_sharded, merge_rows, open_index, shard_signature
 from matcher.index.store import IndexStore
+from matcher.testpoints import pause
 
 __all__ = ["ClusterError", "DaskShards", "open_searchable", "shard_search", "shard_load", "POLL", "ATTEMPTS"]
 
@@ -99,6 +100,7 @@ def shard_load(path: str) -> dict[str, Any]:
 def shard_search(path: str, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
     """Worker task: :meth:`IndexStore.search_codes` on the shard at ``path`` (rows with the shard's own ids)."""
     s = _shard(path)
+    pause("cluster.shard-search")
     return s.thread.submit(s.store.search_codes, codes, threshold, *args, **kw).result()
 
 
@@ -156,7 +158,11 @@ class DaskShards:
             attempts = {n: 1 for n in pending}
             out: dict[int, Any] = {}
             while pending:
-                wait(list(pending.values()), timeout=POLL, return_when="FIRST_COMPLETED")
+                try:
+                    with self.client.as_current():
+                        wait(list(pending.values()), timeout=POLL, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass  # nothing finished within POLL: check the workers below
                 retry = []
                 for n, fut in list(pending.items()):
                     if fut.status == "finished":
