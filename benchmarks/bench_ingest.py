@@ -11,7 +11,15 @@ every image. Reported, same run:
 * baselines: the download alone (the same fetcher, bodies discarded) and the hashing
   alone (`index_batch` in a process pool over the same files from disk).
 
-    .venv/bin/python benchmarks/bench_ingest.py [--n 3000] [--work DIR] [--seed 0]
+Then the same files from a folder (issue 20), --rounds rounds interleaved, median of each:
+
+* `matcher add --index NEW FOLDER` as a user runs it (thumbnails and regions on: the default index);
+* the same into an index created without thumbnails (``IndexStore.open(..., regions=False)``: the
+  no-thumbnail tier, until `add --thumbnails none` exists);
+* the baseline a user would write in ten lines (NAIVE below): ``imagehash.phash`` of every file with a
+  ``multiprocessing.Pool(cores)``, the hashes saved as JSON; and the same in one process.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--n 3000] [--work DIR] [--seed 0] [--rounds 3] [--folder-only]
 """
 
 from __future__ import annotations
@@ -29,6 +37,28 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_PHOTOS, ROOT, header, photos  # noqa: E402
+
+NAIVE = r"""
+import json, sys
+from multiprocessing import Pool
+from pathlib import Path
+import imagehash
+from PIL import Image
+
+def phash(p):
+    with Image.open(p) as im:
+        return p.name, str(imagehash.phash(im))
+
+if __name__ == "__main__":
+    folder, out, procs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    files = sorted(folder.glob("*.jpg"))
+    if procs > 1:
+        with Pool(procs) as pool:
+            hashes = dict(pool.map(phash, files, chunksize=16))
+    else:
+        hashes = dict(map(phash, files))
+    Path(out).write_text(json.dumps(hashes))
+"""
 
 SERVER = r"""
 import sys
@@ -121,12 +151,55 @@ def hash_only(files: list[Path], workers: int) -> float:
     return dt
 
 
+def timed(args: list[str]) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return time.perf_counter() - t
+
+
+def folder_vs_naive(folder: Path, n: int, cores: int, rounds: int) -> None:
+    """`matcher add FOLDER` (thumbnails on and off) against the naive imagehash script, interleaved rounds."""
+    import statistics
+
+    from matcher.index.store import IndexStore
+
+    runs: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        naive = Path(tmp) / "naive.py"
+        naive.write_text(NAIVE)
+        for r in range(rounds):
+            plain = IndexStore.open(Path(tmp) / f"nothumbs{r}", create=True, writable=True, regions=False)
+            plain.close()
+            cases = {
+                f"naive imagehash + JSON, Pool({cores})": [sys.executable, str(naive), str(folder),
+                                                            str(Path(tmp) / "h.json"), str(cores)],
+                "naive imagehash + JSON, one process": [sys.executable, str(naive), str(folder),
+                                                       str(Path(tmp) / "h.json"), "1"],
+                "matcher add FOLDER (thumbnails on)": [sys.executable, "-m", "matcher", "add", "--index",
+                                                       str(Path(tmp) / f"thumbs{r}"), str(folder)],
+                "matcher add FOLDER (thumbnails off)": [sys.executable, "-m", "matcher", "add", "--index",
+                                                        str(Path(tmp) / f"nothumbs{r}"), str(folder)],
+            }
+            for name, args in cases.items():
+                runs.setdefault(name, []).append(timed(args))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    base = med[f"naive imagehash + JSON, Pool({cores})"]
+    print(f"\n{n} web-size JPEGs from a folder, {cores} cores, median of {rounds} interleaved rounds")
+    for name, t in med.items():
+        print(f"  {name:42s} {n / t:7.0f} images/s   {t:6.2f} s   {base / t:5.2f}x the naive Pool({cores})   "
+              f"(runs: {', '.join(f'{x:.2f}' for x in runs[name])})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/matcher/bench-ingest")
     ap.add_argument("--photos", type=Path, default=BENCH_PHOTOS)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the folder comparison")
+    ap.add_argument("--folder-only", action="store_true", help="only the folder comparison (no HTTP ingest)")
     a = ap.parse_args()
     src = photos(a.photos, min_side=1000)
     if not src:
@@ -137,6 +210,14 @@ def main() -> None:
     files = make_images(src, a.work / f"web-v2-{a.seed}", a.n, a.seed)
     mb = sum(f.stat().st_size for f in files) / 1e6
     print(f"# corpus: {len(files)} files, {mb:.1f} MB in {files[0].parent}")
+    folder = a.work / f"folder-{a.seed}-{a.n}"  # exactly these files (the corpus folder may hold more)
+    folder.mkdir(exist_ok=True)
+    for f in files:
+        if not (folder / f.name).exists():
+            os.link(f, folder / f.name)
+    if a.folder_only:
+        folder_vs_naive(folder, len(files), cores, a.rounds)
+        return
     proc, port = start_server(files[0].parent)
     try:
         urls = [f"http://127.0.0.1:{port}/img/{f.name}" for f in files]
@@ -166,6 +247,7 @@ def main() -> None:
     print(f"  baseline: download only        {n / dl:8.0f} images/s   (same fetcher, bodies discarded)")
     print(f"  baseline: hashing only         {n / hs:8.0f} images/s   ({cores} processes, files from disk)")
     print(f"  add / hashing-only rate        {hs / wall:8.2f}x")
+    folder_vs_naive(folder, n, cores, a.rounds)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from matcher.imaging.images import DEFAULT_LIMITS, Limits, iter_image_files, sho
 from matcher.ingest.run import AddStats, Progress, default_workers, ingest
 from matcher.results import Item, Match, QueryResult
 from matcher.ingest.sources import Source
+from matcher.index.binary import one_search_thread
 from matcher.index.store import IndexStore, writing
 from matcher.hashing.verify import DEFAULT_MIN_SCORE
 from matcher.pipeline.photo import Candidate, HashSpec, QueryHashes, query_batch, verify_batch
@@ -117,6 +118,7 @@ def search(
     ``evidence["verified"] = False``.
     """
     files = [str(p) for p in iter_query_files(paths)]
+    one_search_thread()  # the cores are the workers'; a photo's lookup is a small batch
     spec = HashSpec.of(store.hasher, store.regions, limits)
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 4] for i in range(0, len(files), 4)]

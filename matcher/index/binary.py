@@ -38,7 +38,8 @@ from matcher.atomic import fsync_dir  # noqa: E402
 from matcher.errors import CatalogError, DamagedIndex, InvalidHash  # noqa: E402
 from matcher.testpoints import pause  # noqa: E402
 
-__all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer", "checksum_problem"]
+__all__ = ["BinaryIndex", "choose_layout", "FLAT_MAX_ENTRIES", "MEASURED_THRESHOLD", "read_trailer", "checksum_problem",
+           "one_search_thread"]
 
 # A trailer appended after FAISS's own bytes (FAISS ignores trailing data): JSON, its length, a magic.
 _TRAILER_MAGIC = b"MTCHTRL1"
@@ -61,6 +62,15 @@ IVF_MAX_LISTS = 16_384
 IVF_PROBE_FACTOR = 7.0
 #: An IVF index is laid out again (new lists for the new size) when it has grown this much.
 IVF_REGROW = 4.0
+
+
+def one_search_thread() -> None:
+    """FAISS searches on the calling thread from now on (in this process).
+
+    A search looks up ~150 codes per photo while worker processes hash the next photos on every core;
+    FAISS's OpenMP threads would spin for each of these small batches: 12 ms of CPU per photo instead of
+    0.5 ms on a 41-entry index (benchmarks/bench_stages.py)."""
+    faiss.omp_set_num_threads(1)
 
 
 def ivf_nlist(n: int) -> int:
