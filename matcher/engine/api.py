@@ -202,9 +202,12 @@ def rank_candidates(names: Sequence[str], hits) -> list[tuple[Item, list[tuple[i
     return out
 
 
-def _candidates(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[Candidate]]:
-    """The dataset items some variant of the photo came within ``threshold`` of, with what verifying them needs."""
-    hits = store.search_codes(q.codes, threshold)
+def _candidates(store: IndexStore, q: QueryHashes, threshold: int, stages: dict | None = None
+                ) -> tuple[dict, list[Candidate]]:
+    """The dataset items some variant of the photo came within ``threshold`` of (and whose filter code is near
+    that variant's, :mod:`matcher.index.filtercodes`), with what verifying them needs; ``stages`` gets the counts
+    (:meth:`IndexStore.search_codes`)."""
+    hits = store.search_codes(q.codes, threshold, q.fcodes, stages)
     ranked = rank_candidates([v.name for v in q.variants], hits)
     items = {item.id: item for item, _ in ranked}
     cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries],

@@ -1,4 +1,4 @@
-"""An index directory: ``meta.json`` + ``catalog.sqlite`` + ``index.faiss``.
+"""An index directory: ``meta.json`` + ``catalog.sqlite`` + ``index.faiss`` + ``filter.codes``.
 
 * ``meta.json`` names the format version and the hasher (name, bits, version,
   parameters); opening with another hasher raises :class:`IndexMismatch`.
@@ -15,6 +15,9 @@
   :data:`COMPACT_FRACTION` of FAISS) takes them out of FAISS; a reconcile does too.
 * The FAISS layout (flat or IVF, :mod:`matcher.index.binary`) follows the size: a save lays the
   index out again when it has outgrown its layout.
+* ``filter.codes`` (:mod:`matcher.index.filtercodes`): a 256-bit code per entry id, memory-mapped; a candidate
+  whose filter code is far from its variant's is dropped before the catalog is read. A cache like FAISS:
+  entries without a row (an index from before it, a crash) are simply not filtered.
 * One writer at a time (an exclusive ``flock`` on ``lock``); readers never block.
 """
 
@@ -38,6 +41,7 @@ from matcher.index.catalog import Catalog, ItemRecord, is_write_failure
 from matcher.errors import CatalogError, IndexMismatch, IndexWriteError
 from matcher.hashing.hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
 from matcher.index.binary import BinaryIndex
+from matcher.index.filtercodes import FILTER_FILE, FilterCodes, filter_threshold
 from matcher.results import Item
 from matcher.stages import lap, start
 from matcher.testpoints import pause
@@ -103,6 +107,7 @@ class IndexStore:
         self._last_save = time.monotonic()
         self.reconciled: dict[str, int] = {"added": 0, "removed": 0}
         self.dead = catalog.tombstone_ids()  # sorted ids FAISS holds for removed items: never returned
+        self.filter = FilterCodes(root / FILTER_FILE, writable=writable)
 
     # opening --------------------------------------------------------------------
     @classmethod
@@ -228,6 +233,7 @@ class IndexStore:
                 self.save()
         finally:
             self.catalog.close()
+            self.filter.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -289,6 +295,7 @@ class IndexStore:
         if self.faiss.wants_relayout():
             self.faiss = self.faiss.relayout()
         seq = self.catalog.entries_seq
+        self.filter.sync()
         self.faiss.save(self.root / FAISS, {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)})
         pause("faiss.after-rename")
         self.faiss.trailer = {"index_id": self.index_id, "seq": seq, "count": len(self.faiss)}
@@ -363,6 +370,10 @@ class IndexStore:
         if removed:
             self.faiss.remove(removed)
         if new_ids:
+            # the catalog gave ids to the entries of the records that hashed, in order
+            longs = [c[3] if len(c) > 3 else None for r in records if r.error is None for c in r.codes]
+            if len(longs) == len(new_ids):
+                self.filter.put(new_ids, longs)
             codes = np.frombuffer(b"".join(new_codes), dtype=np.uint8).reshape(len(new_ids), -1)
             self.faiss.add(new_ids, codes)
         lap("faiss")
@@ -372,16 +383,43 @@ class IndexStore:
             self.save()
 
     # reading --------------------------------------------------------------------
-    def search_codes(self, codes: np.ndarray, threshold: int) -> list[list[tuple[Item, str, int, bytes | None]]]:
+    def filter_radius(self, threshold: int) -> int:
+        """The filter threshold (bits of 256) for this index's size (:func:`matcher.index.filtercodes.filter_threshold`)."""
+        return filter_threshold(len(self.faiss), threshold, bits=self.hasher.bits)
+
+    def search_codes(self, codes: np.ndarray, threshold: int, fcodes: np.ndarray | None = None,
+                     stages: dict | None = None) -> list[list[tuple[Item, str, int, bytes | None]]]:
         """For each code: [(item, entry kind, distance, entry's verification thumbnail)] within ``threshold``.
 
-        Nearest first, one row per item (its nearest entry).
+        Nearest first, one row per item (its nearest entry). With ``fcodes`` (each code's 256-bit filter
+        code), entries whose filter code is further than :meth:`filter_radius` are dropped before the
+        catalog is read. ``stages`` (a dict) receives counts: ``hits`` (FAISS), ``filtered`` (after the
+        filter), ``unfiltered`` (hits without a filter code, kept), ``filter_radius``.
         """
         start()
         hits = self.faiss.range_search(codes, threshold)
         lap("faiss")
         if len(self.dead):  # removed items: their ids stay in FAISS until compaction
             hits = [(ids[keep], d[keep]) for ids, d in hits for keep in [~np.isin(ids, self.dead)]]
+        n_hits = sum(len(h[0]) for h in hits)
+        unfiltered = 0
+        if fcodes is not None and n_hits and self.filter.exists:
+            radius = self.filter_radius(threshold)
+            lens = [len(h[0]) for h in hits]
+            keep, fd = self.filter.keep(np.concatenate([h[0] for h in hits]), np.repeat(fcodes, lens, axis=0), radius)
+            unfiltered = int((fd < 0).sum())
+            kept, at = [], 0
+            for (ids, d), n in zip(hits, lens):
+                k = keep[at : at + n]
+                kept.append((ids[k], d[k]))
+                at += n
+            hits = kept
+            if stages is not None:
+                stages["filter_radius"] = radius
+        if stages is not None:
+            stages["hits"] = stages.get("hits", 0) + n_hits
+            stages["filtered"] = stages.get("filtered", 0) + sum(len(h[0]) for h in hits)
+            stages["unfiltered"] = stages.get("unfiltered", 0) + unfiltered
         all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
         items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
         out: list[list[tuple[Item, str, int, bytes | None]]] = []

@@ -132,14 +132,17 @@ def _encode(key: str, out: tuple) -> dict[str, Any]:
     if out[0] == "ok":
         _, code, entries, w, h, fmt = out
         return {"key": key, "ok": True, "hash": code.hex(), "width": w, "height": h, "format": fmt,
-                "entries": [[kind, c.hex(), None if t is None else base64.b64encode(t).decode("ascii")]
-                            for kind, c, t in entries]}
+                "entries": [[kind, c.hex(), None if t is None else base64.b64encode(t).decode("ascii"),
+                             *([rest[0].hex()] if rest and rest[0] is not None else [])]
+                            for kind, c, t, *rest in entries]}
     return {"key": key, "ok": False, "error": out[1], "kind": out[2]}
 
 
 def _decode(obj: dict[str, Any]) -> tuple:
     if obj["ok"]:
-        entries = [(kind, bytes.fromhex(c), None if t is None else base64.b64decode(t)) for kind, c, t in obj["entries"]]
+        # a fourth field is the entry's filter code (matcher.filtercodes); shard files written before it have none
+        entries = [(kind, bytes.fromhex(c), None if t is None else base64.b64decode(t),
+                    bytes.fromhex(rest[0]) if rest else None) for kind, c, t, *rest in obj["entries"]]
         return ("ok", bytes.fromhex(obj["hash"]), entries, obj["width"], obj["height"], obj["format"])
     return ("err", obj["error"], obj["kind"])
 

@@ -52,6 +52,8 @@ HASH_SIDE = 160
 #: Long side at which a dataset image's regions (padding, caption bars, screenshot frames) are found:
 #: at 192 px the text of a screenshot merges with its photo (bench: screenshot recall 0.97 -> 0.66).
 BOXES_SIDE = 320
+#: The filter code (matcher.index.filtercodes): the region at FILTER_SIDE x FILTER_SIDE, FILTER_HASH² DCT bits.
+FILTER_SIDE, FILTER_HASH = 64, 16
 #: JPEG draft target for dataset images when regions/thumbnails are kept: frames and captions
 #: must still be resolvable (a 1280x800 screenshot decodes at 320x200 instead of 160x100).
 INDEX_DRAFT = 256
@@ -110,15 +112,24 @@ def _oriented(a: np.ndarray, name: str) -> np.ndarray:
     return ops[name](a)
 
 
-def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int):
-    """pHash bits and detail of each pixel box of the uint8 array ``a``, resampled by area averaging."""
+def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int, hash_size: int = 8,
+                detail: bool = True):
+    """pHash bits (``hash_size``² of them) and detail (None unless ``detail``) of each pixel box of the uint8
+    array ``a``, resampled to ``size`` x ``size`` by area averaging."""
     h, w = a.shape
     px = np.empty((len(boxes), size, size), np.uint8)
     for k, (l, t, r, b) in enumerate(boxes):
         l, t = min(max(0, round(l)), w - 1), min(max(0, round(t)), h - 1)
         r, b = max(l + 1, min(w, round(r))), max(t + 1, min(h, round(b)))
         px[k] = cv2.resize(np.ascontiguousarray(a[t:b, l:r]), (size, size), interpolation=cv2.INTER_AREA)
-    return np.packbits(phash_pixels(px), axis=-1), px.reshape(len(boxes), -1).std(axis=1)
+    return np.packbits(phash_pixels(px, hash_size), axis=-1), (px.reshape(len(boxes), -1).std(axis=1) if detail
+                                                              else None)
+
+
+def filter_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
+    """The 256-bit filter code (:mod:`matcher.index.filtercodes`) of each pixel box of the greyscale array ``a``:
+    (len(boxes), 32) uint8, the opt-out registry's confirmation code of the same region."""
+    return _area_codes(a, boxes, FILTER_SIDE, FILTER_HASH, detail=False)[0]
 
 
 def _entry_boxes(a: np.ndarray) -> dict:
@@ -167,12 +178,13 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
     lap("codes")
     if detail[0] < MIN_DETAIL:
         return _uniform(float(detail[0]))
+    longs = filter_codes(np.asarray(img), boxes)
     entries = []
-    for (kind, box), code, d in zip(zip(kinds, boxes), codes, detail):
+    for (kind, box), code, d, long in zip(zip(kinds, boxes), codes, detail, longs):
         if d < MIN_DETAIL:
             continue
         thumb = encode_thumb(thumb_array(img, box)) if regions else None
-        entries.append((kind, code.tobytes(), thumb))
+        entries.append((kind, code.tobytes(), thumb, long.tobytes()))
     lap("thumbnails")
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
@@ -223,6 +235,7 @@ class QueryHashes:
     codes: np.ndarray  # (len(variants), bytes) uint8
     width: int
     height: int
+    fcodes: np.ndarray | None = None  # (len(variants), 32) uint8: each variant's filter code (matcher.index.filtercodes)
 
 
 def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
@@ -257,28 +270,32 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     for i, v in enumerate(variants):
         groups.setdefault((v.source, "@" not in v.source and not v.name.startswith("face")), []).append(i)
     codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
+    longs = np.zeros((len(variants), FILTER_HASH * FILTER_HASH // 8), np.uint8)
     keep = np.ones(len(variants), bool)
     for (key, from_medium), idx in groups.items():
         if from_medium:
             src = _oriented(medium, key)
             sx, sy = (fx, fy) if key in ("id", "mirror", "rot180", "flipv") else (fy, fx)
-            c, d = _area_codes(src, [(l * sx, t * sy, r * sx, b * sy) for (l, t, r, b) in (variants[i].box for i in idx)],
-                               hasher.img_size)
+            boxes = [(l * sx, t * sy, r * sx, b * sy) for (l, t, r, b) in (variants[i].box for i in idx)]
         else:
             src = sources[key]
-            c, d = _area_codes(np.asarray(src if src.mode == "L" else src.convert("L")),
-                               [variants[i].box for i in idx], hasher.img_size)
+            src = np.asarray(src if src.mode == "L" else src.convert("L"))
+            boxes = [variants[i].box for i in idx]
+        c, d = _area_codes(src, boxes, hasher.img_size)
+        longs[idx] = filter_codes(src, boxes)
         codes[idx] = c
         keep[idx] = d >= MIN_DETAIL
     # the whole photo is hashed exactly as the dataset side hashes an image (Lanczos from the decoded
     # pixels), so that a byte-identical file in the dataset is at distance 0 and the reported hash is its hash
     full, detail = _region_codes(img, [variants[0].box], hasher.img_size)
     codes[0], keep[0] = full[0], detail[0] >= MIN_DETAIL
+    longs[0] = filter_codes(arr, [variants[0].box])[0]
     if not keep[0]:
         return _uniform(float(detail[0]))
     variants = [v for v, k in zip(variants, keep) if k]
     lap("codes")
-    return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height))
+    return ("ok", codes[0].tobytes(), QueryHashes(arr, faces, variants, codes[keep], loaded.width, loaded.height,
+                                             longs[keep]))
 
 
 def query_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
