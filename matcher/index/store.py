@@ -397,10 +397,12 @@ class IndexStore:
         filter), ``unfiltered`` (hits without a filter code, kept), ``filter_radius``.
         """
         start()
+        t0 = time.perf_counter()
         hits = self.faiss.range_search(codes, threshold)
         lap("faiss")
         if len(self.dead):  # removed items: their ids stay in FAISS until compaction
             hits = [(ids[keep], d[keep]) for ids, d in hits for keep in [~np.isin(ids, self.dead)]]
+        t1 = time.perf_counter()
         n_hits = sum(len(h[0]) for h in hits)
         unfiltered = 0
         if fcodes is not None and n_hits and self.filter.exists:
@@ -420,8 +422,14 @@ class IndexStore:
             stages["hits"] = stages.get("hits", 0) + n_hits
             stages["filtered"] = stages.get("filtered", 0) + sum(len(h[0]) for h in hits)
             stages["unfiltered"] = stages.get("unfiltered", 0) + unfiltered
+            t2 = time.perf_counter()
+            stages["faiss_s"], stages["filter_s"] = t1 - t0, t2 - t1
         all_ids = np.unique(np.concatenate([h[0] for h in hits])) if hits else np.empty(0, np.int64)
+        t2 = time.perf_counter()
         items = self.catalog.items_for_entries(all_ids.tolist()) if len(all_ids) else {}
+        if stages is not None:
+            stages["catalog_s"] = time.perf_counter() - t2
+            stages["catalog_rows"] = stages.get("catalog_rows", 0) + len(items)
         out: list[list[tuple[Item, str, int, bytes | None]]] = []
         for ids, dists in hits:
             seen: set[int] = set()
