@@ -7,8 +7,8 @@ The index of each size is a real part plus a synthetic bulk:
 * the real part (built once, ``CACHE/real-...``) is a real index (catalog with thumbnails, FAISS, filter
   codes) of the bench corpus's distractors (benchmarks/get-bench-corpus: ~10,500 real wallpaper crops)
   and seeded copies of the *member* originals (matcher.bench.plant_copies: every transform family);
-* the bulk is seeded uniform random 64-bit codes, each with a uniform random 256-bit filter code, under
-  entry ids after the real ones: in FAISS and ``filter.codes`` only, with no catalog row. A bulk entry
+* the bulk is N seeded uniform random 64-bit codes, each with a uniform random 256-bit filter code, under
+  entry ids from 2^24 on (built once per N, without the real part, then joined to it): in FAISS and ``filter.codes`` only, with no catalog row. A bulk entry
   that survives the filter is counted (``filtered``) and costs the catalog read it would cost in a real
   index (the catalog finds no row for it); it cannot reach verification here.
 
@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,55 +96,77 @@ def real_entries(index: Path) -> tuple[np.ndarray, np.ndarray]:
             np.frombuffer(b"".join(r[1] for r in rows), np.uint8).reshape(len(rows), 8))
 
 
-def build_size(real: Path, n: int, cache: Path, seed: int) -> tuple[Path, float]:
-    """An index of ``n`` entries: the real part + a seeded random bulk (cached). Returns (dir, build seconds)."""
-    d = cache / f"n{n}-s{seed}-{real.name}"
+#: Bulk entry ids start here (the real part's ids are far below): the bulk is built without the real part.
+BULK_FIRST_ID = 1 << 24
+
+
+def build_bulk(n: int, cache: Path, seed: int) -> Path:
+    """``n`` seeded random entries (64-bit codes in an IVF index laid out for ``n``, 256-bit filter codes at
+    their ids in a sparse ``filter.codes``), cached. Built with one thread; ``build_cpu_s`` is CPU time."""
+    d = cache / f"bulk-n{n}-s{seed}"
     if (d / ".complete").exists():
-        return d, float((d / "build_s").read_text())
+        return d
     tmp = d.with_name(d.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    t0 = time.perf_counter()
-    src = real / "index"
-    shutil.copy(src / META, tmp / META)
-    shutil.copy(src / CATALOG, tmp / CATALOG)
-    ids_r, codes_r = real_entries(src)
-    bulk = n - len(ids_r)
-    if bulk < 0:
-        raise SystemExit(f"size {n:,} is smaller than the real part ({len(ids_r):,} entries)")
-    first = int(ids_r.max()) + 1
+    c0 = time.process_time()
+    faiss.omp_set_num_threads(1)
     rng = np.random.default_rng([seed, n])
-    ids = np.concatenate([ids_r, np.arange(first, first + bulk, dtype=np.int64)])
     codes = np.empty((n, 8), np.uint8)
-    codes[: len(ids_r)] = codes_r
     chunk = 1 << 22
-    shutil.copy(src / FILTER_FILE, tmp / FILTER_FILE)
-    with open(tmp / FILTER_FILE, "r+b") as f:
-        f.truncate(first * FILTER_BYTES)
-        f.seek(first * FILTER_BYTES)
-        for start in range(0, bulk, chunk):
-            m = min(chunk, bulk - start)
-            codes[len(ids_r) + start : len(ids_r) + start + m] = np.frombuffer(rng.bytes(m * 8), np.uint8).reshape(m, 8)
+    with open(tmp / FILTER_FILE, "wb") as f:
+        f.seek(BULK_FIRST_ID * FILTER_BYTES)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            codes[start : start + m] = np.frombuffer(rng.bytes(m * 8), np.uint8).reshape(m, 8)
             f.write(rng.bytes(m * FILTER_BYTES))
-        f.flush()
         os.fsync(f.fileno())
-    print(f"# size {n:,}: codes generated in {time.perf_counter() - t0:.0f} s; building FAISS", flush=True)
-    index = BinaryIndex.build(64, ids, codes, seed=seed)
-    del codes, ids
-    meta = json.loads((tmp / META).read_text())
-    db = sqlite3.connect(tmp / CATALOG)
-    seq = int(db.execute("SELECT value FROM meta WHERE key = 'entries_seq'").fetchone()[0])
-    db.execute("UPDATE meta SET value = ? WHERE key = 'entries_count'", (str(n),))
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('faiss_seq', ?)", (str(seq),))
-    db.commit()
-    db.close()
-    index.save(tmp / FAISS, {"index_id": meta["index_id"], "seq": seq, "count": n})
-    seconds = time.perf_counter() - t0
-    (tmp / "build_s").write_text(f"{seconds:.1f}\n")
+    print(f"# bulk {n:,}: codes generated; building FAISS", flush=True)
+    index = BinaryIndex.build(64, np.arange(BULK_FIRST_ID, BULK_FIRST_ID + n, dtype=np.int64), codes, seed=seed)
+    del codes
+    index.save(tmp / FAISS)
+    (tmp / "build_cpu_s").write_text(f"{time.process_time() - c0:.1f}\n")
     (tmp / ".complete").write_text("")
     tmp.rename(d)
-    return d, seconds
+    return d
+
+
+def build_size(real: Path, n: int, cache: Path, seed: int) -> tuple[Path, float]:
+    """The real part + the bulk of ``n`` entries as one index directory (cached). Returns (dir, bulk CPU s)."""
+    bulk = build_bulk(n, cache, seed)
+    d = cache / f"n{n}-s{seed}-{real.name}"
+    if not (d / ".complete").exists():
+        tmp = d.with_name(d.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        src = real / "index"
+        shutil.copy(src / META, tmp / META)
+        shutil.copy(src / CATALOG, tmp / CATALOG)
+        ids_r, codes_r = real_entries(src)
+        if ids_r.max() >= BULK_FIRST_ID:
+            raise SystemExit(f"the real part's entry ids reach {BULK_FIRST_ID}")
+        # the bulk's sparse filter file with the real rows written at the start
+        subprocess.run(["cp", "--sparse=always", str(bulk / FILTER_FILE), str(tmp / FILTER_FILE)], check=True)
+        with open(tmp / FILTER_FILE, "r+b") as f:
+            f.write((src / FILTER_FILE).read_bytes())
+            os.fsync(f.fileno())
+        index = BinaryIndex.load(bulk / FAISS, 64)
+        index.add(ids_r, codes_r)
+        total = len(index)
+        meta = json.loads((tmp / META).read_text())
+        db = sqlite3.connect(tmp / CATALOG)
+        seq = int(db.execute("SELECT value FROM meta WHERE key = 'entries_seq'").fetchone()[0])
+        db.execute("UPDATE meta SET value = ? WHERE key = 'entries_count'", (str(total),))
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('faiss_seq', ?)", (str(seq),))
+        db.commit()
+        db.close()
+        index.save(tmp / FAISS, {"index_id": meta["index_id"], "seq": seq, "count": total})
+        del index
+        (tmp / ".complete").write_text("")
+        tmp.rename(d)
+    return d, float((bulk / "build_cpu_s").read_text())
 
 
 def queries(corpus: Path, truth: dict) -> list[tuple[str, str]]:
@@ -224,7 +247,7 @@ def run_size(label: str, d: Path, qs: list[tuple[str, str]], copies: dict[str, s
 
     sizes = disk(d)
     return {
-        "label": label, "entries": n, "layout": store.faiss.layout, "nlist": store.faiss.nlist,
+        "label": label, "entries": n, "bulk": n - real_n, "layout": store.faiss.layout, "nlist": store.faiss.nlist,
         "nprobe": ivf_nprobe(store.faiss.nlist) if store.faiss.nlist else 0,
         "filter_radius": next((r["filter_radius"] for r in ok if r["filter_radius"] is not None), None),
         "filter": use_filter, "photos": len(ok), "errors": len(per) - len(ok),
@@ -259,6 +282,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="for building the real part")
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads for FAISS searches")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--bulk-only", action="store_true", help="build the random bulk of each size and stop")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     a = ap.parse_args()
     if not (a.corpus / "originals").is_dir():
@@ -266,8 +290,12 @@ def main() -> None:
     sizes = [int(float(s)) for s in a.sizes.split(",") if s.strip()]
     header("bench_photo_check", corpus=a.corpus, cache=a.cache, sizes=sizes, seed=a.seed, threads=a.threads,
            threshold=DEFAULT_THRESHOLD, min_score=DEFAULT_MIN_SCORE)
-    faiss.omp_set_num_threads(a.threads)
     a.cache.mkdir(parents=True, exist_ok=True)
+    if a.bulk_only:
+        for n in sizes:
+            d = build_bulk(n, a.cache, a.seed)
+            print(f"# bulk {n:,}: {(d / 'build_cpu_s').read_text().strip()} CPU s ({d})", flush=True)
+        return
     real = build_real(a.corpus, a.cache, a.seed, a.max_distractors, a.workers)
     truth = json.loads((real / "truth.json").read_text())
     real_n = len(real_entries(real / "index")[0])
@@ -276,10 +304,11 @@ def main() -> None:
     built = [("real", real / "index", 0.0)]
     for n in sizes:
         d, s = build_size(real, n, a.cache, a.seed)
-        print(f"# size {n:,}: built in {s:.0f} s ({d})", flush=True)
+        print(f"# size {n:,}: bulk built in {s:.0f} CPU s ({d})", flush=True)
         built.append((f"{n:,}", d, s))
     if a.build_only:
         return
+    faiss.omp_set_num_threads(a.threads)
     qs = queries(a.corpus, truth)
     print(f"# queries: {sum(r == 'member' for _, r in qs)} members, {sum(r != 'member' for _, r in qs)} non-members",
           flush=True)
