@@ -46,14 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import header  # noqa: E402
 
-from matcher.bench import DATASET_COPIES, DATASET_DISTRACTORS, _Capped, plant_copies  # noqa: E402
-from matcher.filtercodes import FILTER_BYTES, FILTER_FILE, chance_rate  # noqa: E402
-from matcher.images import DEFAULT_LIMITS, iter_image_files  # noqa: E402
-from matcher.index import BinaryIndex, ivf_nprobe  # noqa: E402
-from matcher.matcher import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, _candidates, add  # noqa: E402
-from matcher.sources import FolderSource, ManifestSource  # noqa: E402
-from matcher.store import CATALOG, FAISS, META, IndexStore  # noqa: E402
-from matcher.workers import HashSpec, query_batch, verify_batch  # noqa: E402
+from matcher.bench.common import DATASET_COPIES, DATASET_DISTRACTORS  # noqa: E402
+from matcher.bench.plant import _Capped, plant_copies  # noqa: E402
+from matcher.index.filtercodes import FILTER_BYTES, FILTER_FILE, chance_rate  # noqa: E402
+from matcher.imaging.images import DEFAULT_LIMITS, iter_image_files  # noqa: E402
+from matcher.index.binary import BinaryIndex, ivf_nprobe  # noqa: E402
+from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, _candidates, add  # noqa: E402
+from matcher.ingest.sources import FolderSource, ManifestSource  # noqa: E402
+from matcher.index.store import CATALOG, FAISS, META, IndexStore  # noqa: E402
+from matcher.pipeline.photo import HashSpec, query_batch, verify_batch  # noqa: E402
 
 CORPUS = Path(os.environ.get("MATCHER_BENCH_CORPUS", Path.home() / ".cache/matcher/bench-corpus"))
 

@@ -232,7 +232,7 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path, cluster, server, manifest
         server.delay = 0.0
     assert proc.returncode == 0, err
     assert "33 added, 5 failed" in err, err
-    retried = re.search(r"(\d+) task retries", err)
+    retried = re.search(r"(\d+)\s+task\s+retries", err)
     assert retried and int(retried.group(1)) >= 1, err  # the killed worker's shard failed (KilledWorker), resubmitted
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)

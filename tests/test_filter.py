@@ -18,7 +18,7 @@ from matcher.index.filtercodes import (CHANCE_PER_PHOTO, FILTER_FILE, MAX_FILTER
                                  chance_rate, filter_threshold, hamming_rows)
 from matcher.imaging.images import DEFAULT_LIMITS
 from matcher.engine.api import _candidates, add, search
-from matcher.ingest.sources import open_source
+from matcher.ingest.open_source import open_source
 from matcher.index.store import IndexStore
 from matcher.pipeline.photo import HashSpec, query_batch
 
