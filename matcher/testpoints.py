@@ -20,7 +20,9 @@ Points (where they are called):
 * ``verify.photo``: a search worker about to verify a photo's candidates (workers.py);
 * ``faiss.before-rename``: a FAISS save's temporary file written and fsynced, not renamed yet (index.py);
 * ``faiss.after-rename``: the FAISS file replaced, the catalog's ``faiss_seq`` not updated yet (store.py);
-* ``cluster.shard-search``: a Dask worker about to search one shard for a query (engine/cluster.py).
+* ``cluster.shard-search``: a Dask worker about to search one shard for a query (engine/cluster.py);
+* ``cluster.shard-build``: a worker building a shard folder, rows recorded in its temporary folder, not yet
+  renamed into place (ingest/shard_build.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ __all__ = ["POINTS", "pause"]
 
 POINTS = ("create.meta-written", "catalog.schema", "catalog.record", "store.recorded", "catalog.remove", "catalog.clear-tombstones", "remove.committed",
           "compact.committed", "shards.applied", "index.photo", "query.photo", "verify.photo", "faiss.before-rename", "faiss.after-rename",
-          "cluster.shard-search")
+          "cluster.shard-search", "cluster.shard-build")
 
 _SPEC = os.environ.get("MATCHER_TEST_PAUSE_AT", "")
 _POINT, _, _NTH = _SPEC.partition(":")

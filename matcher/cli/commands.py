@@ -46,11 +46,15 @@ from matcher.index.store import IndexStore
               help="local: this machine's processes; dask: shards of rows hashed on a Dask cluster (--scheduler).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")
 @click.option("--shard-size", type=click.IntRange(1), default=None,
-              help="Rows per shard task (--engine dask; default 1000). Keep it the same when resuming.")
+              help="Rows per shard task (--engine dask; default 1000; with --sharded: rows per shard folder, "
+                   "default 100000). Keep it the same when resuming.")
+@click.option("--sharded", is_flag=True,
+              help="Build a sharded index (docs/dask.md): each task writes a finished shard folder on shared storage, "
+                   "this process commits shards.json. Implied when INDEX is already sharded.")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
-        allow_networks=()) -> None:
+        allow_networks=(), sharded=False) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -59,7 +63,10 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     if engine == "dask" and not scheduler:
         _err(err, "--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")
         sys.exit(EXIT_ERROR)
-    if engine == "local" and (scheduler or shard_size is not None):
+    from matcher.index.sharded import is_sharded
+
+    sharded = sharded or is_sharded(index_dir)
+    if engine == "local" and (scheduler or (shard_size is not None and not sharded)):
         _err(err, f"{'--scheduler' if scheduler else '--shard-size'} is for --engine dask")
         sys.exit(EXIT_ERROR)
     if new_version and not dataset_version:
@@ -79,11 +86,14 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         if optout_registry:
             from matcher.optout.registry import Registry, Screen
 
-            if engine != "local":
-                raise MatcherError("--registry is not supported with --engine dask yet: screen the manifest first "
-                                   "with `matcher filter`, then add the clean manifest")
+            if engine != "local" and not sharded:
+                raise MatcherError("--registry with --engine dask needs --sharded (the registry travels to the "
+                                   "workers); or screen the manifest first with `matcher filter`")
             screen = Screen(Registry.load(optout_registry), limits)
-        if engine == "local":
+        if sharded:
+            stats, failed_shards = _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size,
+                                                settings, limits, screen, dataset_version)
+        elif engine == "local":
             with _AddProgress(err) as progress:
                 stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits, progress=progress,
                                   version=dataset_version, new_version=new_version)
@@ -102,6 +112,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     failures = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
+    engine = "dask" if sharded else engine  # shard counts are reported
     shards = ""
     if engine != "local":
         shards = (f"; {stats.shards_done:,} shards ({stats.shards_reused:,} from an interrupted run, "
@@ -116,6 +127,21 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     if failed_shards:
         _err(err, failed_shards)
         sys.exit(EXIT_ERROR)
+
+
+def _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size, settings, limits, screen, version):
+    """`add --sharded`: shard folders built by the engine's workers (matcher.ingest.shard_build)."""
+    from matcher.ingest.shard_build import SHARD_ROWS, add_shards
+    from matcher.ingest.shards import DaskEngine, PoolEngine, ShardsFailed
+    from matcher.ingest.run import default_workers
+
+    cluster = DaskEngine(scheduler) if engine == "dask" else PoolEngine(default_workers() if workers is None else workers)
+    with cluster, _AddProgress(err) as progress:
+        try:
+            return add_shards(index_dir, srcs, cluster, rows_per_shard=shard_size or SHARD_ROWS, fetch=settings,
+                              limits=limits, screen=screen, progress=progress, version=version), None
+        except ShardsFailed as e:
+            return e.stats, e.reason
 
 
 @main.command()

@@ -84,6 +84,7 @@ class ShardTask:
     fetch: FetchSettings
     batch: int = 16
     faces: tuple = ()  # per row: the face boxes its manifest gives (matcher.imaging.facebox.RawFaces) or None; () = none
+    screen: Any = None  # a matcher.optout.registry.Screen: images matching its registry become "opted_out" failures
 
 
 def run_shard(task: ShardTask) -> list[tuple]:
@@ -100,7 +101,9 @@ def run_shard(task: ShardTask) -> list[tuple]:
     def hash_into(idx: list[int], srcs: list) -> None:
         if task.faces:
             srcs = [s if task.faces[i] is None else (s, task.faces[i]) for i, s in zip(idx, srcs)]
-        for i, o in zip(idx, index_batch(task.spec, srcs)):
+        outs = (index_batch(task.spec, srcs) if task.screen is None
+                else task.screen.index_batch(task.spec, task.screen, srcs))
+        for i, o in zip(idx, outs):
             out[i] = o
 
     for start in range(0, len(local), task.batch):
