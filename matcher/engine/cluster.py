@@ -97,9 +97,11 @@ def shard_load(path: str) -> dict[str, Any]:
             "rss_delta": s.rss_delta, "rss": _rss()}
 
 
-def shard_search(path: str, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
-    """Worker task: :meth:`IndexStore.search_codes` on the shard at ``path`` (rows with the shard's own ids)."""
+def shard_search(path: str, index_entries: int, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
+    """Worker task: :meth:`IndexStore.search_codes` on the shard at ``path`` (rows with the shard's own ids), its
+    filter radius following the whole index's size ``index_entries``."""
     s = _shard(path)
+    s.store.index_entries = index_entries or None
     pause("cluster.shard-search")
     return s.thread.submit(s.store.search_codes, codes, threshold, *args, **kw).result()
 
@@ -108,7 +110,8 @@ def shard_search(path: str, codes, threshold: int, *args, **kw) -> list[list[tup
 class DaskShards:
     """The searcher of a :class:`ShardedStore` whose shards live in the workers of a Dask cluster."""
 
-    def __init__(self, engine, paths: dict[int, Path]):
+    def __init__(self, engine, paths: dict[int, Path], index_entries: int = 0):
+        self.index_entries = index_entries
         self.engine = engine  # matcher.ingest.shards.DaskEngine: the connected client
         self.client = engine.client
         self.paths = {n: str(Path(p).resolve()) for n, p in paths.items()}
@@ -187,7 +190,8 @@ class DaskShards:
             return out
 
     def __call__(self, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
-        return merge_rows(sorted(self._run(shard_search, codes, threshold, *args, **kw).items()), len(codes))
+        return merge_rows(sorted(self._run(shard_search, self.index_entries, codes, threshold, *args, **kw).items()),
+                          len(codes))
 
     def close(self) -> None:
         self.engine.close()
@@ -216,7 +220,7 @@ def open_searchable(index_dir: str | os.PathLike, *, engine: str = "local", sche
     except BaseException:
         store.close()
         raise
-    shards = DaskShards(conn, store.shard_paths)
+    shards = DaskShards(conn, store.shard_paths, len(store.faiss))
     store.searcher = shards
     close = store.close
 

@@ -103,8 +103,15 @@ def write_manifest(root: str | os.PathLike, shards: Sequence[dict[str, Any]], *,
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     hasher = verifier = None
+    shards = [dict(s) for s in shards]
     for i, s in enumerate(shards):
         meta = shard_meta(_shard_path(root, s["path"]))
+        if "entries" not in s:  # the whole index's size sets the filter radius of every shard
+            catalog = Catalog(_shard_path(root, s["path"]) / CATALOG, readonly=True)
+            try:
+                s["entries"] = catalog.entries_count
+            finally:
+                catalog.close()
         if i == 0:
             hasher, verifier = meta.get("hasher"), meta.get("verifier")
         elif meta.get("hasher") != hasher or meta.get("verifier") != verifier:
@@ -283,6 +290,8 @@ class ShardedStore:
         dead = sum(len(s.dead) for s in stores.values())
         self.faiss = _Sized(entries, f"{len(manifest['shards'])} shards" + (f" ({', '.join(layouts)})" if layouts else ""))
         self.dead = range(dead)
+        for st in stores.values():  # each shard filters at the whole index's radius (matcher.index.filtercodes)
+            st.index_entries = entries
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, hasher: Hasher | str | None = None, load: bool = True) -> "ShardedStore":

@@ -107,6 +107,9 @@ class IndexStore:
         self._last_save = time.monotonic()
         self.reconciled: dict[str, int] = {"added": 0, "removed": 0}
         self.dead = catalog.tombstone_ids()  # sorted ids FAISS holds for removed items: never returned
+        # the index size the filter radius follows: a shard of a sharded index (matcher.index.sharded) is
+        # searched at the radius of the whole index, not of its own size
+        self.index_entries: int | None = None
         self.filter = FilterCodes(root / FILTER_FILE, writable=writable)
 
     # opening --------------------------------------------------------------------
@@ -385,7 +388,7 @@ class IndexStore:
     # reading --------------------------------------------------------------------
     def filter_radius(self, threshold: int) -> int:
         """The filter threshold (bits of 256) for this index's size (:func:`matcher.index.filtercodes.filter_threshold`)."""
-        return filter_threshold(len(self.faiss), threshold, bits=self.hasher.bits)
+        return filter_threshold(self.index_entries or len(self.faiss), threshold, bits=self.hasher.bits)
 
     def search_codes(self, codes: np.ndarray, threshold: int, fcodes: np.ndarray | None = None,
                      stages: dict | None = None) -> list[list[tuple[Item, str, int, bytes | None]]]:
