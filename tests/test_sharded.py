@@ -140,3 +140,11 @@ def test_serve_a_sharded_index(sharded):
         assert any(split_id(m["id"])[0] == 3 for m in body["matches"])
         with urllib.request.urlopen(s.url("/api/v1/health"), timeout=30) as r:
             assert r.status == 200
+
+
+def test_single_index_commands_name_the_shards(sharded, tmp_path):
+    r = run_matcher("compact", "--index", str(sharded))
+    assert r.returncode == 2 and "is a sharded index" in r.stderr and "shard" in r.stderr
+    with pytest.raises(CatalogError, match="sharded index"):
+        add(sharded, [ManifestSource(SAMPLE / "manifest.csv")], workers=0)
+    assert not (sharded / "meta.json").exists()

@@ -37,14 +37,14 @@ from matcher.atomic import write_bytes
 from matcher.errors import CatalogError, IndexMismatch
 from matcher.hashing.hashers import Hasher, get_hasher, hasher_from_identity
 from matcher.index.catalog import Catalog
-from matcher.index.store import CATALOG, FAISS, META, IndexStore
+from matcher.index.store import CATALOG, FAISS, META, SHARDED, IndexStore
 from matcher.results import Item
 
 __all__ = ["MANIFEST", "MANIFEST_FORMAT", "MANIFEST_VERSION", "LOCAL_BITS", "MAX_SHARDS", "global_id",
            "split_id", "is_sharded", "read_manifest", "write_manifest", "shard_meta", "shard_signature",
            "ShardedCatalog", "ShardedStore", "open_index", "merge_rows"]
 
-MANIFEST = "shards.json"
+MANIFEST = SHARDED
 MANIFEST_FORMAT = "matcher-shards"
 MANIFEST_VERSION = 1
 #: Bits of a global item id that hold the shard's own item id (2**40: a trillion items a shard).

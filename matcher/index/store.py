@@ -56,6 +56,8 @@ META = "meta.json"
 CATALOG = "catalog.sqlite"
 FAISS = "index.faiss"
 LOCK = "lock"
+#: The shard list of a sharded index (matcher.index.sharded): a folder holding it is not an index directory.
+SHARDED = "shards.json"
 #: A save compacts FAISS (drops tombstoned ids) once they are this share of it: below, filtering them
 #: costs less than the O(n) removal.
 COMPACT_FRACTION = 0.1
@@ -136,6 +138,10 @@ class IndexStore:
         meta_path = root / META
         if isinstance(hasher, str):
             hasher = get_hasher(hasher)
+        if (root / SHARDED).exists() and not meta_path.exists():
+            raise CatalogError(f"{root} is a sharded index (matcher.index.sharded): search, info, lookup and serve "
+                               f"take it whole; add to it with `matcher add --sharded`; give other commands one shard "
+                               f"folder listed in {root / SHARDED}")
         if not meta_path.exists():
             if not create:
                 if root.exists() and any(root.iterdir()):
