@@ -7,6 +7,9 @@ from typing import Any
 
 __all__ = ["Item", "Match", "QueryResult"]
 
+#: Where an item's ``extra`` holds its reservations (matcher.reservations.records.EXTRA_KEY).
+_RESERVATIONS = "_reservations"
+
 
 @dataclass
 class Item:
@@ -59,10 +62,14 @@ class Match:
         }
         if self.found_by is not None:
             out["found_by"] = self.found_by
-        if it.extra:
-            out["extra"] = it.extra
-        if self.evidence:
-            out["evidence"] = self.evidence
+        extra = it.extra
+        reserved = extra.get(_RESERVATIONS) if extra else None
+        if reserved is not None:  # reservations are evidence (matcher.reservations), shown there, not as extra
+            extra = {k: v for k, v in extra.items() if k != _RESERVATIONS}
+        if extra:
+            out["extra"] = extra
+        if self.evidence or reserved:
+            out["evidence"] = {**self.evidence, **(reserved if isinstance(reserved, dict) else {})}
         return out
 
 

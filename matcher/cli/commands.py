@@ -42,6 +42,11 @@ from matcher.index.store import IndexStore
 @click.option("--registry", "optout_registry", type=click.Path(exists=True, dir_okay=False),
               help="An opt-out registry (`matcher optout`): images that match it are not added (recorded as failed, "
                    "\"opted out\"), so a later add cannot bring an opted-out photo back.")
+@click.option("--reservations/--no-reservations", "read_reservations", default=True, show_default=True,
+              help="Record each image's machine-readable AI-training reservations (embedded IPTC/C2PA, response "
+                   "headers; docs/reservations.md).")
+@click.option("--check-sites", is_flag=True, help="Also fetch each site's tdmrep.json, robots.txt and ai.txt once "
+              "and record what they reserve.")
 @click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: this machine's processes; dask: shards of rows hashed on a Dask cluster (--scheduler).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786 (--engine dask).")
@@ -54,7 +59,7 @@ from matcher.index.store import IndexStore
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
-        allow_networks=(), sharded=False) -> None:
+        allow_networks=(), sharded=False, read_reservations=True, check_sites=False) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -94,9 +99,11 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
             stats, failed_shards = _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size,
                                                 settings, limits, screen, dataset_version)
         elif engine == "local":
-            with _AddProgress(err) as progress:
+            from matcher.cli.reservations import add_checker
+
+            with _AddProgress(err) as progress, add_checker(read_reservations, check_sites, settings) as checker:
                 stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits, progress=progress,
-                                  version=dataset_version, new_version=new_version)
+                                  version=dataset_version, new_version=new_version, reservations=checker)
         else:
             from matcher.ingest.shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
 
@@ -463,6 +470,9 @@ def info(index_dir, as_json, failures) -> None:
             "size_bytes": store.size_on_disk(),
             "datasets": store.catalog.dataset_overview(),
         }
+        from matcher.cli.reservations import info_lines, reservation_counts
+
+        data["reservations"] = reservation_counts(store.catalog)
         failed = []
         if failures:
             failed = [
@@ -494,6 +504,8 @@ def info(index_dir, as_json, failures) -> None:
                   f"{d['failed']:,}", f"{d['dead_links']:,}", f"{d['entries']:,}", f"{d['removed']:,}",
                   ", ".join(f"{k}: {v}" for k, v in sorted(d["failures"].items())))
     out.print(t)
+    for line in info_lines(data["reservations"]):
+        out.print(escape(line), highlight=False, soft_wrap=True)
     if any(d["removed"] for d in data["datasets"]):
         out.print("removed: items taken out by `matcher remove`, until `matcher compact`", highlight=False)
     if failures:

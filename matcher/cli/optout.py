@@ -145,8 +145,13 @@ class _FilterProgress(_StatusLine):
 
 @main.command("filter")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
-@click.option("--registry", "registry_path", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--registry", "registry_path", type=click.Path(exists=True, dir_okay=False),
               help="The opt-out registry to honour.")
+@click.option("--respect", "respect", multiple=True, metavar="all|embedded|headers|site|registry",
+              help="Reservations that drop an image (repeatable or comma-separated; default: registry). Every "
+                   "reservation found is logged, respected or not; site files are fetched with site or --check-sites.")
+@click.option("--check-sites", is_flag=True, help="Fetch each site's tdmrep.json, robots.txt and ai.txt even when "
+              "site reservations are not respected (to log them).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="The clean manifest: the rows that match no registry entry, in the manifest's format and columns.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),
@@ -160,8 +165,9 @@ class _FilterProgress(_StatusLine):
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
 @force_option
 @download_options
-def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, columns, workers, force, concurrency,
-                    per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks=()) -> None:
+def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log_path, on_error, fmt, columns, workers,
+                    force, concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
+                    allow_networks=()) -> None:
     """Drop every image of MANIFEST that matches an opt-out registry entry, re-hosted copies included.
 
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
@@ -169,36 +175,47 @@ def filter_manifest(manifest, registry_path, out_path, log_path, on_error, fmt, 
     """
     from matcher.optout.registry import LOG_COLUMNS, Registry, filter_manifest as run
     from matcher.outputs import Output, check_output
+    from matcher.cli.reservations import filter_checker, filter_summary
 
     err = Console(stderr=True)
+    inputs = [p for p in (manifest, registry_path) if p]
     clean = Output(Path(out_path), "the clean manifest", "--out")
-    _guard_outputs(err, lambda: check_output(clean, inputs=[manifest, registry_path], force=force))
+    _guard_outputs(err, lambda: check_output(clean, inputs=inputs, force=force))
     if log_path:
         log = Output(Path(log_path), "the log", "--log", (",".join(LOG_COLUMNS),))
-        _guard_outputs(err, lambda: check_output(log, inputs=[manifest, registry_path, out_path], force=force))
+        _guard_outputs(err, lambda: check_output(log, inputs=[*inputs, out_path], force=force))
+    checker = None
     try:
-        reg = Registry.load(registry_path)
         settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
                                   allow_networks)
+        respected, checker = filter_checker(respect, registry_path, check_sites, settings)
+        reg = Registry.load(registry_path) if registry_path else Registry()
         limits = Limits(max_bytes=max(max_bytes, Limits().max_bytes))
         with _FilterProgress(err) as progress:
             stats = run(manifest, reg, out_path, log=log_path, fmt=fmt, columns=_parse_columns(columns),
-                        on_error=on_error, fetch=settings, workers=workers, limits=limits, progress=progress)
+                        on_error=on_error, fetch=settings, workers=workers, limits=limits, progress=progress,
+                        respect=respected, checker=checker)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
-    except ValueError as e:  # FetchSettings' own checks
+    except ValueError as e:  # FetchSettings' own checks, --respect
         _err(err, str(e))
         sys.exit(EXIT_ERROR)
+    finally:
+        if checker is not None:
+            checker.close()
     kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items()))
     unread = stats.unreadable
     err.print(
-        f"{stats.rows:,} rows: {stats.kept:,} kept, {stats.dropped:,} dropped as opted out "
+        f"{stats.rows:,} rows: {stats.kept:,} kept, {stats.dropped:,} dropped as opted out"
+        f"{' or reserved' if set(respected) - {'registry'} else ''} "
         f"({len(stats.by_entry):,} registry entries), {unread:,} could not be read"
         + (f" ({kinds}; {'kept' if on_error == 'keep' else 'dropped'})" if unread else "")
         + f"; {stats.elapsed:.1f} s. Clean manifest: {escape(out_path)}" + (f"; log: {escape(log_path)}" if log_path else ""),
         highlight=False, soft_wrap=True,
     )
+    if stats.reserved or stats.by_source.keys() - {"registry"}:
+        err.print(filter_summary(stats, respected), highlight=False, soft_wrap=True)
 
 
 def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_path: str | None, photos,

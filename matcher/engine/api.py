@@ -42,6 +42,7 @@ def add(
     version: str | None = None,
     new_version: bool = False,
     screen=None,
+    reservations=None,
 ) -> AddStats:
     """Create or extend the index at ``index_dir`` with every item of ``sources``.
 
@@ -49,13 +50,16 @@ def add(
     a dataset recorded at another version raises CatalogError, adding nothing, unless ``new_version``.
     ``screen`` (a :class:`matcher.optout.registry.Screen` over an opt-out registry): images that match one of
     its entries are not added but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
+    ``reservations`` (a :class:`matcher.ingest.reservations.Checker`): each item's reservations are read and
+    stored with it.
     """
     with writing(index_dir), IndexStore.open(index_dir, create=True, writable=True) as store:
         if screen is not None and store.hasher.identity() != screen.hasher:
             raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
                                 f"are {screen.hasher}")
         store.register_sources(sources, version=version, new_version=new_version)
-        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen)
+        return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen,
+                      reservations=reservations)
 
 
 def remove(

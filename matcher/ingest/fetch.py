@@ -58,6 +58,7 @@ __all__ = [
     "make_session",
     "fetch_one",
     "fetch_iter",
+    "read_image",
 ]
 
 K = TypeVar("K")
@@ -432,6 +433,9 @@ async def _read_image(resp: aiohttp.ClientResponse, settings: FetchSettings) -> 
     return body
 
 
+read_image = _read_image
+
+
 def _require_image(head: bytes, resp: aiohttp.ClientResponse) -> None:
     if sniff_image_format(head) is None:
         resp.close()
@@ -441,9 +445,9 @@ def _require_image(head: bytes, resp: aiohttp.ClientResponse) -> None:
 
 
 async def _attempt(
-    session: aiohttp.ClientSession, url: URL, settings: FetchSettings, slots: _HostSlots | None
+    session: aiohttp.ClientSession, url: URL, settings: FetchSettings, slots: _HostSlots | None, read=None
 ) -> bytes:
-    """One attempt: follow redirects by hand, checking each hop, and read the image."""
+    """One attempt: follow redirects by hand, checking each hop, and read the image (or what ``read`` reads)."""
     loop = asyncio.get_running_loop()
     budget = settings.timeout
     for hop in range(settings.max_redirects + 1):
@@ -456,7 +460,7 @@ async def _attempt(
             async with session.get(url, allow_redirects=False, timeout=timeout) as resp:
                 status = resp.status
                 if 200 <= status < 300:
-                    return await _read_image(resp, settings)
+                    return await (read or _read_image)(resp, settings)
                 if status in _REDIRECTS:
                     location = resp.headers.get("Location")
                     if not location:
@@ -493,7 +497,7 @@ async def _attempt(
 
 
 async def fetch_one(
-    session: aiohttp.ClientSession, url: str, settings: FetchSettings = FetchSettings()
+    session: aiohttp.ClientSession, url: str, settings: FetchSettings = FetchSettings(), read=None
 ) -> bytes:
     """Download one image and return its bytes, or raise :class:`~matcher.errors.FetchError`.
 
@@ -503,6 +507,10 @@ async def fetch_one(
     Timeouts, connection errors, 429 and 5xx are retried up to
     ``settings.retries`` times with jittered exponential backoff (or the
     server's ``Retry-After``); every other failure is final at once.
+
+    ``read`` (``async (response, settings) -> value``) replaces how a 2xx response is read and what is
+    returned: :func:`read_image` by default; a text file of a site, or the image with some of its
+    response headers (:mod:`matcher.reservations`).
     """
     info = _SESSIONS.get(session)
     if not settings.allow_private and (info is None or not info.guarded):
@@ -517,7 +525,7 @@ async def fetch_one(
     for attempt in range(attempts):
         try:
             try:
-                return await _attempt(session, target, settings, slots)
+                return await _attempt(session, target, settings, slots, read)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 raise _map_client_error(exc, settings) from None
         except _Transient as transient:
@@ -553,8 +561,9 @@ class _Crash:
 class _LoopThread:
     """An event loop in a daemon thread that runs fetch tasks and posts their results to a queue."""
 
-    def __init__(self, settings: FetchSettings):
+    def __init__(self, settings: FetchSettings, read=None):
         self._settings = settings
+        self._read = read
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self._loop = asyncio.new_event_loop()
         # DNS lookups run in the loop's default executor; the stock one has only
@@ -630,7 +639,7 @@ class _LoopThread:
     async def _fetch(self, key: object, url: object) -> None:
         async with self._limit:
             try:
-                body = await fetch_one(self._session, url, self._settings)  # type: ignore[arg-type]
+                body = await fetch_one(self._session, url, self._settings, self._read)  # type: ignore[arg-type]
             except FetchError as error:
                 self.results.put((key, None, error))
             else:
@@ -644,7 +653,7 @@ class _LoopThread:
 
 
 def fetch_iter(
-    items: Iterable[tuple[K, str]], settings: FetchSettings = FetchSettings()
+    items: Iterable[tuple[K, str]], settings: FetchSettings = FetchSettings(), read=None
 ) -> Iterator[tuple[K, bytes | None, FetchError | None]]:
     """Download each ``(key, url)``; yield ``(key, body, None)`` or ``(key, None, error)``.
 
@@ -660,11 +669,11 @@ def fetch_iter(
     session and joins the thread; wrap it in :func:`contextlib.closing` to make
     that happen at a fixed point. An unexpected exception inside the fetcher (a
     bug, never a download failure) is re-raised here, as is the ValueError of a
-    row that is not a ``(key, url)`` pair.
+    row that is not a ``(key, url)`` pair. ``read``: as for :func:`fetch_one`.
     """
     window = 2 * settings.concurrency
     iterator = iter(items)
-    runner = _LoopThread(settings)
+    runner = _LoopThread(settings, read)
     try:
         runner.start()
         outstanding = 0

@@ -200,7 +200,7 @@ def _is_local(item: SourceItem) -> bool:
     return is_local(item.url, item.path)
 
 
-def _downloads(items: Iterator[SourceItem], fetch: FetchSettings) -> Iterator[tuple]:
+def _downloads(items: Iterator[SourceItem], fetch: FetchSettings, read=None) -> Iterator[tuple]:
     """``(item, body, error)`` of each item downloaded; the downloader (aiohttp) is loaded only when there
     is something to download (an add of local files starts faster without it)."""
     first = next(items, None)
@@ -208,7 +208,7 @@ def _downloads(items: Iterator[SourceItem], fetch: FetchSettings) -> Iterator[tu
         return
     from matcher.ingest.fetch import fetch_iter
 
-    yield from fetch_iter(((i, i.url) for i in itertools.chain([first], items)), fetch)
+    yield from fetch_iter(((i, i.url) for i in itertools.chain([first], items)), fetch, read=read)
 
 
 def ingest(
@@ -222,12 +222,16 @@ def ingest(
     batch: int = 16,
     commit_every: int = 512,
     screen=None,
+    reservations=None,
 ) -> AddStats:
     """Add every item of ``sources`` to ``store`` (which must be writable).
 
     ``screen`` (a :class:`matcher.optout.registry.Screen`; its ``index_batch`` runs in place of the plain one): images that match its opt-out registry are not added
     but recorded as failed (kind ``opted_out``), so a later add cannot bring an opted-out photo back.
+    ``reservations`` (a :class:`matcher.reservations.check.Checker`): each item's reservations (embedded,
+    response headers, site files) are stored in its ``extra``.
     """
+    check = reservations
     stats = AddStats()
     workers = default_workers() if workers is None else workers
     pipe = _Pipeline(store, workers, limits, progress, stats, commit_every, screen)
@@ -240,6 +244,8 @@ def ingest(
                 if it.error:
                     pipe.fail(it, it.error, it.error_kind or "bad_row")
                     continue
+                if check is not None:
+                    it = check.annotate(it, it.path)
                 items.append(it)
                 paths.append(hash_payload(it, it.path))
                 if len(items) >= batch:
@@ -251,10 +257,14 @@ def ingest(
             # Pass 2: remote images, downloaded concurrently, hashed as they arrive.
             remote = _unhashed(store, (i for i in source.items() if not i.error and not _is_local(i)), stats, progress)
             items, bodies = [], []
-            for it, body, err in _downloads(remote, fetch):
+            wanted = iter(remote) if check is None else (i for i, _ in check.prefetching((i, i.url) for i in remote))
+            for it, body, err in _downloads(wanted, fetch, check.read if check is not None else None):
                 if err is not None:
                     pipe.fail(it, err.reason, err.kind)
                 else:
+                    if check is not None:
+                        body, headers = check.split(body)
+                        it = check.annotate(it, body, headers)
                     items.append(it)
                     bodies.append(hash_payload(it, body))
                     if len(items) >= batch or pipe.batches.idle_workers():

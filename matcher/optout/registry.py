@@ -736,7 +736,7 @@ def filter_batch(spec, screen: Screen, payloads: Sequence, report_all: bool = Fa
 # --- matcher filter: a clean manifest -------------------------------------------------------------
 #: Columns of the filter log, one row per dropped image and per image that could not be read.
 LOG_COLUMNS = ("row", "key", "url", "path", "action", "reason", "registry_entry", "variant", "entry_kind",
-               "distance", "confirm_distance", "error_kind")
+               "distance", "confirm_distance", "error_kind", "source", "rule", "value", "reservations", "notes")
 ON_ERROR = ("drop", "keep")
 
 
@@ -748,6 +748,8 @@ class FilterStats:
     unreadable: int = 0  # could not be read or screened (dropped or kept by on_error)
     unreadable_kept: int = 0
     by_entry: dict = field(default_factory=dict)  # registry entry id -> images dropped for it
+    by_source: dict = field(default_factory=dict)  # reservation source -> images dropped for it (registry too)
+    reserved: dict = field(default_factory=dict)  # reservation source -> images that carry one (dropped or not)
     errors: dict = field(default_factory=dict)  # failure kind -> count
     started: float = field(default_factory=time.monotonic)
 
@@ -851,6 +853,8 @@ def filter_manifest(
     limits: Limits = DEFAULT_LIMITS,
     progress: Callable[[FilterStats], None] | None = None,
     batch: int = 16,
+    respect: Sequence[str] = ("registry",),
+    checker=None,
 ) -> FilterStats:
     """Write ``out``: the rows of ``manifest`` whose image matches no entry of ``registry``.
 
@@ -862,12 +866,17 @@ def filter_manifest(
     order they were decided. An image that cannot be read or screened (a failed download, not an image,
     a row without URL or path) is dropped with ``on_error="drop"`` (the default: what was not screened
     does not pass) and kept with ``"keep"``; a record that cannot be parsed at all is never written.
+
+    ``checker`` (a :class:`matcher.reservations.check.Checker`) reads each image's reservations (embedded,
+    response headers, site files); an image with one whose source is in ``respect`` (or a registry match,
+    with ``"registry"``) is dropped for the first of them; the others are logged as kept.
     """
     from matcher.ingest.fetch import FetchSettings, fetch_iter
     from matcher.ingest.run import default_workers, is_local
     from matcher.ingest.sources import ManifestSource
     from matcher.pipeline.photo import HashSpec
     from matcher.pipeline.pool import Batches
+    from matcher.ingest.reservations import log_cells, respected_drop
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -883,20 +892,31 @@ def filter_manifest(
     logw = csv.writer(logf) if logf else None
     if logw:
         logw.writerow(LOG_COLUMNS)
+    found_of: dict[int, Any] = {}  # row -> its reservations (checker), until the row is decided
 
     def record(n: int, item, parsed: bool, outcome: tuple) -> None:
+        found = found_of.pop(n, None)
+        for source in {r.source for r in found.reservations} if found else ():
+            stats.reserved[source] = stats.reserved.get(source, 0) + 1
         if outcome[0] == "ok":
-            hits = outcome[1]
-            if not hits:
+            hits = outcome[1] if "registry" in respect else []
+            drop = respected_drop(found, respect, hits)
+            if drop is None:
                 stats.kept += 1
+                if logw and found:
+                    logw.writerow([n, item.key, item.url or "", item.path or "", "kept", "reservation not respected",
+                                   "", "", "", "", "", "", *log_cells(found, None)])
             else:
-                h = hits[0]
                 dropped.add(n)
                 stats.dropped += 1
-                stats.by_entry[h.entry_id] = stats.by_entry.get(h.entry_id, 0) + 1
+                stats.by_source[drop.source] = stats.by_source.get(drop.source, 0) + 1
+                h = hits[0] if drop.source == "registry" else None
+                if h is not None:
+                    stats.by_entry[h.entry_id] = stats.by_entry.get(h.entry_id, 0) + 1
                 if logw:
-                    logw.writerow([n, item.key, item.url or "", item.path or "", "dropped", "opted out", h.entry_id,
-                                   h.variant, h.kind, h.distance, h.confirm_distance, ""])
+                    reg = [h.entry_id, h.variant, h.kind, h.distance, h.confirm_distance] if h else [""] * 5
+                    logw.writerow([n, item.key, item.url or "", item.path or "", "dropped",
+                                   "opted out" if h else "reserved", *reg, "", *log_cells(found, drop)])
         else:
             _, reason, kind = outcome
             stats.unreadable += 1
@@ -909,7 +929,7 @@ def filter_manifest(
                 dropped.add(n)
             if logw:
                 logw.writerow([n, item.key, item.url or "", item.path or "", "kept" if keep else "dropped", reason,
-                               "", "", "", "", "", kind])
+                               "", "", "", "", "", kind, *log_cells(found, None)])
         if progress:
             progress(stats)
 
@@ -924,6 +944,8 @@ def filter_manifest(
             if item.error:
                 record(n, item, parsed, ("err", item.error, "bad_row"))
             elif is_local(item.url, item.path):
+                if checker is not None:
+                    found_of[n] = checker.collect(item.url, item.path)
                 rows.append((n, item, parsed))
                 payloads.append(item.path)
                 if len(rows) >= batch:
@@ -938,11 +960,16 @@ def filter_manifest(
         if remote:
             wanted = ((r, r[1].url) for r in _numbered_items(src)
                       if not r[1].error and not is_local(r[1].url, r[1].path))
+            if checker is not None:  # each new site's files are asked for as its first image is
+                wanted = checker.prefetching(wanted)
             rows, payloads = [], []
-            for r, body, err in fetch_iter(wanted, fetch):
+            for r, body, err in fetch_iter(wanted, fetch, read=checker.read if checker is not None else None):
                 if err is not None:
                     record(*r, ("err", err.reason, err.kind))
                 else:
+                    if checker is not None:
+                        body, headers = checker.split(body)
+                        found_of[r[0]] = checker.collect(r[1].url, body, headers)
                     rows.append(r)
                     payloads.append(body)
                     if len(rows) >= batch or jobs.idle_workers():

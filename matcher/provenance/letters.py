@@ -282,6 +282,29 @@ def _evidence(dataset: str, entries: list[_Entry]) -> str:
             + "\n" + _bullets(lines))
 
 
+def _reserved(entries: list[_Entry]) -> list[str]:
+    """A paragraph quoting the machine-readable reservations the dataset kept images despite (none: [])."""
+    from matcher.provenance.reservations.records import from_extra
+
+    urls, _, _, ordered = _image_lists(entries)
+    number = {url: i for i, url in enumerate(urls, 1)}
+    lines, refs = [], set()
+    for e in ordered:
+        found = from_extra(e.item.extra).reservations
+        if not found:
+            continue
+        url = _clean_url(e.item.url)
+        ref = f"image {number[url]}" if url in number else f"key {_clean(e.item.key) or '(empty)'}"
+        refs.add(ref)
+        lines += [f"{ref}: {_clean(r.says())}" for r in found]
+    if not lines:
+        return []
+    n = len(refs)
+    return [_fill(f"The dataset kept {_plural(n, 'image')} although {'it' if n == 1 else 'each'} carried a "
+                  "machine-readable reservation of text and data mining and AI training (Article 4(3) of "
+                  "Directive (EU) 2019/790), found when the dataset's copy was read:") + "\n" + _bullets(lines)]
+
+
 def _contact(who: dict[str, str]) -> str:
     flickr = who["flickr_user"]
     if flickr != REQUESTER_FIELDS["flickr_user"]:
@@ -298,6 +321,7 @@ def _letter(template: str, dataset: str, entries: list[_Entry], who: dict[str, s
         when,
         f"To: the maintainers of the \"{ds}\" dataset\n[THE MAINTAINERS' NAME AND POSTAL OR EMAIL ADDRESS]",
         body,
+        *_reserved(entries),
         f"Sincerely,\n\n{who['name']}",
         "--\n" + _evidence(ds, entries),
     ]
