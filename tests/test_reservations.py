@@ -294,3 +294,82 @@ def test_add_without_reservations(mixed, tmp_path):
                 "--workers", "1", str(manifest), check=True)
     info = json.loads(run_matcher("info", "--index", str(index), "--json", check=True).stdout)
     assert info["reservations"] == {}
+
+
+# --- a person marks their own photos (optout add --mark-copies / --mark-in-place) and their site -----------
+def _pixels(path: Path) -> tuple:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size, im.mode, im.tobytes(), im.info.get("exif")
+
+
+def test_optout_add_marks_copies_losslessly_and_never_overwrites(tmp_path):
+    import hashlib
+    import shutil
+
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    for name in ("IMG_0001.jpg", "IMG_0004.png"):
+        shutil.copy(SAMPLE / "my-photos" / name, photos / "trip" / name)
+    # a photo with XMP already (a creator): the creator is kept beside the new property
+    creator = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+               b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator><rdf:Seq>'
+               b'<rdf:li>Ada Example</rdf:li></rdf:Seq></dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>')
+    save_jpeg(SAMPLE / "my-photos" / "IMG_0002.jpg", photos / "with-xmp.jpg", creator)
+    from PIL import Image
+
+    with Image.open(SAMPLE / "my-photos" / "IMG_0003.jpg") as im:
+        im.save(photos / "other.webp", "WEBP")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.rglob("*") if p.is_file()}
+    marked = tmp_path / "marked"
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--workers", "0", "--mark-copies",
+                    str(marked), "--data-mining", "DMI-PROHIBITED-GENAIMLTRAINING", str(photos))
+    assert p.returncode == 2, p.stderr  # the WebP cannot be marked without re-encoding: reported, the rest written
+    assert "other.webp: only JPEG and PNG" in " ".join(p.stderr.split())
+    assert {q: hashlib.sha256(q.read_bytes()).hexdigest() for q in before} == before  # originals untouched
+    copies = {q.relative_to(marked).as_posix(): q for q in marked.rglob("*") if q.is_file()}
+    assert set(copies) == {"photos/trip/IMG_0001.jpg", "photos/trip/IMG_0004.png", "photos/with-xmp.jpg"}
+    for rel, q in copies.items():
+        assert [r.value for r in read_xmp(q.read_bytes()).reservations] == ["DMI-PROHIBITED-GENAIMLTRAINING"], rel
+        assert _pixels(q) == _pixels(photos / rel.split("/", 1)[1]), rel  # same pixels, same EXIF
+    assert _pixels(copies["photos/trip/IMG_0001.jpg"])[3]  # that one has EXIF, and kept it
+    assert b"Ada Example" in copies["photos/with-xmp.jpg"].read_bytes()
+    # the registry took the photos too, and a second run never overwrites a copy
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--workers", "0", "--mark-copies",
+                    str(marked), str(photos))
+    assert p.returncode == 2 and p.stderr.count("exists: not overwritten") == 3
+    assert [r.value for r in read_xmp(copies["photos/with-xmp.jpg"].read_bytes()).reservations] == [
+        "DMI-PROHIBITED-GENAIMLTRAINING"]
+
+
+def test_optout_add_marks_in_place_only_when_asked(tmp_path):
+    import shutil
+
+    photo = tmp_path / "IMG_0002.jpg"
+    shutil.copy(SAMPLE / "my-photos" / "IMG_0002.jpg", photo)
+    pixels = _pixels(photo)
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--workers", "0", "--mark-in-place",
+                    str(photo))
+    assert p.returncode == 0, p.stderr
+    assert [r.value for r in read_xmp(photo.read_bytes()).reservations] == ["DMI-PROHIBITED-AIMLTRAINING"]
+    assert _pixels(photo) == pixels
+    assert not list(tmp_path.glob(".*tmp*"))
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--mark-in-place", "--mark-copies",
+                    str(tmp_path / "c"), str(photo))
+    assert p.returncode == 2 and "not both" in p.stderr
+
+
+def test_optout_add_prints_site_lines_that_our_own_reader_honours(tmp_path):
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--workers", "0", "--site-lines",
+                    "/photos/", str(SAMPLE / "my-photos" / "IMG_0002.jpg"))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    tdm = TdmRep.parse(lines[lines.index(next(x for x in lines if x.startswith("# TDMRep"))) + 1])
+    assert tdm.decide("/photos/2024/a.jpg")[1] is True and tdm.decide("/blog/a.jpg") is None
+    start = lines.index(next(x for x in lines if x.startswith("# robots.txt")))
+    robots = RobotsFile.parse("\n".join(lines[start + 1:]).split("\n\n")[0])
+    got = robots_reservations(robots, "/photos/a.jpg", "r")
+    assert {"Disallow: /photos/ (GPTBot)", "Disallow: /photos/ (CCBot)", "Disallow: /photos/ (ClaudeBot)"} <= {
+        r.value for r in got}
+    assert "X-Robots-Tag: noai, noimageai" in lines and "tdm-reservation: 1" in lines

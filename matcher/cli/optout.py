@@ -33,8 +33,20 @@ def optout() -> None:
 @click.option("--note", help="A note stored with each photo's entry, e.g. how curators can contact you.")
 @click.option("--no-source-name", is_flag=True, help="Do not store the photo's file name in its entry.")
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
+@click.option("--mark-copies", "mark_dir", type=click.Path(file_okay=False),
+              help="Also write a copy of each photo into DIR saying \"no AI training\" in its IPTC Data Mining field "
+                   "(XMP; JPEG and PNG, not re-encoded: pixels and EXIF kept). Existing files are never overwritten.")
+@click.option("--mark-in-place", is_flag=True, help="Write the IPTC Data Mining field into the photos themselves "
+              "(atomically; only the metadata changes).")
+@click.option("--data-mining", "dmi", default="DMI-PROHIBITED-AIMLTRAINING", show_default=True,
+              type=click.Choice(["DMI-PROHIBITED-AIMLTRAINING", "DMI-PROHIBITED-GENAIMLTRAINING", "DMI-PROHIBITED",
+                                 "DMI-PROHIBITED-EXCEPTSEARCHENGINEINDEXING"]),
+              help="The IPTC Data Mining value --mark-copies / --mark-in-place write.")
+@click.option("--site-lines", "site_path", metavar="PATH",
+              help="Print the TDMRep, robots.txt and header lines that reserve PATH (e.g. /photos/) on your site.")
 @click.argument("photos", nargs=-1, required=True, type=click.Path())
-def optout_add(registry_path, note, no_source_name, workers, photos) -> None:
+def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=None, mark_in_place=False,
+               dmi="DMI-PROHIBITED-AIMLTRAINING", site_path=None) -> None:
     """Register PHOTOS (files or folders, recursive): their hashes are added to the registry.
 
     A photo already registered (the same pixels, or a re-save of them) is not added twice. A photo
@@ -46,6 +58,10 @@ def optout_add(registry_path, note, no_source_name, workers, photos) -> None:
     err = Console(stderr=True)
     _guard_registry(err, registry_path, photos)
     added = same = failed = 0
+    if mark_dir and mark_in_place:
+        _err(err, "--mark-copies DIR or --mark-in-place, not both")
+        sys.exit(EXIT_ERROR)
+    read_ok: list[str] = []
     try:
         with locked(registry_path):
             reg = Registry.load(registry_path, missing_ok=True)
@@ -55,6 +71,7 @@ def optout_add(registry_path, note, no_source_name, workers, photos) -> None:
                         failed += 1
                         _err(err, f"{escape(f)}: {escape(error)}")
                         continue
+                    read_ok.append(f)
                     entry, new = reg.add(RegistryEntry.make(codes, note=note,
                                                             source_name=None if no_source_name else Path(f).name))
                     if new:
@@ -69,6 +86,14 @@ def optout_add(registry_path, note, no_source_name, workers, photos) -> None:
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
+    if mark_dir or mark_in_place:
+        from matcher.provenance.reservations.mark import mark_photos
+
+        failed += mark_photos(read_ok, photos, dmi, mark_dir, mark_in_place, out, err)
+    if site_path:
+        from matcher.provenance.reservations.mark import site_lines
+
+        click.echo(site_lines(site_path))
     total = added + same + failed
     err.print(f"{added:,} photos added, {same:,} already registered, {failed:,} could not be read; "
               f"{len(reg):,} entries in {escape(registry_path)}", highlight=False, soft_wrap=True)
