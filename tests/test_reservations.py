@@ -190,7 +190,7 @@ def mixed(tmp_path_factory, files):
 
 def _filter(mixed, registry, *respect, extra=()):
     manifest, d, _, _ = mixed
-    name = "-".join(respect) or "none"
+    name = "-".join(respect) + f"-{len(list(d.glob('clean-*')))}"
     out, log = d / f"clean-{name}.csv", d / f"log-{name}.csv"
     args = ["filter", str(manifest), "--out", str(out), "--log", str(log), "--allow-private-urls", "--retries", "0",
             "--workers", "1", *extra]
@@ -358,6 +358,9 @@ def test_optout_add_marks_in_place_only_when_asked(tmp_path):
     p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--mark-in-place", "--mark-copies",
                     str(tmp_path / "c"), str(photo))
     assert p.returncode == 2 and "not both" in p.stderr
+    p = run_matcher("optout", "add", "--registry", str(tmp_path / "r.json"), "--mark-copies", str(tmp_path / "c"),
+                    str(tmp_path))
+    assert p.returncode == 2 and "is inside" in p.stderr and not (tmp_path / "c").exists()
 
 
 def test_optout_add_prints_site_lines_that_our_own_reader_honours(tmp_path):

@@ -760,9 +760,16 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
               help="Allow cross-origin API calls from ORIGIN (repeatable; off by default).")
 @click.option("--access-log", is_flag=True,
               help="Log each request with the client address (off by default: no addresses are kept).")
+@click.option("--registry", "registry_path", type=click.Path(dir_okay=False),
+              help="Also serve this opt-out registry: /optout (a page), POST /api/v1/optout/check, GET /api/v1/optout/export.")
+@click.option("--accept-registrations", is_flag=True,
+              help="With --registry: people may register photos (hashed in their browser) at POST /api/v1/optout/register.")
+@click.option("--registrations-per-minute", type=click.FloatRange(0.1), default=6.0, show_default=True,
+              help="Registrations accepted per client address per minute.")
 @engine_options
 def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
-          access_log, engine="local", scheduler=None) -> None:
+          access_log, engine="local", scheduler=None, registry_path=None, accept_registrations=False,
+          registrations_per_minute=6.0) -> None:
     """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
     from importlib.util import find_spec
 
@@ -770,13 +777,18 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
     if find_spec("fastapi") is None or find_spec("uvicorn") is None:
         _err(err, "matcher serve needs fastapi and uvicorn: pip install photo-dataset-check")
         sys.exit(EXIT_ERROR)
+    if accept_registrations and not registry_path:
+        _err(err, "--accept-registrations needs --registry FILE (where registrations are written)")
+        sys.exit(EXIT_ERROR)
     from matcher.web.app import ServeSettings, run
 
     try:
         run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
                                      body_timeout=body_timeout,
                                      cors_origins=tuple(cors_origins), access_log=access_log, engine=engine,
-                                     scheduler=scheduler),
+                                     scheduler=scheduler, registry=registry_path,
+                                     accept_registrations=accept_registrations,
+                                     registrations_per_minute=registrations_per_minute),
             host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
     except MatcherError as e:
         _err(err, e.reason)

@@ -61,6 +61,14 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
     if mark_dir and mark_in_place:
         _err(err, "--mark-copies DIR or --mark-in-place, not both")
         sys.exit(EXIT_ERROR)
+    if mark_dir:
+        from .reservations.mark import check_mark_dir
+
+        try:
+            check_mark_dir(mark_dir, photos)
+        except MatcherError as e:
+            _err(err, e.reason)
+            sys.exit(EXIT_ERROR)
     read_ok: list[str] = []
     try:
         with locked(registry_path):

@@ -65,6 +65,9 @@ class ServeSettings:
     access_log: bool = False
     engine: str = "local"  # "dask": a sharded index's shards held by the workers of `scheduler` (docs/dask.md)
     scheduler: str | None = None
+    registry: str | None = None  # an opt-out registry served at /api/v1/optout/* and /optout (matcher.web.registry)
+    accept_registrations: bool = False  # POST /api/v1/optout/register writes to it
+    registrations_per_minute: float = 6.0  # per client address (bursts of half as many)
 
 
 class ApiError(Exception):
@@ -508,6 +511,13 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         return {"letters": [{"dataset": l.dataset, "template": l.template, "filename": l.filename, "text": l.text}
                             for l in out]}
 
+    if settings.registry:
+        from matcher.web.registry import RegistryService, mount_registry
+
+        service = RegistryService(settings.registry, accept=settings.accept_registrations,
+                                  registrations_per_minute=settings.registrations_per_minute)
+        mount_registry(app, service, ApiError, lambda fn, *a: asyncio.get_running_loop().run_in_executor(cpu, fn, *a))
+
     wrapped: Any = app
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -515,7 +525,8 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         wrapped = CORSMiddleware(wrapped, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                                  allow_headers=["Content-Type"])
     wrapped = BodyLimit(wrapped, lambda path: settings.max_upload if path == UPLOAD_PATH else settings.max_body,
-                        settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters", "/api/v1/lookup"}))
+                        settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters", "/api/v1/lookup",
+                                                          "/api/v1/optout/check", "/api/v1/optout/register"}))
     wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
     wrapped = SecurityHeaders(wrapped)
     wrapped.fastapi = app  # for tests and for run()

@@ -179,6 +179,19 @@ def site_lines(path: str = "/", policy: str | None = None) -> str:
     ])
 
 
+def check_mark_dir(out_dir: str | os.PathLike, roots) -> None:
+    """Refuse a ``--mark-copies`` folder inside (or equal to) a folder of photos being registered: the next
+    run would take the copies for more photos."""
+    d = Path(out_dir).resolve()
+    for r in roots:
+        root = Path(r).resolve()
+        if root.is_dir() and (d == root or root in d.parents):
+            raise MatcherError(f"--mark-copies {out_dir} is inside {r}, a folder of photos being registered: "
+                               "choose a folder outside it")
+        if root.is_file() and (d == root or root in d.parents):
+            raise MatcherError(f"--mark-copies {out_dir} is a photo being registered")
+
+
 def mark_photos(photos: list[str], roots, value: str, out_dir: str | None, in_place: bool, out, err) -> int:
     """``matcher optout add --mark-copies/--mark-in-place``: mark each photo, print what was written;
     returns how many could not be marked (each reported)."""

@@ -1003,6 +1003,40 @@ function hashDetailed(work, recipe, faces) {
 }
 
 /**
+ * The opt-out registry's code pairs of a photo (matcher.optout.photo_codes): each variant's 64-bit hash
+ * (as hashVariants) and its 256-bit confirmation code: the same region, INTER_AREA to confirm.side
+ * (64) pixels, pHash with confirm.hash_size (16). Orientation x crop variants are cut from a copy of
+ * at most confirm.source_side (256) pixels; rotated and face variants from their own sources.
+ * @param {{side:number, hash_size:number, source_side:number}} confirm from GET /api/v1/optout/info
+ * @returns {{kind:string, hash:string, confirm:string}[]}
+ */
+export function codePairs(work, recipe, confirm, faces = []) {
+  const hashed = hashDetailed(work, recipe, faces);
+  const W = work.w;
+  const H = work.h;
+  const img = gray(W, H, work.data);
+  const f = Math.min(1.0, confirm.source_side / Math.max(W, H));
+  const small = f === 1.0 ? img : cvResizeArea(img, Math.max(1, pyRound(W * f)), Math.max(1, pyRound(H * f)));
+  const fx = small.w / W;
+  const fy = small.h / H;
+  const sources = new Sources(work, recipe);
+  const oriented = new Map();
+  return hashed.map(({ kind, hash, variant: v }) => {
+    let px;
+    if (v.angle === undefined && !v.face) {
+      let src = oriented.get(v.orient);
+      if (!src) oriented.set(v.orient, (src = orient(small, v.orient)));
+      const [sx, sy] = SWAPS.has(v.orient) ? [fy, fx] : [fx, fy];
+      const [l, t, r, b] = v.box;
+      px = areaPixels(src, [l * sx, t * sy, r * sx, b * sy], confirm.side);
+    } else {
+      px = areaPixels(sources.get(v), v.box, confirm.side);
+    }
+    return { kind, hash, confirm: phashHex(px, confirm.side, confirm.hash_size) };
+  });
+}
+
+/**
  * Decode, find faces (optional), hash.
  * @param {Blob} blob
  * @param {object} recipe
