@@ -5,11 +5,11 @@ Per image, in one process, on the sample dataset's photos (21 JPEGs, 640 px) wri
 metadata), with IPTC XMP (Pillow), with a C2PA manifest signed by the C2PA SDK (read with the SDK, and
 read without it: JUMBF walked here, "present, not verified"):
 
-* embedded: XMP packet scan + parse, and the C2PA store read (matcher.reservations.check.embedded_of);
+* embedded: XMP packet scan + parse, and the C2PA store read (matcher.ingest.reservations.embedded_of);
 * headers: X-Robots-Tag / TDMRep parsing of a response's headers;
 * site: one origin's three files fetched from a loopback server (first image of a site), then the cached
   verdict for each later image of that site;
-* baseline: hashing the image as `matcher add` does (matcher.workers.index_batch, one process).
+* baseline: hashing the image as `matcher add` does (matcher.pipeline.photo.index_batch, one process).
 
 Then the mixed run: the manifest of tests/test_reservations.py (local files with each embedded kind, a
 loopback site sending each header and serving tdmrep.json, robots.txt, ai.txt, a second site whose files are
@@ -48,15 +48,15 @@ def _per_image(fn, items, rounds: int) -> float:
 
 
 def costs(tmp: Path, rounds: int, repeat: int) -> None:
-    from matcher.hashers import DEFAULT_HASHER, get_hasher
-    from matcher.images import DEFAULT_LIMITS
-    from matcher.reservations.cawg import read_c2pa
-    from matcher.reservations.check import embedded_of
-    from matcher.reservations.sites import SiteCache
-    from matcher.reservations.web import from_headers
-    from matcher.reservations.xmp import data_mining_xmp
-    from matcher.fetch import FetchSettings
-    from matcher.workers import HashSpec, index_batch
+    from matcher.hashing.hashers import DEFAULT_HASHER, get_hasher
+    from matcher.imaging.images import DEFAULT_LIMITS
+    from matcher.ingest.policy import FetchSettings
+    from matcher.ingest.reservations import embedded_of
+    from matcher.ingest.sites import SiteCache
+    from matcher.pipeline.photo import HashSpec, index_batch
+    from matcher.provenance.reservations.cawg import read_c2pa
+    from matcher.provenance.reservations.web import from_headers
+    from matcher.provenance.reservations.xmp import data_mining_xmp
     from reservations_kit import PHOTOS, save_jpeg, sign_c2pa, site, site_images
 
     kinds: dict[str, list[bytes]] = {"plain": [], "iptc": [], "c2pa": []}

@@ -7,7 +7,7 @@ from typing import Any
 
 __all__ = ["Item", "Match", "QueryResult"]
 
-#: Where an item's ``extra`` holds its reservations (matcher.reservations.records.EXTRA_KEY).
+#: Where an item's ``extra`` holds its reservations (matcher.provenance.reservations.records.EXTRA_KEY).
 _RESERVATIONS = "_reservations"
 
 
@@ -64,7 +64,7 @@ class Match:
             out["found_by"] = self.found_by
         extra = it.extra
         reserved = extra.get(_RESERVATIONS) if extra else None
-        if reserved is not None:  # reservations are evidence (matcher.reservations), shown there, not as extra
+        if reserved is not None:  # reservations are evidence (matcher.provenance.reservations), shown there, not as extra
             extra = {k: v for k, v in extra.items() if k != _RESERVATIONS}
         if extra:
             out["extra"] = extra

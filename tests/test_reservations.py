@@ -1,4 +1,4 @@
-"""Machine-readable reservations (matcher.reservations): read from real files written here (IPTC XMP by
+"""Machine-readable reservations (matcher.provenance.reservations, matcher.ingest.reservations): read from real files written here (IPTC XMP by
 Pillow, C2PA manifests signed by the C2PA SDK), from a loopback site's response headers and its
 tdmrep.json / robots.txt / ai.txt; respected by `matcher filter`, recorded by `matcher add`, counted by
 `info`, shown by `search --json` and quoted by the letters."""

@@ -510,7 +510,7 @@ async def fetch_one(
 
     ``read`` (``async (response, settings) -> value``) replaces how a 2xx response is read and what is
     returned: :func:`read_image` by default; a text file of a site, or the image with some of its
-    response headers (:mod:`matcher.reservations`).
+    response headers (:mod:`matcher.ingest.reservations`).
     """
     info = _SESSIONS.get(session)
     if not settings.allow_private and (info is None or not info.guarded):

@@ -228,7 +228,7 @@ def ingest(
 
     ``screen`` (a :class:`matcher.optout.registry.Screen`; its ``index_batch`` runs in place of the plain one): images that match its opt-out registry are not added
     but recorded as failed (kind ``opted_out``), so a later add cannot bring an opted-out photo back.
-    ``reservations`` (a :class:`matcher.reservations.check.Checker`): each item's reservations (embedded,
+    ``reservations`` (a :class:`matcher.ingest.reservations.Checker`): each item's reservations (embedded,
     response headers, site files) are stored in its ``extra``.
     """
     check = reservations

@@ -867,7 +867,7 @@ def filter_manifest(
     a row without URL or path) is dropped with ``on_error="drop"`` (the default: what was not screened
     does not pass) and kept with ``"keep"``; a record that cannot be parsed at all is never written.
 
-    ``checker`` (a :class:`matcher.reservations.check.Checker`) reads each image's reservations (embedded,
+    ``checker`` (a :class:`matcher.ingest.reservations.Checker`) reads each image's reservations (embedded,
     response headers, site files); an image with one whose source is in ``respect`` (or a registry match,
     with ``"registry"``) is dropped for the first of them; the others are logged as kept.
     """

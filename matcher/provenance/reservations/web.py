@@ -9,7 +9,7 @@
   disallow the image's path to an AI crawler (:data:`AI_AGENTS`) or to every crawler (``*``); Spawning's
   ``ai.txt`` (robots.txt syntax, every rule about AI use).
 
-Everything here parses text already fetched; :mod:`matcher.reservations.sites` fetches it.
+Everything here parses text already fetched; :mod:`matcher.ingest.sites` fetches it.
 """
 
 from __future__ import annotations
