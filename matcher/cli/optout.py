@@ -62,7 +62,7 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
         _err(err, "--mark-copies DIR or --mark-in-place, not both")
         sys.exit(EXIT_ERROR)
     if mark_dir:
-        from .reservations.mark import check_mark_dir
+        from matcher.provenance.reservations.mark import check_mark_dir
 
         try:
             check_mark_dir(mark_dir, photos)

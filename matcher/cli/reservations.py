@@ -56,9 +56,14 @@ def filter_summary(stats, respected: tuple[str, ...]) -> str:
             f"(respected: {', '.join(respected) or 'nothing'})")
 
 
-def reservation_counts(catalog) -> dict[str, dict[str, Any]]:
-    """Per dataset: items with a reservation, per source and per rule, and items with a note."""
-    out: dict[str, dict[str, Any]] = {}
+def reservation_counts(catalog, out: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per dataset: items with a reservation, per source and per rule, and items with a note (a sharded
+    index's catalogs summed)."""
+    out = {} if out is None else out
+    if hasattr(catalog, "shards"):  # matcher.index.sharded.ShardedCatalog
+        for shard in catalog.shards.values():
+            reservation_counts(shard, out)
+        return out
     rows = catalog.db.execute(
         "SELECT dataset, json_extract(extra, ?) FROM items WHERE extra IS NOT NULL AND instr(extra, ?) > 0",
         (f"$.{EXTRA_KEY}", f'"{EXTRA_KEY}"'))
