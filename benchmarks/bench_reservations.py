@@ -124,8 +124,9 @@ def mixed_run(tmp: Path) -> None:
             extra = f"  [{r['reservations']}]" if r["reservations"] and r["reservations"] != (
                 f"{r['source']}:{r['rule']}={r['value']}") else ""
             notes = f"  notes: {r['notes']}" if r["notes"] else ""
+            detail = f" ({r['detail']})" if r["detail"] else ""
             print(f"  {r['key']:<20} {r['action']:<8} {r['source'] + ':' + r['rule'] if r['source'] else '-':<28}"
-                  f" {r['value']}{extra}{notes}")
+                  f" {r['value']}{detail}{extra}{notes}")
     with open(tmp / "clean.csv", newline="") as f:
         print("kept: " + ", ".join(r["key"] for r in csv.DictReader(f)))
 

@@ -219,6 +219,9 @@ def test_filter_respect_all_drops_each_with_its_rule(mixed, registry):
         if want[2] is not None:
             assert row["value"] == want[2], (key, row)
     assert logged["registered"]["registry_entry"].startswith("o-")
+    assert logged["cawg"]["detail"] == "cawg.training-mining; C2PA signature valid; signer not in a trust list"
+    assert logged["/img/agent.jpg"]["detail"] == "for GPTBot"
+    assert logged["/private/p.jpg"]["detail"].endswith("/robots.txt")
     # every reservation of an item is listed, not only the one that dropped it
     assert "c2pa:cawg.data_mining=constrained" in logged["cawg"]["reservations"]
     # notes: malformed XMP, a damaged C2PA store, the broken site's files (kept, and logged as kept)

@@ -142,11 +142,11 @@ def respected_drop(found: Found | None, respect: Iterable[str], hits: list) -> R
 
 
 def log_cells(found: Found | None, drop: Reservation | None) -> list[str]:
-    """The filter log's last columns: ``source, rule, value`` of what dropped the row, then every
+    """The filter log's last columns: ``source, rule, value, detail`` of what dropped the row, then every
     reservation and note of the item."""
     from matcher.provenance.reservations.records import summary
 
-    head = [drop.source, drop.rule, drop.value] if drop is not None else ["", "", ""]
+    head = [drop.source, drop.rule, drop.value, drop.detail] if drop is not None else ["", "", "", ""]
     if found is None:
         return head + ["", ""]
     return head + [summary(found.reservations), " | ".join(found.notes)]

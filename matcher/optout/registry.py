@@ -736,7 +736,7 @@ def filter_batch(spec, screen: Screen, payloads: Sequence, report_all: bool = Fa
 # --- matcher filter: a clean manifest -------------------------------------------------------------
 #: Columns of the filter log, one row per dropped image and per image that could not be read.
 LOG_COLUMNS = ("row", "key", "url", "path", "action", "reason", "registry_entry", "variant", "entry_kind",
-               "distance", "confirm_distance", "error_kind", "source", "rule", "value", "reservations", "notes")
+               "distance", "confirm_distance", "error_kind", "source", "rule", "value", "detail", "reservations", "notes")
 ON_ERROR = ("drop", "keep")
 
 
