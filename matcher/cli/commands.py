@@ -56,10 +56,14 @@ from matcher.index.store import IndexStore
 @click.option("--sharded", is_flag=True,
               help="Build a sharded index (docs/dask.md): each task writes a finished shard folder on shared storage, "
                    "this process commits shards.json. Implied when INDEX is already sharded.")
+@click.option("--thumbnails", type=click.Choice(["full", "none"]), default="full", show_default=True,
+              help="full: keep a 64x64 thumbnail per entry (~4 KB) to verify matches; none: codes only (~90 bytes an "
+                   "entry): a match is verified against the dataset image when it is a local file, else reported "
+                   "unverified with the filter's evidence.")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
-        allow_networks=(), sharded=False, read_reservations=True, check_sites=False) -> None:
+        allow_networks=(), sharded=False, read_reservations=True, check_sites=False, thumbnails="full") -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -97,13 +101,14 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
             screen = Screen(Registry.load(optout_registry), limits)
         if sharded:
             stats, failed_shards = _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size,
-                                                settings, limits, screen, dataset_version)
+                                                settings, limits, screen, dataset_version, thumbnails)
         elif engine == "local":
             from matcher.cli.reservations import add_checker
 
             with _AddProgress(err) as progress, add_checker(read_reservations, check_sites, settings) as checker:
                 stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits, progress=progress,
-                                  version=dataset_version, new_version=new_version, reservations=checker)
+                                  version=dataset_version, new_version=new_version, reservations=checker,
+                                  thumbnails=thumbnails)
         else:
             from matcher.ingest.shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
 
@@ -112,7 +117,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
                     try:
                         stats = add_sharded(index_dir, srcs, cluster, fetch=settings, limits=limits, progress=progress,
                                             shard_size=shard_size or SHARD_SIZE, version=dataset_version,
-                                            new_version=new_version)
+                                            new_version=new_version, thumbnails=thumbnails)
                     except ShardsFailed as e:
                         stats, failed_shards = e.stats, e.reason
     except MatcherError as e:
@@ -136,7 +141,8 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         sys.exit(EXIT_ERROR)
 
 
-def _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size, settings, limits, screen, version):
+def _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size, settings, limits, screen, version,
+                 thumbnails="full"):
     """`add --sharded`: shard folders built by the engine's workers (matcher.ingest.shard_build)."""
     from matcher.ingest.shard_build import SHARD_ROWS, add_shards
     from matcher.ingest.shards import DaskEngine, PoolEngine, ShardsFailed
@@ -146,7 +152,8 @@ def _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size, s
     with cluster, _AddProgress(err) as progress:
         try:
             return add_shards(index_dir, srcs, cluster, rows_per_shard=shard_size or SHARD_ROWS, fetch=settings,
-                              limits=limits, screen=screen, progress=progress, version=version), None
+                              limits=limits, screen=screen, progress=progress, version=version,
+                              thumbnails=thumbnails), None
         except ShardsFailed as e:
             return e.stats, e.reason
 

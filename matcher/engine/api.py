@@ -43,6 +43,7 @@ def add(
     new_version: bool = False,
     screen=None,
     reservations=None,
+    thumbnails: str = "full",
 ) -> AddStats:
     """Create or extend the index at ``index_dir`` with every item of ``sources``.
 
@@ -51,13 +52,14 @@ def add(
     ``screen`` (a :class:`matcher.optout.registry.Screen` over an opt-out registry): images that match one of
     its entries are not added but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
     ``reservations`` (a :class:`matcher.ingest.reservations.Checker`): each item's reservations are read and
-    stored with it.
+    stored with it. ``thumbnails``: the datasets' thumbnail tier from now on (:meth:`IndexStore.set_thumbnails`).
     """
     with writing(index_dir), IndexStore.open(index_dir, create=True, writable=True) as store:
         if screen is not None and store.hasher.identity() != screen.hasher:
             raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
                                 f"are {screen.hasher}")
         store.register_sources(sources, version=version, new_version=new_version)
+        store.set_thumbnails([s.dataset for s in sources], thumbnails)
         return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen,
                       reservations=reservations)
 
@@ -211,11 +213,12 @@ def _candidates(store: IndexStore, q: QueryHashes, threshold: int, stages: dict 
     """The dataset items some variant of the photo came within ``threshold`` of (and whose filter code is near
     that variant's, :mod:`matcher.index.filtercodes`), with what verifying them needs; ``stages`` gets the counts
     (:meth:`IndexStore.search_codes`)."""
+    stages = {} if stages is None else stages
     hits = store.search_codes(q.codes, threshold, q.fcodes, stages)
     ranked = rank_candidates([v.name for v in q.variants], hits)
     items = {item.id: item for item, _ in ranked}
     cands = [Candidate(item.id, item.path, item.hash, [(d, q.variants[i], kind, thumb) for d, i, kind, thumb in tries],
-                       item.extra.get("faces"))
+                       item.extra.get("faces"), stages.get("filter_radius"))
              for item, tries in ranked]
     return items, cands
 

@@ -30,6 +30,7 @@ import os
 import sqlite3
 import time
 import uuid
+from dataclasses import replace
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -52,6 +53,8 @@ FORMAT = "matcher-index"
 FORMAT_VERSION = 1
 #: How candidates are verified: each entry keeps a 64x64 greyscale thumbnail of its region (matcher/verify.py).
 VERIFIER = {"name": "thumb-ncc", "size": 64, "version": 1}
+#: Per dataset (:meth:`IndexStore.set_thumbnails`): keep each entry's verification thumbnail, or only its codes.
+THUMBNAIL_TIERS = ("full", "none")
 META = "meta.json"
 CATALOG = "catalog.sqlite"
 FAISS = "index.faiss"
@@ -113,6 +116,7 @@ class IndexStore:
         # searched at the radius of the whole index, not of its own size
         self.index_entries: int | None = None
         self.filter = FilterCodes(root / FILTER_FILE, writable=writable)
+        self._tiers: dict[str, str] = {}  # dataset -> thumbnail tier (set_thumbnails)
 
     # opening --------------------------------------------------------------------
     @classmethod
@@ -355,6 +359,24 @@ class IndexStore:
         self.dead = np.union1d(self.dead, dead)
         return {"items": int(n_items), "entries": int(len(dead)), "tombstones": int(len(self.dead))}
 
+    def set_thumbnails(self, datasets: Sequence[str], tier: str) -> None:
+        """Whether entries of ``datasets`` added from now on keep a verification thumbnail: ``full`` (64x64 grey
+        PNG, ~4 KB an entry) or ``none`` (only the codes: a candidate is verified against the dataset image
+        when it is a local file, else reported unverified with the filter's evidence)."""
+        if tier not in THUMBNAIL_TIERS:
+            raise CatalogError(f"unknown thumbnail tier {tier!r}; known: {', '.join(THUMBNAIL_TIERS)}")
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        for ds in dict.fromkeys(datasets):
+            self.catalog.set_meta(f"thumbnails:{ds}", tier)
+            self._tiers[ds] = tier
+
+    def thumbnails(self, dataset: str) -> str:
+        """The thumbnail tier of ``dataset`` (:meth:`set_thumbnails`; ``full`` unless set)."""
+        if dataset not in self._tiers:
+            self._tiers[dataset] = self.catalog.get_meta(f"thumbnails:{dataset}") or "full"
+        return self._tiers[dataset]
+
     def register_sources(self, sources: Sequence[Any], *, version: str | None = None,
                          new_version: bool = False) -> list[tuple[str, str | None, str]]:
         """Record the datasets ``sources`` are about to fill (name, version, source locations) before an add:
@@ -370,6 +392,8 @@ class IndexStore:
         """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
         if not self.writable:
             raise CatalogError("index opened read-only")
+        records = [replace(r, codes=[(c[0], c[1], None, *c[3:]) for c in r.codes])
+                   if r.codes and self.thumbnails(r.dataset) == "none" else r for r in records]
         if records:
             self._dirty = True  # before the commit: an interrupt after it must still save on close
         start()

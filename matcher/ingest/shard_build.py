@@ -71,6 +71,7 @@ class ShardJob:
     hasher: dict[str, Any] = field(default_factory=dict)  # the index hasher's identity (meta.json's "hasher")
     screen: Any = None  # a matcher.optout.registry.Screen, or None
     batch: int = 16
+    thumbnails: str = "full"  # the datasets' thumbnail tier (IndexStore.set_thumbnails)
 
 
 def build_shard(job: ShardJob) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def build_shard(job: ShardJob) -> dict[str, Any]:
                             regions=job.spec.regions)
     try:
         store.catalog.register_datasets({ds: list(locs) for ds, locs in job.datasets}, version=job.version)
+        store.set_thumbnails([ds for ds, _ in job.datasets], job.thumbnails)
         for start in range(0, len(job.items), RECORD_EVERY):
             items = job.items[start : start + RECORD_EVERY]
             work = [i for i, it in enumerate(items) if it.error is None]
@@ -129,7 +131,7 @@ class _Planned:
 
 
 def _plan(root: Path, sources: Sequence[Source], rows: int, listed: set[str], first_number: int, spec: HashSpec,
-          fetch: FetchSettings, version: str | None, hasher, screen, stats: AddStats):
+          fetch: FetchSettings, version: str | None, hasher, screen, stats: AddStats, thumbnails: str = "full"):
     number = first_number
     for source in sources:
         tag = _source_tag(source)
@@ -143,8 +145,8 @@ def _plan(root: Path, sources: Sequence[Source], rows: int, listed: set[str], fi
                 stats.skipped += len(items)
                 continue
             datasets = tuple((ds, (source.location,)) for ds in sorted({i.dataset for i in items}))
-            yield _Planned(ShardJob(str(root), name, items, datasets, version, spec, fetch, hasher.identity(), screen),
-                           number)
+            yield _Planned(ShardJob(str(root), name, items, datasets, version, spec, fetch, hasher.identity(), screen,
+                                    thumbnails=thumbnails), number)
             number += 1
 
 
@@ -152,7 +154,7 @@ def add_shards(index_dir: str | os.PathLike, sources: Sequence[Source], engine: 
                rows_per_shard: int = SHARD_ROWS, fetch: FetchSettings = FetchSettings(),
                limits: Limits = DEFAULT_LIMITS, screen=None, progress: Progress | None = None,
                version: str | None = None, retries: int = SHARD_RETRIES, hasher=None,
-               regions: bool = True) -> AddStats:
+               regions: bool = True, thumbnails: str = "full") -> AddStats:
     """Add ``sources`` to the sharded index at ``index_dir`` (created if missing) as new shard folders built by
     ``engine``'s workers; ``shards.json`` is committed as they finish. Raises ShardsFailed (after committing every
     other shard) when a shard failed ``retries + 1`` times; a rerun builds it."""
@@ -174,7 +176,8 @@ def add_shards(index_dir: str | os.PathLike, sources: Sequence[Source], engine: 
     shards = list(manifest["shards"])
     stats = AddStats()
     first = max((s["number"] for s in shards), default=-1) + 1
-    queue = list(_plan(root, sources, rows_per_shard, listed, first, spec, fetch, version, hasher, screen, stats))
+    queue = list(_plan(root, sources, rows_per_shard, listed, first, spec, fetch, version, hasher, screen, stats,
+                       thumbnails))
     inflight: dict[Future, _Planned] = {}
     lost: list[_Planned] = []
     last_commit, dirty = time.monotonic(), False

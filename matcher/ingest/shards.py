@@ -568,9 +568,11 @@ def ingest_sharded(
 
 
 def add_sharded(index_dir: str | os.PathLike, sources: Sequence[Source], engine: Engine, *,
-                version: str | None = None, new_version: bool = False, **kw: Any) -> AddStats:
+                version: str | None = None, new_version: bool = False, thumbnails: str = "full",
+                **kw: Any) -> AddStats:
     """Create or extend the index at ``index_dir`` through ``engine`` (see :func:`ingest_sharded`); the
     datasets are recorded first, as :func:`matcher.engine.api.add` does (``version``, ``new_version``)."""
     with IndexStore.open(index_dir, create=True, writable=True) as store:
         store.register_sources(sources, version=version, new_version=new_version)
+        store.set_thumbnails([s.dataset for s in sources], thumbnails)
         return ingest_sharded(store, sources, engine, **kw)

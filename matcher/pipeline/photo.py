@@ -313,6 +313,7 @@ class Candidate:
     item_hash: str | None  # its full-image code as indexed (hex)
     tries: list  # [(distance, Variant, entry kind, thumbnail png | None)], best first
     faces: list | None = None  # the item's stored face boxes (extra["faces"]): face entries' regions
+    filter_radius: int | None = None  # the 256-bit filter distance it passed (None: not filtered)
 
 
 def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndarray | str:
@@ -323,6 +324,13 @@ def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndar
 
 #: Why a candidate could not be verified (``evidence["unverifiable"]``).
 UNVERIFIABLE = "the stored thumbnail of this dataset image cannot be read (damaged catalog): run `matcher check`"
+
+
+def _no_thumbnail(why: str, d: int, radius: int | None) -> str:
+    found = f"found by its 64-bit code ({d} bits away)" + (
+        f" and its 256-bit filter code (within {radius} bits)" if radius is not None else "")
+    return (f"not verified by pixels: its dataset was added with --thumbnails none and the image cannot be "
+            f"compared ({why}); {found}")
 
 
 def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence[Candidate], min_score: float,
@@ -345,14 +353,22 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
     start()
     for cand in cands:
         best = None
+        no_thumb = None  # why a candidate without a stored thumbnail could not be verified
         for d, variant, kind, thumb in cand.tries:
-            if thumb is None:  # an index without thumbnails: the hash distance is all there is
+            if thumb is None and not spec.regions:  # an index without thumbnails: the hash distance is all there is
                 best = (None, d, variant, kind, None)
                 break
-            try:
-                stored = decode_thumb(thumb)
-            except (OSError, ValueError, SyntaxError, zlib.error, struct.error):
-                continue  # a damaged catalog: this entry's thumbnail cannot be read (the next try may be another)
+            if thumb is None:  # a dataset added with --thumbnails none: the dataset image itself, when local
+                region = _local_region(hasher, cand, kind, spec.limits)
+                if isinstance(region, str):
+                    no_thumb = region
+                    continue
+                stored = thumb_array(Image.fromarray(np.ascontiguousarray(region), "L"))
+            else:
+                try:
+                    stored = decode_thumb(thumb)
+                except (OSError, ValueError, SyntaxError, zlib.error, struct.error):
+                    continue  # a damaged catalog: this entry's thumbnail cannot be read (the next try may be another)
             if sources is None:
                 sources, _ = query_variants(Image.fromarray(image, "L"), faces)
             score, box = align(sources[variant.source], variant.box, stored,
@@ -361,9 +377,10 @@ def verify_batch(spec: HashSpec, image: np.ndarray, faces: list, cands: Sequence
                 best = (score, d, variant, kind, box)
             if score >= min_score:
                 break
-        if best is None:  # every stored thumbnail of the candidate is damaged: say so, do not guess
+        if best is None:  # no thumbnail could be read or made: say so and why, do not guess
             d, variant, kind, _ = cand.tries[0]
-            out.append((cand.item_id, None, d, variant, kind, {"unverifiable": UNVERIFIABLE}))
+            out.append((cand.item_id, None, d, variant, kind, {"unverifiable": UNVERIFIABLE} if no_thumb is None
+                        else {"unverifiable": _no_thumbnail(no_thumb, d, cand.filter_radius)}))
             continue
         score, d, variant, kind, box = best
         detail: dict = {}
