@@ -79,3 +79,16 @@ def test_full_tier_is_the_default_and_an_unknown_tier_is_refused(tmp_path, sampl
     p = run_matcher("add", "--index", str(tmp_path / "i"), "--thumbnails", "small", str(sample / "manifest.csv"))
     assert p.returncode == 2 and "small" in p.stderr
     assert not (tmp_path / "i").exists()
+
+
+def test_sharded_add_keeps_the_tier_in_every_shard(tmp_path, sample):
+    index = tmp_path / "sharded"
+    run_matcher("add", "--index", str(index), "--sharded", "--shard-size", "12", "--workers", "1", "--thumbnails",
+                "none", str(sample / "manifest.csv"), check=True)
+    shards = [json.loads((index / "shards.json").read_text())["shards"]][0]
+    assert len(shards) >= 2
+    for s in shards:
+        assert catalog_sql(index / s["path"], "SELECT COUNT(*) FROM entries WHERE thumb IS NOT NULL") == [(0,)]
+        assert catalog_sql(index / s["path"], "SELECT COUNT(*) FROM entries")[0][0] > 0
+    matches = _search(index, sample / "my-photos" / PHOTO)
+    assert {m["key"] for m in matches} == COPIES
