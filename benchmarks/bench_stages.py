@@ -7,7 +7,8 @@
   :mod:`matcher.index.store`), and what is left (the add loop, the folder walk).
 * search: --photos 12 MP photos (bench_search_folder's folder, ~5% of them with a copy in its index):
   decode, faces, variants, codes, FAISS, catalog, verification, full-detail, and what is left.
-* process start-up: the whole command on one file, wall clock (median of --repeat) and CPU, as a user runs it;
+* process start-up: the whole command on one file, wall clock (median of --repeat) and the CPU of the command's
+  own process (worker processes it starts are not counted: they belong to the fork server), as a user runs it;
   ``python -c "import matcher.cli"`` alone.
 
 Stages are timed by :mod:`matcher.stages` (laps of the process's CPU time, off outside benchmarks). The table is
@@ -152,7 +153,7 @@ def main() -> None:
                 ("matcher search (one 12 MP photo)",
                  lambda i: [py, "-m", "matcher", "search", "--index", str(index), str(files[0])])]
         print(f"\nprocess start-up and one file (median of {a.repeat})\n")
-        print("| command | wall s | CPU s |")
+        print("| command | wall s | CPU s (its own process) |")
         print("|---|---:|---:|")
         for name, args in rows:
             wall, cpu = command(args, a.repeat)

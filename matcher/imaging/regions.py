@@ -267,6 +267,7 @@ class Sources(dict):
     def __init__(self, img: Image.Image):
         super().__init__()
         self.img = img
+        self._bases: dict[str, np.ndarray] = {}
         if max(img.size) > SMALL_SIDE:
             f = SMALL_SIDE / max(img.size)
             self.small = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))),
@@ -287,7 +288,9 @@ class Sources(dict):
             angle_s, _, fill = rest.partition("/")
             expand = angle_s.endswith("e")
             angle = float(angle_s.rstrip("e"))
-            base = np.asarray(dihedral(self.small, orient).convert("L"))
+            base = self._bases.get(orient)
+            if base is None:  # one per orientation, shared by its ~20 rotations
+                base = self._bases[orient] = np.asarray(dihedral(self.small, orient).convert("L"))
             h, w = base.shape
             size = self.expanded_size(angle) if expand else (w, h)
             if (w, h) != self.small.size:  # a quarter turn: the expanded canvas is the transposed one
