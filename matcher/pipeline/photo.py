@@ -112,16 +112,22 @@ def _oriented(a: np.ndarray, name: str) -> np.ndarray:
     return ops[name](a)
 
 
-def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int, hash_size: int = 8,
-                detail: bool = True):
-    """pHash bits (``hash_size``² of them) and detail (None unless ``detail``) of each pixel box of the uint8
-    array ``a``, resampled to ``size`` x ``size`` by area averaging."""
+def _area_pixels(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int) -> np.ndarray:
+    """``size`` x ``size`` pixels of each pixel box of the uint8 array ``a``, resampled by area averaging."""
     h, w = a.shape
     px = np.empty((len(boxes), size, size), np.uint8)
     for k, (l, t, r, b) in enumerate(boxes):
         l, t = min(max(0, round(l)), w - 1), min(max(0, round(t)), h - 1)
         r, b = max(l + 1, min(w, round(r))), max(t + 1, min(h, round(b)))
         px[k] = cv2.resize(np.ascontiguousarray(a[t:b, l:r]), (size, size), interpolation=cv2.INTER_AREA)
+    return px
+
+
+def _area_codes(a: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], size: int, hash_size: int = 8,
+                detail: bool = True):
+    """pHash bits (``hash_size``² of them) and detail (None unless ``detail``) of each pixel box of the uint8
+    array ``a``, resampled to ``size`` x ``size`` by area averaging."""
+    px = _area_pixels(a, boxes, size)
     return np.packbits(phash_pixels(px, hash_size), axis=-1), (px.reshape(len(boxes), -1).std(axis=1) if detail
                                                               else None)
 
@@ -269,9 +275,8 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
     groups: dict[tuple[str, bool], list[int]] = {}
     for i, v in enumerate(variants):
         groups.setdefault((v.source, "@" not in v.source and not v.name.startswith("face")), []).append(i)
-    codes = np.zeros((len(variants), hasher.bits // 8), np.uint8)
-    longs = np.zeros((len(variants), FILTER_HASH * FILTER_HASH // 8), np.uint8)
-    keep = np.ones(len(variants), bool)
+    px = np.empty((len(variants), hasher.img_size, hasher.img_size), np.uint8)
+    long_px = np.empty((len(variants), FILTER_SIDE, FILTER_SIDE), np.uint8)
     for (key, from_medium), idx in groups.items():
         if from_medium:
             src = _oriented(medium, key)
@@ -281,10 +286,12 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
             src = sources[key]
             src = np.asarray(src if src.mode == "L" else src.convert("L"))
             boxes = [variants[i].box for i in idx]
-        c, d = _area_codes(src, boxes, hasher.img_size)
-        longs[idx] = filter_codes(src, boxes)
-        codes[idx] = c
-        keep[idx] = d >= MIN_DETAIL
+        px[idx] = _area_pixels(src, boxes, hasher.img_size)
+        long_px[idx] = _area_pixels(src, boxes, FILTER_SIDE)
+    # one DCT and one spread for all ~150 variants (per source group, 53 of them, they cost more than resampling)
+    codes = np.packbits(phash_pixels(px), axis=-1)
+    keep = px.reshape(len(variants), -1).std(axis=1) >= MIN_DETAIL
+    longs = np.packbits(phash_pixels(long_px, FILTER_HASH), axis=-1)
     # the whole photo is hashed exactly as the dataset side hashes an image (Lanczos from the decoded
     # pixels), so that a byte-identical file in the dataset is at distance 0 and the reported hash is its hash
     full, detail = _region_codes(img, [variants[0].box], hasher.img_size)
