@@ -437,7 +437,7 @@ export function detectFaces(work, opts, cascade) {
   const { w, h, data } = work;
   if (!data || data.length < w * h) throw new Error("faces.js: work.data must hold w*h grey pixels");
   if (Math.min(w, h) < 48) return [];
-  const side = opts.detect_side ?? 288, step = opts.scale_step ?? 1.2;
+  const side = opts.detect_side ?? 256, step = opts.scale_step ?? 1.2;
   const minNeighbors = opts.min_neighbors ?? 5, maxFaces = opts.max_faces ?? 8;
   const f = Math.min(1.0, side / Math.max(w, h));
   let small = { w, h, data };
