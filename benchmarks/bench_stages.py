@@ -34,7 +34,7 @@ from bench_ingest import make_images  # noqa: E402
 from bench_search_folder import _textured, build_index, make_folder  # noqa: E402
 from common import BENCH_PHOTOS, ROOT, header, photos  # noqa: E402
 
-ADD_STAGES = ["decode", "regions", "codes", "thumbnails", "catalog", "faiss"]
+ADD_STAGES = ["decode", "regions", "codes", "filter codes", "thumbnails", "catalog", "faiss"]
 SEARCH_STAGES = ["decode", "faces", "variants", "codes", "faiss", "catalog", "verification", "full-detail"]
 
 

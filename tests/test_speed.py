@@ -70,7 +70,7 @@ def test_stage_profile_counts_the_stages_of_a_real_image():
         stages.enable(False)
     assert out[0] == "ok"
     spent = stages.spent()
-    assert list(spent) == ["decode", "regions", "codes", "thumbnails"]
+    assert list(spent) == ["decode", "regions", "codes", "filter codes", "thumbnails"]
     assert all(seconds >= 0 and laps == 1 for seconds, laps in spent.values())
     stages.reset()
 
@@ -118,3 +118,14 @@ def test_an_add_of_one_photo_runs_in_the_cli_process(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert "1 added" in err.replace(",", ""), err
+
+
+def test_without_thumbnails_the_same_entries_are_hashed_and_no_thumbnail_is_made():
+    photos = [str(p) for p in sorted((SAMPLE / "dataset").iterdir()) if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
+    full = index_batch(HashSpec.of(PHash(), True, DEFAULT_LIMITS), photos)
+    none = index_batch(HashSpec.of(PHash(), True, DEFAULT_LIMITS, thumbnails=False), photos)
+    for a, b in zip(full, none):
+        assert a[0] == b[0] == "ok"
+        assert a[1] == b[1] and a[3:] == b[3:]
+        assert [(k, c, f) for k, c, _, f in a[2]] == [(k, c, f) for k, c, _, f in b[2]]
+        assert all(t for _, _, t, _ in a[2]) and not any(t for _, _, t, _ in b[2])

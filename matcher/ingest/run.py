@@ -101,9 +101,10 @@ def outcome_record(item: SourceItem, out: tuple) -> ItemRecord:
 
 class _Pipeline:
     def __init__(self, store: IndexStore, workers: int, limits: Limits, progress: Progress | None,
-                 stats: AddStats, commit_every: int, screen=None):
+                 stats: AddStats, commit_every: int, screen=None, thumbnails: bool = True):
         self.store = store
-        self.spec = HashSpec.of(store.hasher, store.regions, limits)
+        # thumbnails are made only when a dataset being added keeps them (add --thumbnails none: not made at all)
+        self.spec = HashSpec.of(store.hasher, store.regions, limits, thumbnails)
         # the worker task and its leading arguments: hashing, or hashing screened against an opt-out registry
         if screen is None:
             self.task: tuple = (index_batch, self.spec)
@@ -234,7 +235,8 @@ def ingest(
     check = reservations
     stats = AddStats()
     workers = default_workers() if workers is None else workers
-    pipe = _Pipeline(store, workers, limits, progress, stats, commit_every, screen)
+    thumbnails = any(store.thumbnails(s.dataset) != "none" for s in sources)
+    pipe = _Pipeline(store, workers, limits, progress, stats, commit_every, screen, thumbnails)
     try:
         for source in sources:
             # Pass 1: rows that cannot be used, and local files.

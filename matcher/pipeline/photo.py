@@ -67,16 +67,19 @@ def _recipe(h) -> tuple | None:
 
 
 class HashSpec:
-    """Picklable description of how to hash: the index hasher, whether to keep regions/thumbnails, limits."""
+    """Picklable description of how to hash: the index hasher, whether to keep regions/thumbnails, limits.
+    ``thumbnails`` False: regions are still found and hashed, their thumbnails not made (the datasets being
+    added keep none: ``add --thumbnails none``)."""
 
-    def __init__(self, hasher: tuple, regions: bool, limits: Limits):
+    def __init__(self, hasher: tuple, regions: bool, limits: Limits, thumbnails: bool = True):
         self.hasher = hasher
         self.regions = regions
         self.limits = limits
+        self.thumbnails = thumbnails
 
     @classmethod
-    def of(cls, hasher, regions: bool, limits: Limits) -> "HashSpec":
-        return cls(_recipe(hasher), regions, limits)
+    def of(cls, hasher, regions: bool, limits: Limits, thumbnails: bool = True) -> "HashSpec":
+        return cls(_recipe(hasher), regions, limits, thumbnails)
 
 
 _cache: dict[tuple, Any] = {}
@@ -159,9 +162,10 @@ def _face_boxes(faces: list | None, w: int, h: int) -> dict[str, tuple[float, fl
     return out
 
 
-def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None) -> tuple:
+def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None, thumbnails: bool = True) -> tuple:
     """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.imaging.facebox.RawFaces`);
-    with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.imaging.facebox.face_region`)."""
+    with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.imaging.facebox.face_region`).
+    Entries get a thumbnail when ``regions`` and ``thumbnails``, else None."""
     pause("index.photo")
     start()
     try:
@@ -185,11 +189,12 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
     if detail[0] < MIN_DETAIL:
         return _uniform(float(detail[0]))
     longs = filter_codes(np.asarray(img), boxes)
+    lap("filter codes")
     entries = []
     for (kind, box), code, d, long in zip(zip(kinds, boxes), codes, detail, longs):
         if d < MIN_DETAIL:
             continue
-        thumb = encode_thumb(thumb_array(img, box)) if regions else None
+        thumb = encode_thumb(thumb_array(img, box)) if regions and thumbnails else None
         entries.append((kind, code.tobytes(), thumb, long.tobytes()))
     lap("thumbnails")
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
@@ -226,8 +231,8 @@ def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tu
     """Hash each dataset path or body, or ``(path or body, face boxes)`` (:func:`index_one`'s ``faces``).
     Used by the process pool (and in-process when workers=0)."""
     hasher = _build(spec.hasher)
-    return [index_one(hasher, spec.regions, s[0], spec.limits, s[1]) if isinstance(s, tuple)
-            else index_one(hasher, spec.regions, s, spec.limits) for s in sources]
+    return [index_one(hasher, spec.regions, s[0], spec.limits, s[1], spec.thumbnails) if isinstance(s, tuple)
+            else index_one(hasher, spec.regions, s, spec.limits, None, spec.thumbnails) for s in sources]
 
 
 # --- query side -------------------------------------------------------------------------
