@@ -14,8 +14,8 @@ every image. Reported, same run:
 Then the same files from a folder (issue 20), --rounds rounds interleaved, median of each:
 
 * `matcher add --index NEW FOLDER` as a user runs it (thumbnails and regions on: the default index);
-* the same into an index created without thumbnails (``IndexStore.open(..., regions=False)``: the
-  no-thumbnail tier, until `add --thumbnails none` exists);
+* `matcher add --thumbnails none FOLDER` (regions kept, no thumbnails), where this version has it;
+* the same into an index created with ``IndexStore.open(..., regions=False)`` (one entry per image, codes only);
 * the baseline a user would write in ten lines (NAIVE below): ``imagehash.phash`` of every file with a
   ``multiprocessing.Pool(cores)``, the hashes saved as JSON; and the same in one process.
 
@@ -166,6 +166,8 @@ def folder_vs_naive(folder: Path, n: int, cores: int, rounds: int) -> None:
     from matcher.index.store import IndexStore
 
     runs: dict[str, list[float]] = {}
+    helped = subprocess.run([sys.executable, "-m", "matcher", "add", "--help"], cwd=ROOT, capture_output=True, text=True)
+    tiers = "--thumbnails" in helped.stdout  # add --thumbnails none (the billions issue's tier), where it exists
     with tempfile.TemporaryDirectory() as tmp:
         naive = Path(tmp) / "naive.py"
         naive.write_text(NAIVE)
@@ -179,16 +181,20 @@ def folder_vs_naive(folder: Path, n: int, cores: int, rounds: int) -> None:
                                                        str(Path(tmp) / "h.json"), "1"],
                 "matcher add FOLDER (thumbnails on)": [sys.executable, "-m", "matcher", "add", "--index",
                                                        str(Path(tmp) / f"thumbs{r}"), str(folder)],
-                "matcher add FOLDER (thumbnails off)": [sys.executable, "-m", "matcher", "add", "--index",
+                "matcher add FOLDER (codes only: regions=False)": [sys.executable, "-m", "matcher", "add", "--index",
                                                         str(Path(tmp) / f"nothumbs{r}"), str(folder)],
             }
+            if tiers:
+                cases["matcher add --thumbnails none FOLDER"] = [
+                    sys.executable, "-m", "matcher", "add", "--thumbnails", "none", "--index",
+                    str(Path(tmp) / f"tier{r}"), str(folder)]
             for name, args in cases.items():
                 runs.setdefault(name, []).append(timed(args))
     med = {k: statistics.median(v) for k, v in runs.items()}
     base = med[f"naive imagehash + JSON, Pool({cores})"]
     print(f"\n{n} web-size JPEGs from a folder, {cores} cores, median of {rounds} interleaved rounds")
     for name, t in med.items():
-        print(f"  {name:42s} {n / t:7.0f} images/s   {t:6.2f} s   {base / t:5.2f}x the naive Pool({cores})   "
+        print(f"  {name:48s} {n / t:7.0f} images/s   {t:6.2f} s   {base / t:5.2f}x the naive Pool({cores})   "
               f"(runs: {', '.join(f'{x:.2f}' for x in runs[name])})")
 
 

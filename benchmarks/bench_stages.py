@@ -2,7 +2,8 @@
 """Where the time of `matcher add` and `matcher search` goes, stage by stage (one core, in-process).
 
 * add: --web web-size JPEGs (bench_ingest's seeded 640 px crops) added from a folder to a new index, with
-  thumbnails (the default index) and without (an index built with ``regions=False``): decode, regions,
+  thumbnails (the default), with ``--thumbnails none`` (regions kept, no thumbnail) and codes only (an index
+  built with ``regions=False``: one entry per image): decode, regions, filter codes,
   codes, thumbnails (per image, :mod:`matcher.pipeline.photo`), catalog and FAISS (per batch,
   :mod:`matcher.index.store`), and what is left (the add loop, the folder walk).
 * search: --photos 12 MP photos (bench_search_folder's folder, ~5% of them with a copy in its index):
@@ -57,7 +58,8 @@ def profile(run, stages: list[str]) -> tuple[float, dict[str, float]]:
     return wall, out
 
 
-def profile_add(folder: Path, regions: bool) -> tuple[float, dict[str, float]]:
+def profile_add(folder: Path, regions: bool, tier: str = "full") -> tuple[float, dict[str, float]] | None:
+    """``tier``: the datasets' thumbnail tier (``add --thumbnails``); None when this version has no tiers."""
     from matcher.index.store import IndexStore
     from matcher.ingest.open_source import open_source
     from matcher.ingest.run import ingest
@@ -66,6 +68,11 @@ def profile_add(folder: Path, regions: bool) -> tuple[float, dict[str, float]]:
         store = IndexStore.open(Path(tmp) / "index", create=True, writable=True, regions=regions)
         src = open_source(folder, "bench")
         store.register_sources([src])
+        if tier != "full":
+            if not hasattr(store, "set_thumbnails"):
+                store.close()
+                return None
+            store.set_thumbnails([src.dataset], tier)
         try:
             return profile(lambda: ingest(store, [src], workers=0), ADD_STAGES)
         finally:
@@ -134,10 +141,14 @@ def main() -> None:
     index = build_index(a.work / "bench-12mp" / f"index-v2-{a.seed}-20-1", a.corpus,
                         sorted((files[0].parent.parent / "distinct").glob("*.jpg"))[:1])
 
-    wall, spent = profile_add(web_dir, True)
-    table("add, thumbnails on", len(web), wall, spent, "images")
-    wall, spent = profile_add(web_dir, False)
-    table("add, thumbnails off (regions=False)", len(web), wall, spent, "images")
+    for title, regions, tier in (("add, thumbnails on", True, "full"),
+                                 ("add --thumbnails none (regions, no thumbnails)", True, "none"),
+                                 ("add, codes only (an index created with regions=False)", False, "full")):
+        got = profile_add(web_dir, regions, tier)
+        if got is None:
+            print(f"\n{title}: not in this version")
+        else:
+            table(title, len(web), *got, "images")
     wall, spent, matched = profile_search(index, files)
     table(f"search ({matched} of {len(files)} with matches)", len(files), wall, spent, "photos")
 
