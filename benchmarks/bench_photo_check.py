@@ -282,6 +282,7 @@ def main() -> None:
     ap.add_argument("--max-distractors", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2, help="for building the real part")
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads for FAISS searches")
+    ap.add_argument("--members", type=int, default=None, help="search only the first N member photos (time)")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--bulk-only", action="store_true", help="build the random bulk of each size and stop")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -311,6 +312,9 @@ def main() -> None:
         return
     faiss.omp_set_num_threads(a.threads)
     qs = queries(a.corpus, truth)
+    if a.members is not None:
+        members = [q for q in qs if q[1] == "member"][: a.members]
+        qs = members + [q for q in qs if q[1] != "member"]
     print(f"# queries: {sum(r == 'member' for _, r in qs)} members, {sum(r != 'member' for _, r in qs)} non-members",
           flush=True)
     rows = [run_size("real, no filter", real / "index", qs, truth["copies"], real_n, use_filter=False)]
