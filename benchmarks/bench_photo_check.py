@@ -261,6 +261,8 @@ def run_size(label: str, d: Path, qs: list[tuple[str, str]], copies: dict[str, s
         **{f"{k}_p50_ms": pct(f"t_{k}", 50) for k in ("hash", "lookup", "faiss", "filter", "catalog", "verify")},
         "variants_mean": float(np.mean([r["variants"] for r in ok])),
         **{f"{k}_mean": float(np.mean([r[k] for r in ok])) for k in ("hits", "filtered", "catalog_rows", "verified")},
+        **{f"nonmember_{k}_mean": float(np.mean([r[k] for r in ok if r["role"] != "member"]))
+           for k in ("hits", "filtered", "catalog_rows", "verified")},
         "hits_per_variant_nonmember": float(np.mean([r["hits"] / r["variants"] for r in ok if r["role"] != "member"])),
         "hits_per_variant_computed": (n - real_n) * chance_rate(64, DEFAULT_THRESHOLD),
         "recall": found / max(1, sum(planted.values())), "planted": sum(planted.values()), "found": found,
@@ -273,6 +275,46 @@ def run_size(label: str, d: Path, qs: list[tuple[str, str]], copies: dict[str, s
     }
 
 
+def nprobe_sweep(d: Path, qs: list[tuple[str, str]], copies: dict[str, str], factors: list[float]) -> list[dict]:
+    """FAISS alone on the index at ``d``: per probe factor (lists probed = factor x sqrt(nlist)), the range
+    search's time per photo (all its variant codes in one call) and the share of the planted copies' entries
+    that some variant of their original reaches within the threshold (all lists probed = exact = 1.0)."""
+    store = IndexStore.open(d)
+    spec = HashSpec.of(store.hasher, store.regions, DEFAULT_LIMITS)
+    db = store.catalog.db
+    want: dict[str, set[int]] = {}
+    for eid, key in db.execute("SELECT entries.id, items.key FROM entries JOIN items ON items.id = entries.item_id"
+                               " WHERE items.dataset = ?", (DATASET_COPIES,)):
+        if key in copies:
+            want.setdefault(copies[key], set()).add(eid)
+    photos = []
+    for path, role in qs:
+        if role != "member":
+            continue
+        ((status, *rest),) = query_batch(spec, [path])
+        if status == "ok":
+            photos.append((rest[1].codes, want.get(path, set())))
+    index = store.faiss._index
+    nlist = store.faiss.nlist
+    out = []
+    for f in factors + [None]:
+        index.nprobe = nlist if f is None else max(1, min(nlist, round(f * nlist ** 0.5)))
+        times, found, total = [], 0, 0
+        for codes, entries in photos:
+            t0 = time.perf_counter()
+            lims, _dist, ids = index.range_search(codes, DEFAULT_THRESHOLD + 1)
+            times.append(time.perf_counter() - t0)
+            found += len(entries & set(ids.tolist()))
+            total += len(entries)
+        out.append({"factor": f, "nprobe": int(index.nprobe), "nlist": nlist, "entries": len(store.faiss),
+                    "faiss_ms_per_photo_p50": float(np.percentile(times, 50)) * 1000,
+                    "codes_per_photo": float(np.mean([len(c) for c, _ in photos])), "copy_entries_reached": found,
+                    "copy_entries": total})
+        print(json.dumps(out[-1]), flush=True)
+    store.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=CORPUS)
@@ -283,6 +325,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="for building the real part")
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads for FAISS searches")
     ap.add_argument("--members", type=int, default=None, help="search only the first N member photos (time)")
+    ap.add_argument("--nprobe-sweep", help="comma-separated probe factors: FAISS alone on the largest size, then stop")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--bulk-only", action="store_true", help="build the random bulk of each size and stop")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -317,6 +360,9 @@ def main() -> None:
         qs = members + [q for q in qs if q[1] != "member"]
     print(f"# queries: {sum(r == 'member' for _, r in qs)} members, {sum(r != 'member' for _, r in qs)} non-members",
           flush=True)
+    if a.nprobe_sweep:
+        nprobe_sweep(built[-1][1], qs, truth["copies"], [float(x) for x in a.nprobe_sweep.split(",")])
+        return
     rows = [run_size("real, no filter", real / "index", qs, truth["copies"], real_n, use_filter=False)]
     rows[0]["build_s"] = 0.0
     print(json.dumps(rows[0]), flush=True)
@@ -326,13 +372,15 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print()
-    print("| entries | layout | filter r | p50 ms | p95 ms | non-member / member p50 ms | hash / FAISS / filter / catalog / verify p50 ms "
+    print("| entries | layout | filter r | p50 ms | p95 ms | non-member / member p50 ms | non-member: FAISS hits "
+          "/ after filter / verified | hash / FAISS / filter / catalog / verify p50 ms "
           "| FAISS hits | after filter | catalog rows | verified | recall | false | FAISS+filter B/entry disk "
           "| RSS load |")
-    print("|" + "---|" * 15)
+    print("|" + "---|" * 16)
     for r in rows:
         print(f"| {r['label']} | {r['layout']} {r['nlist'] or ''}/{r['nprobe'] or ''} | {r['filter_radius']} "
               f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['nonmember_p50_ms']:.0f} / {r['member_p50_ms']:.0f} "
+              f"| {r['nonmember_hits_mean']:.2f} / {r['nonmember_filtered_mean']:.3f} / {r['nonmember_verified_mean']:.3f} "
               f"| {r['hash_p50_ms']:.0f} / {r['faiss_p50_ms']:.0f} / "
               f"{r['filter_p50_ms']:.1f} / {r['catalog_p50_ms']:.1f} / {r['verify_p50_ms']:.0f} "
               f"| {r['hits_mean']:.1f} | {r['filtered_mean']:.2f} | {r['catalog_rows_mean']:.2f} "
