@@ -80,6 +80,19 @@ def test_shards_are_spread_and_cached(sharded4, cluster):
         assert len({r["pid"] for r in first}) == 2  # both workers hold shards
         assert sorted(list(shards.place.values()).count(w) for w in set(shards.place.values())) == [2, 2]
         pids = {r["pid"] for r in first}
+        # the rows and stage counts of a photo's variant codes are the local engine's, in global ids
+        from matcher.imaging.images import DEFAULT_LIMITS
+        from matcher.pipeline.photo import query_one
+
+        q = query_one(store.hasher, True, str(PHOTOS / "IMG_0002.jpg"), DEFAULT_LIMITS)[2]
+        got, want = {}, {}
+        remote = store.search_codes(q.codes, 10, q.fcodes, got)
+        with open_index(sharded4) as local:
+            here = local.search_codes(q.codes, 10, q.fcodes, want)
+        flat = lambda rows: [[(it.id, kind, d, thumb) for it, kind, d, thumb in row] for row in rows]
+        assert flat(remote) == flat(here) and any(flat(here))
+        assert {k: got[k] for k in ("hits", "filtered", "catalog_rows")} == \
+            {k: want[k] for k in ("hits", "filtered", "catalog_rows")} and got["hits"] > 0
     assert all(pid != os.getpid() for pid in pids)
 
 

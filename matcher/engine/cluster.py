@@ -97,13 +97,16 @@ def shard_load(path: str) -> dict[str, Any]:
             "rss_delta": s.rss_delta, "rss": _rss()}
 
 
-def shard_search(path: str, index_entries: int, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
+def shard_search(path: str, index_entries: int, codes, threshold: int, fcodes=None,
+                 want_stages: bool = False) -> tuple[list[list[tuple]], dict | None]:
     """Worker task: :meth:`IndexStore.search_codes` on the shard at ``path`` (rows with the shard's own ids), its
-    filter radius following the whole index's size ``index_entries``."""
+    filter radius following the whole index's size ``index_entries``; with ``want_stages``, its stage counts."""
     s = _shard(path)
     s.store.index_entries = index_entries or None
     pause("cluster.shard-search")
-    return s.thread.submit(s.store.search_codes, codes, threshold, *args, **kw).result()
+    stages: dict | None = {} if want_stages else None
+    rows = s.thread.submit(s.store.search_codes, codes, threshold, fcodes, stages).result()
+    return rows, stages
 
 
 # --- on the client -----------------------------------------------------------------------------
@@ -189,9 +192,20 @@ class DaskShards:
                         pending[n] = self._submit(fn, n, *args, **kw)
             return out
 
-    def __call__(self, codes, threshold: int, *args, **kw) -> list[list[tuple]]:
-        return merge_rows(sorted(self._run(shard_search, self.index_entries, codes, threshold, *args, **kw).items()),
-                          len(codes))
+    def __call__(self, codes, threshold: int, fcodes=None, stages: dict | None = None) -> list[list[tuple]]:
+        """:meth:`IndexStore.search_codes` over every shard; ``stages`` gets the shards' counts added up (times:
+        the slowest shard's)."""
+        out = self._run(shard_search, self.index_entries, codes, threshold, fcodes, stages is not None)
+        if stages is not None:
+            for _, got in sorted(out.items()):
+                for k, v in (got[1] or {}).items():
+                    if k.endswith("_s"):
+                        stages[k] = max(stages.get(k, 0.0), v)
+                    elif k == "filter_radius":
+                        stages[k] = v
+                    else:
+                        stages[k] = stages.get(k, 0) + v
+        return merge_rows(((n, got[0]) for n, got in sorted(out.items())), len(codes))
 
     def close(self) -> None:
         self.engine.close()
