@@ -198,7 +198,7 @@ def test_dead_links(tmp_path, sample):
         index = tmp_path / "index"
         p = _add(index, "--allow-private-urls", "--retries", "0", "--timeout", "5", "--dataset", "links",
                  "--version", "1", str(m))
-        assert p.returncode == 0, p.stderr
+        assert p.returncode == 2 and "every item failed (7)" in p.stderr, p.stderr  # kept: dead links are evidence
     d = _info(index)["links"]
     assert (d["items"], d["failed"], d["dead_links"], d["version"]) == (7, 7, 4, "1")
     dead = {k for (k,) in catalog_sql(index, f"SELECT key FROM items WHERE {Catalog.DEAD_LINK_SQL}")}

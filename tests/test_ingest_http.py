@@ -389,8 +389,8 @@ def test_cli_refuses_loopback_without_allow_private(tmp_path, server):
     index = tmp_path / "index"
 
     proc = _cli_add(index, manifest)
-    assert proc.returncode == 0, proc.stderr
-    assert "0 added, 13 failed" in proc.stderr
+    assert proc.returncode == 2, proc.stderr  # nothing added: an error, the failures kept as records
+    assert "0 added, 13 failed" in proc.stderr and "every item failed (13)" in proc.stderr
     assert server.total_hits() == 0  # not one request reached the server
     rows = _rows(index)
     assert len(rows) == 13

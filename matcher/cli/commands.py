@@ -12,8 +12,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err, _guard_outputs, _parse_columns,
-                                download_options, engine_options, fetch_settings, force_option, main)
+from matcher.cli.common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err,
+                                _guard_outputs, _parse_columns, download_options, engine_options, fetch_settings,
+                                force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
@@ -82,6 +83,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         _err(err, "--new-version needs --version V: the version the dataset now is")
         sys.exit(EXIT_ERROR)
     failed_shards = None
+    progress = None
     try:
         cols = _parse_columns(columns)
         srcs = [open_source(s, dataset, cols, preset=manifest_format) for s in sources]
@@ -99,21 +101,24 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
                 raise MatcherError("--registry with --engine dask needs --sharded (the registry travels to the "
                                    "workers); or screen the manifest first with `matcher filter`")
             screen = Screen(Registry.load(optout_registry), limits)
+        progress = _AddProgress(err)
         if sharded:
             stats, failed_shards = _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size,
                                                 settings, limits, screen, dataset_version, thumbnails)
         elif engine == "local":
             from matcher.cli.reservations import add_checker
 
-            with _AddProgress(err) as progress, add_checker(read_reservations, check_sites, settings) as checker:
-                stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits, progress=progress,
-                                  version=dataset_version, new_version=new_version, reservations=checker,
-                                  thumbnails=thumbnails)
+            with progress, add_checker(read_reservations, check_sites, settings) as checker:
+                stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits,
+                                  progress=progress, version=dataset_version, new_version=new_version,
+                                  reservations=checker, thumbnails=thumbnails,
+                                  warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
+                                                           soft_wrap=True))
         else:
             from matcher.ingest.shards import SHARD_SIZE, DaskEngine, ShardsFailed, add_sharded
 
             with DaskEngine(scheduler) as cluster:  # connect first: a bad address leaves no index behind
-                with _AddProgress(err) as progress:
+                with progress:
                     try:
                         stats = add_sharded(index_dir, srcs, cluster, fetch=settings, limits=limits, progress=progress,
                                             shard_size=shard_size or SHARD_SIZE, version=dataset_version,
@@ -123,6 +128,8 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        _add_interrupted(err, index_dir, progress.stats if progress else None)
     failures = ", ".join(f"{k}: {v}" for k, v in sorted(stats.failures.items()))
     engine = "dask" if sharded else engine  # shard counts are reported
     shards = ""
@@ -134,8 +141,18 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s){shards}",
         highlight=False,
     )
+    if stats.added == 0 and stats.skipped == 0:
+        if stats.failed:
+            _err(err, f"nothing was added: every item failed ({stats.failed:,}). The failures are recorded in "
+                      f"{index_dir} with their reasons (`matcher info --index {index_dir} --failures`; dead links stay "
+                      f"findable by `matcher lookup`); running the same add again retries them")
+        else:
+            _err(err, f"nothing was added: no images found in {', '.join(str(s) for s in sources)} (folders are "
+                      f"searched for image files; manifests need an image URL or path column)"
+                      + ("; the new index was not kept" if stats.index_removed else ""))
+        sys.exit(EXIT_ERROR)
     if stats.failed:
-        err.print(f"failures are listed by `matcher info --index {index_dir} --failures`", highlight=False)
+        err.print(f"failures are listed by `matcher info --index {escape(str(index_dir))} --failures`", highlight=False)
     if failed_shards:
         _err(err, failed_shards)
         sys.exit(EXIT_ERROR)
@@ -158,8 +175,19 @@ def _add_sharded(err, index_dir, srcs, engine, scheduler, workers, shard_size, s
             return e.stats, e.reason
 
 
+def _add_interrupted(err: Console, index_dir: str, stats) -> None:
+    """Ctrl-C during ``add``: what is stored stays; say how much, and that the same command resumes; exit 130."""
+    done = (f"{stats.added:,} images stored, {stats.failed:,} failures recorded" if stats is not None
+            else "what was stored is kept")
+    kept = Path(index_dir, "meta.json").exists()
+    err.print(f"interrupted: {done}" + (f" in {escape(str(index_dir))}. Run the same command again to resume: what is "
+                                        f"stored is skipped, failures are retried." if kept else
+                                        "; no index was left behind."), highlight=False, soft_wrap=True)
+    sys.exit(EXIT_INTERRUPTED)
+
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to check the photos against (a folder `matcher add` made).")
 @click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
               help="Largest 64-bit Hamming distance that makes a dataset image a candidate.")
 @click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_MIN_SCORE, show_default=True,
@@ -210,7 +238,7 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     if letters_dir:
         problem = _letters_dir_problem(Path(letters_dir))
         if problem:  # said before the search, not after minutes of it
-            _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(problem)}")
+            _err(err, f"cannot write letters to {letters_dir}: {problem}")
             sys.exit(EXIT_ERROR)
     who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
     try:
@@ -301,12 +329,12 @@ def _flickr_who(flickr_user: str | None, nsid: str | None, err: Console) -> tupl
     if flickr_user is not None:
         who_nsid, who_name = parse_owner(flickr_user)
         if who_nsid is None and who_name is None:
-            _err(err, f"--flickr-user {escape(repr(flickr_user))}: not a Flickr user name, NSID or profile URL")
+            _err(err, f"--flickr-user {repr(flickr_user)}: not a Flickr user name, NSID or profile URL")
             sys.exit(EXIT_ERROR)
     if nsid is not None:
         n = normalize_nsid(nsid)
         if n is None:
-            _err(err, f"--nsid {escape(repr(nsid))}: not a Flickr NSID (they look like 12345678@N01)")
+            _err(err, f"--nsid {repr(nsid)}: not a Flickr NSID (they look like 12345678@N01)")
             sys.exit(EXIT_ERROR)
         if who_nsid is not None and who_nsid != n:
             _err(err, f"--flickr-user is NSID {who_nsid} but --nsid is {n}: give one account")
@@ -346,13 +374,13 @@ def _write_search_letters(results, letters_dir: str, requester: dict, err: Conso
             check_output(Output(Path(letters_dir) / letter.filename, "a letter", "--letters", (SIGNATURE,)),
                          force=force)
     except OutputRefused as e:
-        _err(err, escape(e.reason))
+        _err(err, e.reason)
         return False
     try:
         written = write_letters(letters, letters_dir)
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        _err(err, f"cannot write letters to {escape(letters_dir)}: {escape(reason)}")
+        _err(err, f"cannot write letters to {letters_dir}: {reason}")
         return False
     datasets = sorted({letter.dataset for letter in letters})
     err.print(f"{len(written):,} removal-request letters ({', '.join(TEMPLATES)}) for {len(datasets):,} "
@@ -364,7 +392,8 @@ def _write_search_letters(results, letters_dir: str, requester: dict, err: Conso
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to look in (a folder `matcher add` made).")
 @click.option("--flickr-user", metavar="NAME",
               help="Items listed under this Flickr user name or path alias (case-insensitive; an NSID or a "
                    "profile URL works too).")
@@ -400,7 +429,7 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
     if photo_id is not None:
         photo_id = photo_id.strip()
         if not (photo_id.isascii() and photo_id.isdigit()):
-            _err(err, f"--photo-id {escape(repr(photo_id))}: a Flickr photo id is a number")
+            _err(err, f"--photo-id {repr(photo_id)}: a Flickr photo id is a number")
             sys.exit(EXIT_ERROR)
     if url is not None and not url.strip():
         _err(err, "--url is empty")
@@ -444,7 +473,7 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
     if by_identity and not recorded:
         message = NO_IDENTITIES.format(index=index_dir)
         if not items:  # "not listed" would be a guess: say it cannot tell
-            _err(err, escape(message))
+            _err(err, message)
             sys.exit(EXIT_ERROR)
         err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
     failed = sum(it.status != "ok" for it in items)
@@ -455,7 +484,8 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to describe (a folder `matcher add` made).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--failures", is_flag=True, help="List every failed item with its reason.")
 def info(index_dir, as_json, failures) -> None:
@@ -523,7 +553,8 @@ def info(index_dir, as_json, failures) -> None:
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False),
+              help="The index to remove items from (a folder `matcher add` made).")
 @click.option("--key", "keys", multiple=True, help="Remove the item with this key (repeatable).")
 @click.option("--url", "urls", multiple=True, help="Remove the item(s) with this image URL (repeatable).")
 @click.option("--dataset", help="Remove every item of this dataset; with --key/--url, only look in it.")
@@ -572,7 +603,8 @@ def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None,
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False),
+              help="The index to compact (a folder `matcher add` made).")
 def compact(index_dir) -> None:
     """Rebuild an index's FAISS file without removed items (and in the layout its size calls for)."""
     from matcher.engine.api import compact as compact_index
@@ -588,7 +620,8 @@ def compact(index_dir) -> None:
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False),
+              help="The index whose items are grouped (a folder `matcher add` made).")
 @click.option("--across-datasets", is_flag=True, help="Also group items of different datasets (default: within each dataset).")
 @click.option("--dataset", help="Only items of this dataset (with --across-datasets: and the items that duplicate them).")
 @click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,
@@ -620,7 +653,7 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
         _guard_outputs(err, lambda: check_output(dups, inputs=[index_dir], force=force))
         problem = _out_file_problem(Path(out_path))
         if problem:  # said before the search, not after it
-            _err(err, f"cannot write {escape(out_path)}: {escape(problem)}")
+            _err(err, f"cannot write {out_path}: {problem}")
             sys.exit(EXIT_ERROR)
     try:
         store = IndexStore.open(index_dir)
@@ -644,7 +677,7 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
             write(report.groups, sys.stdout)
             sys.stdout.flush()
     except OSError as e:
-        _err(err, f"cannot write {escape(out_path or 'stdout')}: {escape(e.strerror or str(e))}")
+        _err(err, f"cannot write {out_path or 'stdout'}: {e.strerror or str(e)}")
         sys.exit(EXIT_ERROR)
     s, groups = report.stats, report.groups
     largest = max(groups, key=lambda g: (g.size, -g.id)) if groups else None
@@ -750,7 +783,8 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to serve (a folder `matcher add` made).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--threshold", type=click.IntRange(0, 64), default=DEFAULT_THRESHOLD, show_default=True,

@@ -16,10 +16,16 @@ from matcher.ingest.run import AddStats
 from matcher.ingest.sources import FIELD_ALIASES
 
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
+#: Ctrl-C, as shells report a command SIGINT stopped (128 + 2): never 1, which says "no match"
+EXIT_INTERRUPTED = 130
 
 
 def _err(console: Console, msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    """An error line on ``console``: ``msg`` is plain text, printed as it is (no markup, no emoji codes: a
+    place name ``:Netherlands:`` or a key ``[ds-1]`` in a message stays as written)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error: ", "bold red"), msg), highlight=False, soft_wrap=True)
 
 
 def _guard_outputs(err: Console, check) -> None:
@@ -30,7 +36,7 @@ def _guard_outputs(err: Console, check) -> None:
     try:
         check()
     except OutputRefused as e:
-        _err(err, escape(e.reason))
+        _err(err, e.reason)
         sys.exit(EXIT_ERROR)
 
 
@@ -120,6 +126,7 @@ class _StatusLine:
         )
         self.task = self.progress.add_task("starting")
         self._last = 0.0
+        self.stats = None  # the run's stats object as last reported (its counts are live)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -132,6 +139,7 @@ class _StatusLine:
         raise NotImplementedError
 
     def __call__(self, s) -> None:
+        self.stats = s
         if not self.enabled or s.elapsed - self._last < 0.1:
             return
         self._last = s.elapsed
@@ -147,15 +155,19 @@ class _AddProgress(_StatusLine):
 
 class _Main(click.Group):
     """The command group: a catalog SQLite cannot read (a damaged file) ends any command with a clear
-    error and exit 2, never a traceback."""
+    error and exit 2, never a traceback; Ctrl-C ends any command with exit status 130 and one line on stderr
+    (click's default says "Aborted!" and exits 1, the status of "no match")."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except sqlite3.DatabaseError as e:
-            _err(Console(stderr=True), f"the index's catalog cannot be read ({escape(str(e))}): it is damaged. "
+            _err(Console(stderr=True), f"the index's catalog cannot be read ({e}): it is damaged. "
                                        "`matcher check --index DIR` says more")
             sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

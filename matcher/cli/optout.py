@@ -77,7 +77,7 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
                 for f, codes, error in register_photos(photos, workers=workers):
                     if error is not None:
                         failed += 1
-                        _err(err, f"{escape(f)}: {escape(error)}")
+                        _err(err, f"{f}: {error}")
                         continue
                     read_ok.append(f)
                     entry, new = reg.add(RegistryEntry.make(codes, note=note,
@@ -273,7 +273,7 @@ def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_p
             for r in results:
                 if r.error:
                     errors += 1
-                    _err(err, f"{escape(r.query)}: {escape(r.error)}")
+                    _err(err, f"{r.query}: {r.error}")
             for m, query in removed:
                 ev = m.evidence
                 out.print(f"removed {escape(m.item.dataset)}/{escape(m.item.key)}  {escape(m.item.url or m.item.path or '')}"

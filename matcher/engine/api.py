@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from matcher.hashing.detail import DEFAULT_MAX_MOTION
-from matcher.errors import IndexMismatch
+from matcher.errors import IndexMismatch, MatcherError
 from matcher.ingest.policy import FetchSettings
 from matcher.imaging.images import DEFAULT_LIMITS, Limits, iter_image_files, shown_path
 from matcher.ingest.run import AddStats, Progress, default_workers, ingest
@@ -44,8 +44,16 @@ def add(
     screen=None,
     reservations=None,
     thumbnails: str = "full",
+    warn=None,
 ) -> AddStats:
     """Create or extend the index at ``index_dir`` with every item of ``sources``.
+
+    An index this call creates is removed again when nothing was recorded in it (the sources held no images,
+    an error or an interrupt before the first item): ``stats.index_removed``. An index whose items all failed
+    is kept: its failure records are evidence (a dead link proves the photo was listed; ``lookup`` finds it by
+    Flickr identity) and a rerun retries them.
+    ``warn(message)`` is told, before any work, about a source already added under another dataset name
+    (its images would be stored once per dataset).
 
     Each source's dataset is recorded first, at ``version`` if given (:meth:`IndexStore.register_sources`):
     a dataset recorded at another version raises CatalogError, adding nothing, unless ``new_version``.
@@ -54,7 +62,27 @@ def add(
     ``reservations`` (a :class:`matcher.ingest.reservations.Checker`): each item's reservations are read and
     stored with it. ``thumbnails``: the datasets' thumbnail tier from now on (:meth:`IndexStore.set_thumbnails`).
     """
+    created = _new_index_root(index_dir)
+    try:
+        stats = _add(index_dir, sources, workers, fetch, limits, progress, version, new_version, screen, warn,
+                     reservations, thumbnails)
+    except BaseException:
+        if created is not None:
+            _remove_if_empty(created, index_dir)
+        raise
+    if created is not None and stats.added == 0 and stats.failed == 0:
+        stats.index_removed = _remove_if_empty(created, index_dir)
+    return stats
+
+
+def _add(index_dir, sources, workers, fetch, limits, progress, version, new_version, screen, warn, reservations,
+         thumbnails) -> AddStats:
     with writing(index_dir), IndexStore.open(index_dir, create=True, writable=True) as store:
+        if warn is not None:
+            for location, other, items in sources_added_before(store, sources):
+                warn(f"{location} was added before as dataset {other!r} ({items:,} items): added again as another "
+                     f"dataset, each of its images is stored once per dataset. To resume the first add instead, "
+                     f"give --dataset {other}")
         if screen is not None and store.hasher.identity() != screen.hasher:
             raise IndexMismatch(f"index {index_dir} hashes with {store.hasher.identity()}; the registry's codes "
                                 f"are {screen.hasher}")
@@ -62,6 +90,49 @@ def add(
         store.set_thumbnails([s.dataset for s in sources], thumbnails)
         return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen,
                       reservations=reservations)
+
+
+def sources_added_before(store: IndexStore, sources: Sequence[Source]) -> list[tuple[str, str, int]]:
+    """(location, other dataset, its items) for each source already recorded under another dataset's name (and
+    not under its own: a rerun that resumes a dataset is not warned about)."""
+    recorded = store.catalog.dataset_rows()
+    counts = {d["dataset"]: d["items"] for d in store.catalog.stats()}
+    places = {name: {os.path.realpath(p) for p in (row.get("source") or "").split("; ") if p}
+              for name, row in recorded.items()}
+    out = []
+    for source in sources:
+        where = os.path.realpath(source.location)
+        if where in places.get(source.dataset, ()):
+            continue  # resuming (or extending) this dataset: nothing new is doubled
+        out += [(source.location, name, counts[name]) for name in sorted(places)
+                if name != source.dataset and where in places[name] and counts.get(name)]
+    return out
+
+
+def _new_index_root(index_dir: str | os.PathLike) -> Path | None:
+    """The topmost folder an add into ``index_dir`` is about to create (None: the index exists already)."""
+    root = Path(index_dir).absolute()
+    if root.exists():
+        return None
+    while not root.parent.exists():
+        root = root.parent
+    return root
+
+
+def _remove_if_empty(created: Path, index_dir: str | os.PathLike) -> bool:
+    """Remove the folder an add created (``created``: the index, or the topmost new folder above it) when the
+    index holds no item, stored or failed; True if removed."""
+    import shutil
+
+    if Path(index_dir).is_dir():
+        try:
+            with IndexStore.open(index_dir) as store:
+                if any(d["items"] for d in store.catalog.stats()):
+                    return False
+        except MatcherError:
+            pass  # an index the interrupted add left half made: nothing in it worth keeping
+    shutil.rmtree(created, ignore_errors=True)
+    return not created.exists()
 
 
 def remove(

@@ -8,7 +8,8 @@ from typing import Mapping
 
 from matcher.errors import ManifestError
 from matcher.ingest.presets import detect_preset, open_preset
-from matcher.ingest.sources import FolderSource, ManifestSource, Source
+from matcher.ingest.sources import FolderSource, ManifestSource, Source, _base_suffix
+from matcher.outputs import looks_like_image
 
 __all__ = ["open_source"]
 
@@ -27,5 +28,9 @@ def open_source(spec: str | os.PathLike, dataset: str | None = None, columns: Ma
     if p.is_dir():
         return FolderSource(p, dataset)
     if p.is_file():
+        if looks_like_image(p) and _base_suffix(p) not in (".csv", ".tsv", ".jsonl", ".parquet"):
+            raise ManifestError(f"{spec}: is a photo; add takes folders of images (searched recursively) and "
+                                f"manifests (CSV, TSV, JSONL, Parquet): put it in a folder and add the folder. To "
+                                f"check a photo against an index: matcher search --index INDEX {spec}")
         return ManifestSource(p, dataset, columns)
     raise ManifestError(f"{spec}: no such file or folder")

@@ -49,6 +49,8 @@ class AddStats:
     shards_reused: int = 0
     shards_in_flight: int = 0
     shard_retries: int = 0
+    # set by matcher.matcher.add: the index this add created was removed again (nothing could be stored)
+    index_removed: bool = False
 
     @property
     def done(self) -> int:

@@ -788,11 +788,34 @@ def _open_out_text(path: Path, gz: bool):
     return open(path, "w", encoding="utf-8", newline="")
 
 
+def _path_rebaser(src, out: Path):
+    """``(path header, rebase)`` when the clean manifest lands in another folder than ``src``: ``rebase(cell)``
+    makes a relative path cell relative to the new folder, so it still names the same file; else None."""
+    base, target = src.path.parent, out.resolve().parent
+    if base == target:
+        return None
+    try:
+        header = src._mapping(src.headers()).get("path") if src.fmt != "jsonl" else None
+    except MatcherError:
+        header = None
+    if header is None and src.fmt != "jsonl":
+        return None
+
+    def rebase(cell):
+        if not isinstance(cell, str) or not cell.strip() or Path(cell.strip()).is_absolute():
+            return cell
+        return os.path.relpath(base / cell.strip(), target)
+
+    return header, rebase
+
+
 def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
     """Copy the manifest's rows, except ``dropped`` (row numbers), to ``out`` in its format and columns
-    (text formats gzip-compressed with ``gz``)."""
+    (text formats gzip-compressed with ``gz``). Relative paths are rewritten relative to ``out``'s folder
+    when it is not the manifest's, so each still names the same file."""
     from matcher.ingest.sources import _open_text
 
+    rebaser = _path_rebaser(src, out)
     written = 0
     if src.fmt in ("csv", "tsv"):
         delim = "\t" if src.fmt == "tsv" else ","
@@ -800,9 +823,11 @@ def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
             reader = csv.reader(f, delimiter=delim)
             writer = csv.writer(g, delimiter=delim, lineterminator="\n")
             try:
-                writer.writerow(next(reader))
+                header = next(reader)
             except StopIteration:
                 return 0
+            writer.writerow(header)
+            col = header.index(rebaser[0]) if rebaser and rebaser[0] in header else None
             n = 1
             while True:
                 try:
@@ -814,13 +839,16 @@ def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
                     continue
                 n += 1
                 if any(c.strip() for c in row) and n not in dropped:
+                    if col is not None and col < len(row):
+                        row[col] = rebaser[1](row[col])
                     writer.writerow(row)
                     written += 1
     elif src.fmt == "jsonl":
         with _open_text(src.path) as f, _open_out_text(out, gz) as g:
             for n, line in enumerate(f, 1):
                 if line.strip() and n not in dropped:
-                    g.write(line if line.endswith("\n") else line + "\n")
+                    g.write(_rebased_json_line(src, line, rebaser) if rebaser else
+                            line if line.endswith("\n") else line + "\n")
                     written += 1
     else:
         import pyarrow as pa
@@ -834,9 +862,32 @@ def _write_clean(src, out: Path, dropped: set[int], gz: bool = False) -> int:
                 rows = np.arange(n + 1, n + 1 + batch.num_rows)
                 n += batch.num_rows
                 keep = ~np.isin(rows, drop)
-                writer.write_table(pa.Table.from_batches([batch], schema=pf.schema_arrow).filter(pa.array(keep)))
+                table = pa.Table.from_batches([batch], schema=pf.schema_arrow).filter(pa.array(keep))
+                if rebaser and rebaser[0] in table.column_names:
+                    i = table.column_names.index(rebaser[0])
+                    column = pa.array([rebaser[1](v) for v in table.column(i).to_pylist()], table.schema.field(i).type)
+                    table = table.set_column(i, table.schema.field(i), column)
+                writer.write_table(table)
                 written += int(keep.sum())
     return written
+
+
+def _rebased_json_line(src, line: str, rebaser) -> str:
+    """A JSON Lines row with its path field rebased (:func:`_path_rebaser`); a line that is not a JSON object
+    with a path is copied as it is."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        row = None
+    if isinstance(row, dict):
+        try:
+            header = src._mapping(list(row)).get("path")
+        except MatcherError:
+            header = None
+        if header is not None and isinstance(row.get(header), str):
+            row[header] = rebaser[1](row[header])
+            return json.dumps(row, ensure_ascii=False) + "\n"
+    return line if line.endswith("\n") else line + "\n"
 
 
 def filter_manifest(

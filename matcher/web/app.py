@@ -41,7 +41,8 @@ from matcher.engine.recipe import recipe as make_recipe
 from matcher.engine.cluster import open_searchable
 from matcher.index.sharded import ShardedStore
 from matcher.index.store import IndexStore
-from matcher.web.guards import BodyLimit, RateLimit, SecurityHeaders, error_body
+from matcher.web.guards import BodyLimit, HeadAsGet, RateLimit, SecurityHeaders, error_body
+from matcher.web.listen import listen_socket
 
 __all__ = ["ServeSettings", "create_app", "run"]
 
@@ -528,7 +529,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
                         settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters", "/api/v1/lookup",
                                                           "/api/v1/optout/check", "/api/v1/optout/register"}))
     wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
-    wrapped = SecurityHeaders(wrapped)
+    wrapped = SecurityHeaders(HeadAsGet(wrapped))
     wrapped.fastapi = app  # for tests and for run()
     return wrapped
 
@@ -538,11 +539,15 @@ def run(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings(),
     """Open the index and serve until interrupted."""
     import uvicorn
 
+    sock = listen_socket(host, port)  # before the index is opened and before "serving" is said: a busy port is an error
     asgi = create_app(index_dir, settings)
     config = uvicorn.Config(asgi, host=host, port=port, access_log=settings.access_log,
                             log_level="info" if settings.access_log else "warning", lifespan="on",
                             timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    log(f"matcher web check on http://{host}:{port}/  (index {index_dir}; API docs at /docs; Ctrl-C stops)")
-    server.run()
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    log(f"matcher web check on http://{shown}:{port}/  (index {index_dir}; API docs at /docs; Ctrl-C stops)")
+    server.run(sockets=[sock])
+

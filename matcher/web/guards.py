@@ -166,3 +166,22 @@ class SecurityHeaders:
             await send(msg)
 
         await self.app(scope, receive, with_headers)
+
+
+class HeadAsGet:
+    """HEAD is answered wherever GET is: the same status and headers (Content-Length included), no body.
+    (FastAPI's GET routes answer HEAD with 405; link checkers and `curl -I` send HEAD.)"""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(msg):
+            if msg["type"] == "http.response.body":
+                msg = {**msg, "body": b""}
+            await send(msg)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
