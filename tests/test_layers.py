@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "matcher"
 
 #: Layer of each top-level part of the package; a module may import its own layer or lower ones.
 LAYERS = {
-    "errors": 0, "results": 0, "atomic": 0, "outputs": 0, "testpoints": 0, "stages": 0,
+    "errors": 0, "results": 0, "atomic": 0, "outputs": 0, "evidence": 0, "testpoints": 0, "stages": 0,
     "imaging": 1, "provenance": 1,
     "hashing": 2,
     "pipeline": 3, "index": 3,
