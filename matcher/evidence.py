@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-__all__ = ["how", "sure", "describe", "SURE_BANDS", "SURE_EXPLAINED", "SAME_PHOTO", "IDENTITY_ONLY"]
+__all__ = ["how", "sure", "describe", "words_table", "SURE_BANDS", "SURE_EXPLAINED", "SAME_PHOTO", "IDENTITY_ONLY",
+           "UNCONFIRMED", "LISTED"]
 
 SAME_PHOTO = "the same photo"
 IDENTITY_ONLY = "listed under your Flickr account (none of your photos matched it)"
@@ -48,6 +49,8 @@ _YOUR_FACE = "your face, cut from this photo"
 #: (lowest verification score, words) from the surest down; the web page picks from this same table
 SURE_BANDS = ((0.99, "very sure"), (0.97, "sure"), (float("-inf"), "likely"))
 UNCONFIRMED = "unconfirmed: the hashes are close, but the pixels could not be compared"
+#: how sure an item listed under the person's Flickr account (no photo matched it) is: it is listed
+LISTED = "listed by your Flickr account"
 
 #: what distance and score mean, said once per table, report or page (not on every match)
 SURE_EXPLAINED = (
@@ -114,8 +117,8 @@ def how(evidence: Mapping[str, Any] | None) -> str:
         if orientation:
             parts.append(orientation)
         words = _region_words(region)
-        if words:
-            parts.append(words)
+        if words and not (_EDGES.match(region) and entry != "full"):  # a few % off the edges of a region the
+            parts.append(words)                                        # dataset framed is alignment, not a crop
     if entry.startswith("face"):
         parts.append(_DATASET_FACE)
     elif re.fullmatch(r"content[23]", entry):
@@ -131,10 +134,18 @@ def sure(evidence: Mapping[str, Any] | None) -> str:
     evidence = evidence or {}
     score = evidence.get("score")
     if evidence.get("verified") is False or score is None:
-        return "listed" if not evidence.get("variant") else UNCONFIRMED
+        return LISTED if evidence.get("found_by") == "identity" else UNCONFIRMED
     return next(words for low, words in SURE_BANDS if float(score) >= low)
 
 
 def describe(evidence: Mapping[str, Any] | None) -> dict[str, str]:
     """``{"how": ..., "sure": ...}`` of one match's evidence."""
     return {"how": how(evidence), "sure": sure(evidence)}
+
+
+def words_table() -> dict[str, Any]:
+    """What a client that verifies matches itself (the web page) needs to say "how sure" in these same words:
+    the score bands (lowest score, words; the last band has no lower bound), the words for a match that could
+    not be compared and for an item found by account only, and the explanation of distance and score."""
+    return {"sure_bands": [[None if low == float("-inf") else low, words] for low, words in SURE_BANDS],
+            "unconfirmed": UNCONFIRMED, "listed": LISTED, "identity_only": IDENTITY_ONLY, "explained": SURE_EXPLAINED}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from matcher.evidence import describe
+
 __all__ = ["Item", "Match", "QueryResult"]
 
 #: Where an item's ``extra`` holds its reservations (matcher.provenance.reservations.records.EXTRA_KEY).
@@ -60,6 +62,7 @@ class Match:
             "distance": self.distance,
             "id": it.id,
         }
+        out.update(describe({**self.evidence, "found_by": self.found_by}))  # "how" and "sure", in words
         if self.found_by is not None:
             out["found_by"] = self.found_by
         extra = it.extra

@@ -190,7 +190,7 @@ def test_search_json_matches_ground_truth(index, sample, expected):
     assert one["page_url"] == "https://www.flickr.com/photos/90018885@N03/3719541668/"
     n_photos, n_matches = sum(1 for v in expected.values() if v), sum(len(v) for v in expected.values())
     assert (n_photos, n_matches) == (7, 12)
-    assert f"{n_photos} with matches" in _flat(p.stderr) and f"{n_matches} matches" in _flat(p.stderr)
+    assert f"10 photos checked, {n_photos} found ({n_matches} copies), 0 could not be read" in _flat(p.stderr)
 
 
 def test_search_table_output(index, sample):
@@ -247,7 +247,7 @@ def test_search_folder_with_broken_file(index, sample, expected, tmp_path):
     assert broken["matches"] == [] and broken["hash"] is None
     assert all(r["error"] is None for r in by_name.values())
     assert _matched(list(by_name.values())) == expected
-    assert "1 unreadable" in _flat(p.stderr)
+    assert "1 could not be read" in _flat(p.stderr)
 
 
 def test_search_missing_query_file(index, tmp_path):

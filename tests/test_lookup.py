@@ -158,11 +158,10 @@ def test_lookup_nothing_and_errors(built):
         assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr, args
     proc = run_matcher("lookup", "--index", str(index.parent), "--nsid", ALICE_NSID)
     assert proc.returncode == 2 and "not a matcher index" in proc.stderr
-    # the table: every listed item, whole URLs
+    # a record per listed item, each URL whole on a line of its own
     proc = run_matcher("lookup", "--index", str(index), "--nsid", ALICE_NSID)
     assert proc.returncode == 0
-    text = "".join(proc.stdout.split())  # folded cells: join the pieces
-    assert "dif/a4" in text and "failed" in text and "https://flic.kr/p/7Afjsu" in text
+    assert "dif a4" in proc.stdout and "failed" in proc.stdout and "   https://flic.kr/p/7Afjsu" in proc.stdout.splitlines()
 
 
 # --------------------------------------------------------------------------- search joins identity with content
@@ -189,7 +188,7 @@ def test_search_with_flickr_user(built):
         [("a3", "identity", None), ("a4", "identity", None)]
     a4 = identity["matches"][1]["evidence"]
     assert a4["status"] == "failed" and a4["error"] and a4["identity"]["owner_nsid"] == ALICE_NSID
-    assert "4 photos checked, 3 with matches" in err and "4 items listed under Flickr user alice_p (90018885@N03)" in err
+    assert "4 photos checked, 3 found (3 copies)" in err and "4 items listed under Flickr user alice_p (90018885@N03)" in err
     assert "2 of them also matched a photo" in err
 
 
@@ -235,7 +234,7 @@ def test_search_csv_table_html_letters(built, tmp_path):
         {"a1": "both", "a2": "content", "b1": "content"}
 
     page = html.read_text()
-    assert "found by" in page and "both" in page and "content" in page
+    assert "found by your photo and your Flickr account" in page
     assert 'id="identity"' in page and "0 items" in page  # alice_p by name: every listed item matched a photo
     text = (letters / "dif-list.txt").read_text()
     assert "Flickr account: alice_p" in text and "3719541668" in text
@@ -243,11 +242,11 @@ def test_search_csv_table_html_letters(built, tmp_path):
     proc = run_matcher("search", "--index", str(index), "--workers", "0", "--nsid", ALICE_NSID,
                        "--html", str(html), str(root / MY))
     assert proc.returncode == 0
-    out = "".join(proc.stdout.split())
-    assert "foundby" in out and "both" in out and "Listedunder" in out and "dif/a4" in out
+    out = proc.stdout
+    assert "found by your photo and your Flickr account" in out and "Listed under" in out and "dif a4" in out
     page = html.read_text()
     assert 'id="identity"' in page and "dif" in page and "https://flic.kr/p/7Afjsu" in page
-    assert "listed under your Flickr identity, not found among your photos" in page
+    assert "Listed under your Flickr account, not found among your photos" in page
 
 
 # --------------------------------------------------------------------------- catalogs from before the table

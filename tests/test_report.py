@@ -1,4 +1,4 @@
-"""Reports: JSON Lines, CSV, terminal table, HTML, summary - with real image files."""
+"""Reports: JSON Lines, CSV, terminal records, HTML, summary - with real image files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 from rich.console import Console
 
-from matcher.report import formats as report
+from matcher import report
 from matcher.errors import MatcherError
 from matcher.imaging.images import load_image
 from matcher.results import Item, Match, QueryResult
@@ -179,6 +179,7 @@ def test_csv_rows_and_values(results, photos):
     assert first["license"] == "CC BY-NC 2.0"
     assert first["title"] == "Sunset <script>alert(1)</script> & friends"
     assert (first["width"], first["height"]) == ("640", "480")
+    assert (first["how"], first["sure"], first["score"]) == ("the same photo", "sure", "0.97")  # evidence in words
     assert first["item_hash"] == "c3a5" * 4
     assert first["error"] == ""
     assert photos["q3"] not in {b["query"] for b in body}
@@ -212,11 +213,29 @@ def test_print_table(results, photos):
     text = console.export_text()
     assert "beach.jpg" in text and "portrait.png" in text
     assert "000123" in text and "remote-7" in text and "xyz" in text
-    assert re.search(r"000123.*\b2\b", text)  # key and its distance on one row
+    assert re.search(r"the same photo — sure \(distance 2, score 0\.970\)\n +laion-sample 000123", text)
     assert "Jane Doe" in text and "CC BY-NC 2.0" in text
     assert "https://img.example.com/a/000123.jpg" in text
     assert "broken.jpg" in text and "not an image, or a format we cannot read" in text
     assert "cat.jpg" not in text  # no matches: not listed
+    assert "copies by dataset: cc-images 2 copies of 2 photos; laion-sample 2 copies of 1 photo" in text
+    assert text.count("how sure:") == 1  # distance and score explained once
+
+
+def test_print_table_never_breaks_a_url_or_key_at_80_columns(tmp_path):
+    """What people copy (URL, page, key) stays whole on one line on an 80-column terminal, however long."""
+    url = "https://images.example.org/" + "a" * 90 + "/photo_2368127776_6b877559d9_z.jpg"
+    page = "https://www.flickr.com/photos/11864207@N00/2368127776/in/album-72157603929491849/"
+    key = "laion2B-en/part-00017/000123456789-" + "k" * 40
+    r = QueryResult("photos/IMG_0002.jpg", [Match(_item(1, key=key, url=url, page_url=page, owner="someone",
+                                                      license="CC BY 2.0"), 0, {"variant": "mirror/c90",
+                                                                                "entry": "full", "score": 0.995})])
+    console = Console(record=True, width=80)
+    report.print_table([r], console)
+    lines = console.export_text().splitlines()
+    assert f"     {url}" in lines and f"     {page}" in lines
+    assert any(key in line for line in lines)
+    assert any("mirrored, cropped (about 20% removed) — very sure" in line for line in lines)
 
 
 def test_print_table_error_red_and_inert_markup():
@@ -299,44 +318,49 @@ def test_html_local_thumbnails_are_embedded(tmp_path, photos):
 
 def test_html_full_report(tmp_path, results, photos):
     path, text = _write_report(results, tmp_path, title="Report for <Jane>",
-                               index_info={"index": "/idx", "threshold": 10, "hasher": "phash<64>"})
+                               index_info={"index": "idx", "threshold": 10, "hasher": "phash<64>"})
     # four embedded thumbnails: q1 + its local copy, q2 + its local (PNG) copy
     assert len(_data_uris(text)) == 4
     # untrusted title escaped
-    assert "<script>alert" not in text
     assert "Sunset &lt;script&gt;alert(1)&lt;/script&gt; &amp; friends" in text
     assert "Report for &lt;Jane&gt;" in text
     assert "<script" not in text.lower()
-    # remote fallback for a dataset copy whose local file is missing
-    assert re.search(
-        r'<img class="thumb remote" src="https://cdn\.example\.org/x/7\.jpg\?w=1&amp;h=2" '
-        r'referrerpolicy="no-referrer" loading="lazy"', text)
+    # remote fallback for a dataset copy whose local file is missing: never lazy (a printed report holds it)
+    assert re.search(r'<img class="thumb remote" src="https://cdn\.example\.org/x/7\.jpg\?w=1&amp;h=2" '
+                     r'referrerpolicy="no-referrer" alt=', text)
+    assert "lazy" not in text
     # javascript: URL: no link, no image, a placeholder instead
     assert "no thumbnail" in text
     assert not re.search(r'(href|src)\s*=\s*"\s*javascript:', text, re.I)
-    assert 'href="javascript' not in text.lower()
     # http links are links, with rel
-    assert '<a href="https://example.com/photo/123" rel="noopener noreferrer"' in text
-    # error query listed with its reason, in a <details>
-    errors = re.search(r"<details>.*?could not be checked.*?</details>", text, re.S).group(0)
-    assert "broken.jpg" in errors and "not an image, or a format we cannot read" in errors
-    # photos without matches listed compactly
-    unmatched = re.search(r"<details><summary>Photos without matches.*?</details>", text, re.S).group(0)
-    assert "cat.jpg" in unmatched
-    # summary + index info
-    assert "photos checked" in text and "photos with matches" in text
-    assert "matches in laion-sample" in text and "matches in cc-images" in text
-    assert "/idx" in text and "phash&lt;64&gt;" in text
-    assert "UTC" in text
-    # evidence, owner, licence, distance
-    assert "evidence" in text and "0.97" in text
+    assert '<a href="https://example.com/photo/123" rel="noopener noreferrer" target="_blank">photo page</a>' in text
+    # the top: counts in words, per dataset, a list of the photos found linking to each
+    assert "<b>2 of 4 photos</b> found (4 copies) in 2 datasets; 1 not found; 1 could not be read." in text
+    assert re.search(r"<tr><td>cc-images</td><td class=\"n\">2</td><td class=\"n\">2</td></tr>", text)
+    assert re.search(r'<a href="#photo-1">beach\.jpg</a> \(3\)', text) and 'id="photo-1"' in text
+    # the evidence in words, and its explanation once
+    assert '<span class="how">the same photo</span> · <span class="sure">sure</span>' in text
+    assert text.count("How sure:") == 1
+    assert "distance 2 · score 0.970" in text
+    # photos not found and those that could not be read: listed openly (not folded away)
+    assert re.search(r"<h2>Not found \(1\)</h2>.*<li>cat\.jpg</li>", text, re.S)
+    assert re.search(r"Could not be read \(1\)</h2>.*broken\.jpg: not an image, or a format we cannot read", text,
+                     re.S)
+    assert "<details" not in text
+    # no local path: files by name only (a report is sent to others)
+    assert str(photos["root"]) not in text and "my photos" not in text
+    assert "idx" in text and "phash&lt;64&gt;" in text and "UTC" in text
     assert "Jane Doe" in text and "CC BY-NC 2.0" in text
-    assert '<span class="dist">2</span>' in text
     # no external resources other than the one remote thumbnail
     srcs = re.findall(r'src="([^"]+)"', text)
     assert [s for s in srcs if not s.startswith("data:")] == ["https://cdn.example.org/x/7.jpg?w=1&amp;h=2"]
     # written atomically: only the report remains in the folder
     assert os.listdir(path.parent) == ["report.html"]
+
+
+def test_html_shows_paths_only_when_asked(tmp_path, results, photos):
+    _, text = _write_report(results, tmp_path, show_paths=True)
+    assert html.escape(photos["q1"]) in text and f"local copy {html.escape(photos['copy1'])}" in text
 
 
 def test_html_thumbnail_failures_do_not_break_report(tmp_path, photos):
@@ -352,8 +376,7 @@ def test_html_thumbnail_failures_do_not_break_report(tmp_path, photos):
     with pytest.raises(MatcherError) as exc:
         load_image(photos["corrupt"])
     assert html.escape(exc.value.reason) in text  # the decoder's reason is shown
-    assert "not a regular file" in text
-    assert "cannot read file" in text
+    assert "not a regular file" in text or "cannot read file" in text
     assert 'href="ftp:' not in text and "ftp://x/y.jpg" in text  # shown, not linked
 
 
@@ -382,4 +405,4 @@ def test_html_is_written_atomically(tmp_path, results):
 def test_html_empty_results(tmp_path):
     _, text = _write_report([], tmp_path)
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
-    assert "photos checked" in text
+    assert "<b>0 of 0 photos</b> found" in text

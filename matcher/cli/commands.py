@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from matcher.cli.common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err,
                                 _guard_outputs, _parse_columns, download_options, engine_options, fetch_settings,
@@ -22,6 +23,7 @@ from matcher.ingest.open_source import open_source
 from matcher.engine.cluster import open_searchable
 from matcher.index.sharded import ShardedStore, is_sharded, open_index
 from matcher.index.store import IndexStore
+from matcher.report.formats import plural as report_plural
 
 
 @main.command()
@@ -211,10 +213,13 @@ def _add_interrupted(err: Console, index_dir: str, stats) -> None:
                    "identity or both.")
 @click.option("--nsid", metavar="ID", help="The same, by Flickr NSID (e.g. 12345678@N01).")
 @engine_options
+@click.option("--show-paths", is_flag=True,
+              help="Show local paths (your photos' folders, the dataset's files, the index) in the HTML report; "
+                   "by default it names files only, since a report is sent to others.")
 @force_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           letters_dir, requester_name, requester_email, flickr_user, nsid, force, paths, engine="local",
+           letters_dir, requester_name, requester_email, flickr_user, nsid, show_paths, force, paths, engine="local",
            scheduler=None) -> None:
     """Check photos (files or folders, recursive) against an index.
 
@@ -224,7 +229,7 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     Exit status as grep: 0 if a photo matched (or an item is listed under the identity), 1 if none
     did, 2 if an error occurred.
     """
-    from matcher.report import formats as report
+    from matcher import report
 
     out = Console()
     err = Console(stderr=True)
@@ -283,20 +288,20 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
                 err.print(f"[yellow]warning:[/] {store.catalog.unreadable:,} index entries near these photos could not "
                           f"be read from the damaged catalog and were left out: `matcher check --index "
                           f"{escape(str(index_dir))}` says more", highlight=False)
-            if html_path:
-                info = {"index": str(Path(index_dir).resolve()), "threshold": threshold, "min_score": min_score,
-                        "max_motion": None if no_detail else max_motion}
+            if html_path:  # the index by its name only unless --show-paths: a report is sent to others
+                info = {"index": str(Path(index_dir).resolve()) if show_paths else Path(index_dir).resolve().name,
+                        "threshold": threshold, "min_score": min_score}
                 if join.active:
-                    info["Flickr identity"] = join.label
-                report.write_html(results + listed, html_path, index_info=info)
+                    info["Flickr account"] = join.label
+                report.write_html(results + listed, html_path, index_info=info, show_paths=show_paths)
     except MatcherError as e:  # e.g. the cluster lost every worker mid-search (engine/cluster.py)
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     err.print(
-        f"{summary['photos']:,} photos checked, {summary['with_matches']:,} with matches "
-        f"({summary['matches']:,} matches), {summary['errors']:,} unreadable"
-        + (f"; {len(join.listed):,} items listed under {escape(join.label)} ({join.found_by_both:,} of them "
-           f"also matched a photo)" if join.active else "")
+        f"{report.plural(summary['photos'], 'photo')} checked, {summary['with_matches']:,} found "
+        f"({report.plural(summary['matches'], 'copy', 'copies')}), {summary['errors']:,} could not be read"
+        + (f"; {report.plural(len(join.listed), 'item')} listed under {escape(join.label)} ({join.found_by_both:,} "
+           f"of them also matched a photo)" if join.active else "")
         + (f"; report written to {html_path}" if html_path else ""),
         highlight=False,
     )
@@ -410,14 +415,10 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
     the dataset lists them all the same. Several selectors: items matching any of them.
     Exit status as search: 0 if an item is listed, 1 if none is, 2 if an error occurred.
     """
-    from rich.table import Table
-    from rich.text import Text
-
     from matcher.index.catalog import Catalog
     from matcher.errors import CatalogError
     from matcher.provenance.flickr import parse_url
     from matcher.provenance.identities import NO_IDENTITIES, item_json
-    from matcher.report.formats import _visible
     from matcher.index.store import CATALOG, META
 
     out = Console()
@@ -459,17 +460,10 @@ def lookup(index_dir, flickr_user, nsid, photo_id, url, as_json) -> None:
         click.echo(json.dumps({"index": str(root.resolve()), "query": query, "identities_recorded": recorded,
                                "items": [item_json(it, identities.get(it.id)) for it in items]},
                               indent=2, ensure_ascii=False))
-    elif items:
-        t = Table()
-        for name in ("item (dataset/key)", "status", "owner", "licence", "url", "page"):
-            t.add_column(name, overflow="fold")  # whole URLs: they are what a removal request quotes
-        for it in items:
-            status = "ok" if it.status == "ok" else f"failed: {it.error or 'unknown'}"
-            t.add_row(Text(f"{_visible(it.dataset)}/{_visible(it.key)}"),
-                      Text(_visible(status), style="" if it.status == "ok" else "yellow"),
-                      Text(_visible(it.owner)), Text(_visible(it.license)),
-                      Text(_visible(it.url or it.path), style="cyan"), Text(_visible(it.page_url), style="cyan"))
-        out.print(t)
+    elif items:  # a record per item: whole URLs, which are what a removal request quotes
+        from matcher.report import print_items
+
+        print_items(items, out)
     if by_identity and not recorded:
         message = NO_IDENTITIES.format(index=index_dir)
         if not items:  # "not listed" would be a guess: say it cannot tell
@@ -520,36 +514,50 @@ def info(index_dir, as_json, failures) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    from rich.table import Table
+    _print_info(out, data, failures)
 
-    h = data["hasher"]
-    out.print(f"index   {data['index']}", highlight=False)
-    out.print(f"hasher  {h['name']} v{h['version']}, {h['bits']} bits, {h['params']}", highlight=False)
-    removed = (f" (+{data['removed_entries']:,} of removed items, until `matcher compact`)"
-               if data["removed_entries"] else "")
-    out.print(f"entries {data['entries']:,} in FAISS{removed}; {data['size_bytes'] / 1e6:,.1f} MB on disk", highlight=False)
-    from rich import box
 
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    t.add_column("dataset", overflow="fold", min_width=7)
-    t.add_column("version", overflow="fold", min_width=7)
-    for name in ("items", "hashed", "failed", "dead links", "entries", "removed"):
-        t.add_column(name, justify="right", min_width=max(len(w) for w in name.split()))
-    t.add_column("failures by kind", overflow="fold", min_width=8)
-    for d in data["datasets"]:
-        t.add_row(escape(d["dataset"]), escape(d["version"] or "-"), f"{d['items']:,}", f"{d['hashed']:,}",
-                  f"{d['failed']:,}", f"{d['dead_links']:,}", f"{d['entries']:,}", f"{d['removed']:,}",
-                  ", ".join(f"{k}: {v}" for k, v in sorted(d["failures"].items())))
-    out.print(t)
-    for line in info_lines(data["reservations"]):
-        out.print(escape(line), highlight=False, soft_wrap=True)
-    if any(d["removed"] for d in data["datasets"]):
-        out.print("removed: items taken out by `matcher remove`, until `matcher compact`", highlight=False)
+def _print_info(out: Console, data: dict, failures: bool) -> None:
+    """``matcher info`` in words, one record per dataset (nothing a terminal's width can cut)."""
+    from matcher.report import plural, visible
+
+    def line(text: str, style: str = "") -> None:
+        out.print(Text(text, style=style), soft_wrap=True, highlight=False)
+
+    h, ds = data["hasher"], data["datasets"]
+    items, hashed = sum(d["items"] for d in ds), sum(d["hashed"] for d in ds)
+    line(f"index {visible(data['index'])}", "bold")
+    line(f"  {plural(len(ds), 'dataset')}, {plural(items, 'item')}: {hashed:,} hashed, {items - hashed:,} failed; "
+         f"{plural(data['entries'], 'entry', 'entries')} searched ({data['layout']} layout); "
+         f"{data['size_bytes'] / 1e6:,.1f} MB on disk")
+    params = ", ".join(f"{k} {v}" for k, v in sorted(h.get("params", {}).items()))
+    line(f"  hashed with {h['name']} version {h['version']}: {h['bits']} bits" + (f" ({params})" if params else ""))
+    if data["removed_entries"]:
+        line(f"  {plural(data['removed_entries'], 'entry', 'entries')} of removed items wait for `matcher compact`")
+    for d in ds:
+        line(f"{visible(d['dataset'])}" + (f" (version {visible(d['version'])})" if d["version"] else ""), "bold")
+        line(f"  {plural(d['items'], 'item')}: {d['hashed']:,} hashed, {d['failed']:,} failed, "
+             f"{plural(d['dead_links'], 'dead link')}; {plural(d['entries'], 'entry', 'entries')}")
+        if d.get("source"):
+            line(f"  from {visible(d['source'])}")
+        if d["failures"]:
+            line("  failures: " + ", ".join(f"{n:,} {visible(k)}" for k, n in sorted(d["failures"].items())))
+        if d["removed"]:
+            line(f"  removed: {plural(d['removed'], 'item')} taken out by `matcher remove`, until `matcher compact`")
+    from matcher.cli.reservations import info_lines
+
+    for text in info_lines(data.get("reservations") or {}):
+        line(text)
     if failures:
-        t = Table("dataset", "key", "source", "reason")
+        failed = data["failed"]
+        if not failed:
+            line("no failed items: every item was hashed")
+            return
+        line(f"{plural(len(failed), 'failed item')}:", "bold")
         for f in failed:
-            t.add_row(f["dataset"], f["key"], f["url"] or f["path"] or "", f["error"] or "")
-        out.print(t)
+            line(f"  {visible(f['dataset'])} {visible(f['key'])}: {visible(f['error'] or 'unknown reason')}")
+            if f["url"] or f["path"]:
+                line(f"     {visible(f['url'] or f['path'])}", "cyan")
 
 
 @main.command()
@@ -596,7 +604,7 @@ def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None,
         sys.exit(EXIT_ERROR)
     whole = f"dataset {dataset} (and its version record): " if dataset and not keys and not urls else ""
     err.print(
-        f"removed {whole}{stats['items']:,} items ({stats['entries']:,} index entries); searches no longer return them. "
+        f"removed {whole}{report_plural(stats['items'], 'item')} ({report_plural(stats['entries'], 'index entry', 'index entries')}); searches no longer return them. "
         f"{stats['tombstones']:,} removed entries wait for `matcher compact --index {index_dir}`",
         highlight=False,
     )
@@ -683,7 +691,7 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
     largest = max(groups, key=lambda g: (g.size, -g.id)) if groups else None
     scope = "across datasets" if across_datasets else "within datasets"
     err.print(
-        f"{len(groups):,} groups of near-duplicates {scope}, {sum(g.size for g in groups):,} items in them"
+        f"{report_plural(len(groups), 'group')} of near-duplicates {scope}, {report_plural(sum(g.size for g in groups), 'item')} in them"
         + (f"; largest: {largest.size:,} items (group {largest.id}, {escape(largest.members[0].item.dataset)}:"
            f"{escape(largest.members[0].item.key)})" if largest else "")
         + f". {s.entries:,} entries searched ({s.queries:,} codes), {s.pairs:,} candidate pairs: {s.verified:,} verified"

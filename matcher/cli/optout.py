@@ -103,8 +103,8 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
 
         click.echo(site_lines(site_path))
     total = added + same + failed
-    err.print(f"{added:,} photos added, {same:,} already registered, {failed:,} could not be read; "
-              f"{len(reg):,} entries in {escape(registry_path)}", highlight=False, soft_wrap=True)
+    err.print(f"{_n(added, 'photo')} added, {same:,} already registered, {failed:,} could not be read; "
+              f"{_n(len(reg), 'entry', 'entries')} in {escape(registry_path)}", highlight=False, soft_wrap=True)
     if total == 0:
         _err(err, "no photos found in the given paths")
     if failed or total == 0:
@@ -116,9 +116,10 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: one object per entry (without its codes).")
 def optout_list(registry_path, as_json) -> None:
     """The photos a registry holds: id, when added, file name, note."""
-    from rich.table import Table
+    from rich.text import Text
 
     from matcher.optout.registry import Registry
+    from matcher.report import plural
 
     err = Console(stderr=True)
     try:
@@ -131,11 +132,12 @@ def optout_list(registry_path, as_json) -> None:
             click.echo(json.dumps({"id": e.id, "added_at": e.added_at, "source_name": e.source_name, "note": e.note,
                                    "codes": len(e.codes)}, ensure_ascii=False))
         return
-    t = Table("id", "added", "photo", "codes", "note")
-    for e in reg.entries:
-        t.add_row(e.id, e.added_at, escape(e.source_name or ""), str(len(e.codes)), escape(e.note or ""))
-    Console().print(t)
-    err.print(f"{len(reg):,} entries; threshold {reg.threshold} (64-bit), confirmation {reg.confirm_threshold} "
+    out = Console(highlight=False, soft_wrap=True)
+    for e in reg.entries:  # a record per entry: the id whole (it is what `optout remove --id` needs)
+        out.print(Text(" · ".join(v for v in (e.id, f"added {e.added_at}", e.source_name and f"photo {e.source_name}",
+                                             plural(len(e.codes), "code pair"), e.note and f"note: {e.note}") if v)),
+                  soft_wrap=True)
+    err.print(f"{plural(len(reg), 'entry', 'entries')}; threshold {reg.threshold} (64-bit), confirmation {reg.confirm_threshold} "
               f"(256-bit)", highlight=False)
 
 
@@ -158,7 +160,13 @@ def optout_remove(registry_path, ids) -> None:
         sys.exit(EXIT_ERROR)
     for e in gone:
         err.print(f"removed {e.id} ({escape(e.source_name or 'no file name')})", highlight=False)
-    err.print(f"{len(reg):,} entries left in {escape(registry_path)}", highlight=False)
+    err.print(f"{_n(len(reg), 'entry', 'entries')} left in {escape(registry_path)}", highlight=False)
+
+
+def _n(n: int, word: str, words: str | None = None) -> str:
+    from matcher.report import plural
+
+    return plural(n, word, words)
 
 
 def _guard_registry(err: Console, registry_path: str, photos) -> None:
@@ -240,9 +248,9 @@ def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log
     kinds = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items()))
     unread = stats.unreadable
     err.print(
-        f"{stats.rows:,} rows: {stats.kept:,} kept, {stats.dropped:,} dropped as opted out"
+        f"{_n(stats.rows, 'row')}: {stats.kept:,} kept, {stats.dropped:,} dropped as opted out"
         f"{' or reserved' if set(respected) - {'registry'} else ''} "
-        f"({len(stats.by_entry):,} registry entries), {unread:,} could not be read"
+        f"({_n(len(stats.by_entry), 'registry entry', 'registry entries')}), {unread:,} could not be read"
         + (f" ({kinds}; {'kept' if on_error == 'keep' else 'dropped'})" if unread else "")
         + f"; {stats.elapsed:.1f} s. Clean manifest: {escape(out_path)}" + (f"; log: {escape(log_path)}" if log_path else ""),
         highlight=False, soft_wrap=True,
@@ -298,7 +306,7 @@ def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_p
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
-    err.print(f"removed {removed_total:,} items; searches no longer return them. Their entries wait for "
+    err.print(f"removed {_n(removed_total, 'item')}; searches no longer return them. Their entries wait for "
               f"`matcher compact --index {escape(str(index_dir))}`" if removed_total else "no item matched: nothing removed",
               highlight=False, soft_wrap=True)
     sys.exit(EXIT_ERROR if errors else EXIT_MATCH if removed_total else EXIT_NO_MATCH)

@@ -40,6 +40,8 @@ from matcher.engine.api import DEFAULT_THRESHOLD, rank_candidates, search_bytes
 from matcher.engine.recipe import recipe as make_recipe
 from matcher.engine.cluster import open_searchable
 from matcher.index.sharded import ShardedStore
+from matcher.evidence import how as how_words, words_table
+from matcher.report.formats import CSV_COLUMNS
 from matcher.index.store import IndexStore
 from matcher.web.guards import BodyLimit, HeadAsGet, RateLimit, SecurityHeaders, error_body
 from matcher.web.listen import listen_socket
@@ -112,6 +114,7 @@ class TryOut(BaseModel):
     distance: int
     variant: str
     entry: str
+    how: str = Field(description="how the copy differs from the photo when this try verifies, in words")
 
 
 class CandidateOut(BaseModel):
@@ -248,7 +251,8 @@ def _search(store: IndexStore, photos: list[tuple[str, list[str], np.ndarray]], 
                 if kind not in t:
                     t[kind] = base64.b64encode(thumb).decode() if (thumbs and thumb is not None) else None
             cands.append({"item": _item_json(item),
-                          "tries": [{"distance": d, "variant": names[i], "entry": kind} for d, i, kind, _ in tries],
+                          "tries": [{"distance": d, "variant": names[i], "entry": kind,
+                                     "how": how_words({"variant": names[i], "entry": kind})} for d, i, kind, _ in tries],
                           "thumbs": t})
         cands.sort(key=lambda c: (c["tries"][0]["distance"], c["item"]["id"]))
         out.append({"id": pid, "candidates": cands})
@@ -380,6 +384,12 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     @app.get("/api/v1/recipe", summary="What a client computes from each photo (hash variants, verification)")
     async def get_recipe():
         return rec
+
+    @app.get("/api/v1/report-format", summary="The words of the evidence and the CSV layout every output shares")
+    async def get_report_format():
+        """How sure a match is, in words, by its score (the bands), and what distance and score mean; the columns
+        of `matcher search --csv`, which the page's CSV export uses in the same order."""
+        return {**words_table(), "csv_columns": list(CSV_COLUMNS)}
 
     @app.post("/api/v1/search", response_model=SearchOut, summary="Search a batch of photos by their hashes",
               responses={400: {"description": "malformed JSON or hash"}, 413: {"description": "too large"},

@@ -7,6 +7,7 @@ const SEARCH_BATCH = 8; // photos per search request
 
 const state = {
   recipe: null,
+  words: null, // the server's evidence words and CSV layout (/api/v1/report-format): one table for every output
   faces: null, // {detectFaces, cascade} when the face detector loaded
   photos: [], // {n, name, file, url, status, matches, error, hash}
   filter: "",
@@ -52,8 +53,11 @@ async function apiRetry(path, options) {
 
 async function init() {
   try {
-    const [recipe, health] = await Promise.all([api("/api/v1/recipe"), api("/api/v1/health")]);
+    const [recipe, health, words] = await Promise.all([api("/api/v1/recipe"), api("/api/v1/health"),
+      api("/api/v1/report-format")]);
     state.recipe = recipe;
+    state.words = words;
+    $("sure-explained").textContent = words.explained;
     $("index-info").textContent =
       `Checking against ${health.items.toLocaleString()} dataset images in ${health.datasets} dataset(s).`;
   } catch (e) {
@@ -110,19 +114,34 @@ async function droppedFiles(dt) {
   return out;
 }
 
+// A photo is called by its file name, whether it was picked as a file, in a folder or dropped: the folder path
+// (webkitRelativePath, or the path a dropped folder gives) is kept apart, shown small under the name.
 function displayName(f) {
-  return f.webkitRelativePath || f.name;
+  return f.name.split("/").pop();
+}
+
+function folderOf(f) {
+  const path = f.webkitRelativePath || (f.name.includes("/") ? f.name : "");
+  return path ? path.slice(0, path.lastIndexOf("/")) : "";
+}
+
+function looksLikeImage(f) {
+  return IMAGE_EXT.test(f.name) || (f.type || "").startsWith("image/");
 }
 
 function addFiles(files) {
-  const images = files.filter((f) => IMAGE_EXT.test(f.name) || (f.type || "").startsWith("image/"));
-  images.sort((a, b) => displayName(a).localeCompare(displayName(b)));
+  const images = files.filter(looksLikeImage);
+  const skipped = files.length - images.length;
+  images.sort((a, b) => (folderOf(a) + "/" + displayName(a)).localeCompare(folderOf(b) + "/" + displayName(b)));
   for (const f of images) {
-    state.photos.push({ n: state.photos.length, name: displayName(f), file: f, url: null, status: "queued", matches: [], error: null });
+    state.photos.push({ n: state.photos.length, name: displayName(f), folder: folderOf(f), file: f, url: null,
+      status: "queued", matches: [], error: null });
   }
+  state.skipped = (state.skipped || 0) + skipped;
+  if (!images.length && !skipped) return;
   $("results").hidden = false;
   render();
-  if (!state.running) run();
+  if (images.length && !state.running) run();
 }
 
 // The items a dataset lists under the person's Flickr account: found by identity, joined with the content
@@ -146,6 +165,14 @@ async function lookupWho() {
   document.body.dataset.lookup = String((Number(document.body.dataset.lookup) || 0) + 1);
   $("results").hidden = false;
   render();
+}
+
+function sureWords(m) {
+  const w = state.words;
+  if (m.sure) return m.sure; // the server said it (an uploaded photo's matches)
+  if (m.score === null || m.score === undefined) return w.unconfirmed;
+  for (const [low, words] of w.sure_bands) if (low === null || m.score >= low) return words;
+  return "";
 }
 
 function listedIds() {
@@ -184,17 +211,29 @@ async function run() {
         } catch (e) {
           p.status = "undecodable";
           p.error = String(e && e.message ? e.message : e);
+          p.image = await sniffImage(p.file);
         }
       }
       if (batch.length) await searchBatch(batch);
       render();
     }
     const total = state.photos.length;
-    setProgress(total, total, `Done: ${total} photos checked.`);
+    setProgress(total, total, `Done: ${total} photo${total === 1 ? "" : "s"}.`);
   } finally {
     state.running = false;
     document.body.dataset.done = String(state.photos.length);
   }
+}
+
+// Does the file start as an image the server can decode? (JPEG, PNG, GIF, WebP, HEIC/HEIF/AVIF, TIFF, BMP)
+async function sniffImage(file) {
+  let b;
+  try { b = new Uint8Array(await file.slice(0, 16).arrayBuffer()); } catch { return false; }
+  const ascii = (i, n) => String.fromCharCode(...b.slice(i, i + n));
+  return (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) || ascii(1, 3) === "PNG" || ascii(0, 4) === "GIF8"
+    || (ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP")
+    || (ascii(4, 4) === "ftyp" && ["heic", "heix", "mif1", "msf1", "avif", "avis", "hevc"].includes(ascii(8, 4)))
+    || ascii(0, 4) === "II*\0" || ascii(0, 4) === "MM\0*" || ascii(0, 2) === "BM";
 }
 
 async function searchBatch(batch) {
@@ -216,7 +255,7 @@ async function searchBatch(batch) {
     try {
       const found = await verifyCandidates(p.hashed.work, p.hashed.faces, r.candidates, state.recipe);
       p.matches = found.map((m) => ({
-        ...m.item, distance: m.distance, score: m.score, variant: m.variant, entry: m.entry,
+        ...m.item, distance: m.distance, score: m.score, variant: m.variant, entry: m.entry, how: m.how,
       }));
       p.status = "done";
     } catch (e) {
@@ -241,6 +280,7 @@ async function uploadOne(p) {
       license: m.license, title: m.title, width: m.width, height: m.height, hash: m.hash,
       distance: m.distance, score: m.evidence ? (m.evidence.score ?? null) : null,
       variant: m.evidence ? m.evidence.variant : null, entry: m.evidence ? m.evidence.entry : null,
+      how: m.how, sure: m.sure,
     }));
     p.status = "done";
     p.uploaded = true;
@@ -256,9 +296,9 @@ function visibleMatches(p) {
   return state.filter ? p.matches.filter((m) => m.dataset === state.filter) : p.matches;
 }
 
-function link(url) {
+function link(url, text) {
   if (!url || !/^https?:\/\//i.test(url)) return document.createTextNode(url || "—");
-  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: url });
+  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: text || url });
 }
 
 function photoImg(p) {
@@ -268,18 +308,17 @@ function photoImg(p) {
 }
 
 function matchCard(m, listed) {
-  const rows = [
-    ["found by", foundBy(m, listed) === "both" ? "your photo and your Flickr account" : "your photo"],
-    ["dataset", m.dataset], ["key", m.key], ["url", link(m.url)], ["page", link(m.page_url)],
-    ["owner", m.owner || "—"], ["licence", m.license || "—"],
-    ["distance", `${m.distance} bits`], ["score", m.score === null || m.score === undefined ? "—" : m.score.toFixed(3)],
-    ["matched as", `${m.variant || "—"} → ${m.entry || "—"}`],
-  ];
-  const dl = el("dl");
-  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", {}, typeof v === "string" ? v : v));
+  const both = foundBy(m, listed) === "both";
+  const score = m.score === null || m.score === undefined ? "" : `, score ${m.score.toFixed(3)}`;
+  const info = el("div", { class: "what" },
+    el("p", {}, el("strong", { class: "how", text: m.how || "" }), " · ", el("span", { class: "sure", text: sureWords(m) }),
+      both ? " · found by your photo and your Flickr account" : ""),
+    el("p", {}, el("strong", { text: m.dataset }), " ", el("code", { text: m.key }),
+      ...[m.owner && ` · owner ${m.owner}`, m.license && ` · ${m.license}`].filter(Boolean)),
+    el("p", {}, link(m.url), m.page_url ? " · " : "", m.page_url ? link(m.page_url, "photo page") : ""),
+    el("p", { class: "tech", text: `distance ${m.distance}${score} · ${m.variant || "—"} → ${m.entry || "—"}` }));
   return el("div", { class: "match", "data-key": m.key, "data-dataset": m.dataset },
-    el("img", { src: `/api/v1/items/${m.id}/image`, alt: `dataset copy ${m.key}`, loading: "lazy", class: "theirs" }),
-    dl);
+    el("img", { src: `/api/v1/items/${m.id}/image`, alt: `dataset copy ${m.key}`, class: "theirs" }), info);
 }
 
 function identityCard(it, byContent) {
@@ -293,7 +332,7 @@ function identityCard(it, byContent) {
   const dl = el("dl");
   for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", {}, v));
   const img = it.status === "ok"
-    ? el("img", { src: `/api/v1/items/${it.id}/image`, alt: `dataset copy ${it.key}`, loading: "lazy", class: "theirs" })
+    ? el("img", { src: `/api/v1/items/${it.id}/image`, alt: `dataset copy ${it.key}`, class: "theirs" })
     : el("div", { class: "theirs missing", text: "no image" });
   return el("div", { class: "match listed", "data-key": it.key, "data-dataset": it.dataset,
     "data-found-by": byContent.length ? "both" : "identity" }, img, dl);
@@ -322,6 +361,20 @@ function renderIdentity(datasets) {
     `${items.length} dataset image${items.length === 1 ? "" : "s"} listed under ${state.identity.label}${more}`;
 }
 
+function photoLabel(p) {
+  return el("p", { class: "name" }, p.name, p.folder ? el("span", { class: "folder", text: ` in ${p.folder}` }) : "");
+}
+
+function problemItem(p) {
+  const li = el("li", { "data-photo": p.name }, `${p.name}: ${p.error}`);
+  if (p.status === "undecodable" && p.image) { // offered only for a file whose first bytes are an image's
+    const b = el("button", { type: "button", class: "upload", text: "Upload to check (hashed in server memory, not stored)" });
+    b.addEventListener("click", () => uploadOne(p));
+    li.append(" ", b);
+  }
+  return li;
+}
+
 function render() {
   const list = $("photo-list");
   const listed = listedIds();
@@ -331,42 +384,44 @@ function render() {
   const problems = $("problems");
   problems.replaceChildren();
   const datasets = new Set();
-  let nMatched = 0, nMatches = 0, nUnmatched = 0, nProblems = 0;
+  let nMatched = 0, nMatches = 0, nUnmatched = 0, nProblems = 0, nWaiting = 0;
   for (const p of state.photos) {
     for (const m of p.matches) datasets.add(m.dataset);
-    if (p.status === "done" && p.matches.length) {
-      const ms = visibleMatches(p);
-      if (!ms.length) continue;
+    const ms = p.status === "done" ? visibleMatches(p) : [];
+    if (ms.length) {
       nMatched++;
       nMatches += ms.length;
       list.append(el("article", { class: "photo", "data-photo": p.name },
-        el("div", { class: "mine-box" }, photoImg(p), el("p", { class: "name", text: p.name }),
+        el("div", { class: "mine-box" }, photoImg(p), photoLabel(p),
           el("p", { class: "hash", text: `hash ${p.hash}${p.uploaded ? " (checked by upload)" : ""}` })),
         el("div", { class: "matches" }, ...ms.map((m) => matchCard(m, listed)))));
-    } else if (p.status === "done") {
+    } else if (p.status === "done") { // no match (in the dataset chosen, when one is)
       nUnmatched++;
-      unmatched.append(el("li", { text: p.name }));
+      unmatched.append(el("li", { text: p.name + (p.folder ? ` in ${p.folder}` : "") }));
     } else if (p.status === "undecodable" || p.status === "error") {
       nProblems++;
-      const li = el("li", { "data-photo": p.name }, `${p.name}: ${p.error}`);
-      if (p.status === "undecodable") {
-        const b = el("button", { type: "button", class: "upload", text: "Upload to check (hashed in server memory, not stored)" });
-        b.addEventListener("click", () => uploadOne(p));
-        li.append(" ", b);
-      }
-      problems.append(li);
-    } else if (p.status === "uploading") {
-      problems.append(el("li", { text: `${p.name}: checking…` }));
+      problems.append(problemItem(p));
+    } else {
+      nWaiting++;
+      if (p.status === "uploading") problems.append(el("li", { text: `${p.name}: checking…` }));
     }
   }
   renderIdentity(datasets);
   const sel = $("filter-dataset");
   const have = new Set([...sel.options].map((o) => o.value));
   for (const d of [...datasets].sort()) if (!have.has(d)) sel.append(el("option", { value: d, text: d }));
-  const checked = state.photos.filter((p) => p.status === "done").length;
-  $("summary").textContent = `${nMatched} of ${checked} photos found in ${state.filter || "the datasets"} (${nMatches} matching images)`;
-  $("unmatched-summary").textContent = `Photos with no match (${nUnmatched})`;
-  $("problem-summary").textContent = `Photos that could not be checked here (${nProblems})`;
+  const total = state.photos.length;
+  const where = state.filter || "the datasets";
+  const parts = [`${nMatched} of ${total} photo${total === 1 ? "" : "s"} found in ${where} ` +
+    `(${nMatches} cop${nMatches === 1 ? "y" : "ies"})`, `${nUnmatched} not found`];
+  if (nProblems) parts.push(`${nProblems} could not be checked here`);
+  if (nWaiting) parts.push(`${nWaiting} still being checked`);
+  if (state.skipped) parts.push(`${state.skipped} file${state.skipped === 1 ? "" : "s"} skipped: not photos`);
+  $("summary").textContent = parts.join(" · ");
+  $("summary").dataset.counts = JSON.stringify({ total, found: nMatched, copies: nMatches, notFound: nUnmatched,
+    problems: nProblems, waiting: nWaiting, skipped: state.skipped || 0 });
+  $("unmatched-summary").textContent = `Not found in ${where} (${nUnmatched})`;
+  $("problem-summary").textContent = `Could not be checked here (${nProblems})`;
   $("problem-box").open = nProblems > 0;
 }
 
@@ -396,19 +451,25 @@ function csvCell(v) {
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
+// The CSV of `matcher search --csv`: the columns, their order and their names come from the server.
 function exportCsv() {
-  const cols = ["photo", "dataset", "key", "url", "page_url", "owner", "license", "title", "distance", "score", "variant",
-    "entry", "found_by"];
+  const cols = state.words.csv_columns;
   const lines = [cols.join(",")];
   const listed = listedIds();
   for (const [p, m] of matchedRows()) {
-    lines.push([p.name, m.dataset, m.key, m.url, m.page_url, m.owner, m.license, m.title, m.distance,
-      m.score === null || m.score === undefined ? "" : m.score.toFixed(4), m.variant, m.entry, foundBy(m, listed)]
-      .map(csvCell).join(","));
+    const row = { query: p.folder ? `${p.folder}/${p.name}` : p.name, query_hash: p.hash, dataset: m.dataset, key: m.key,
+      how: m.how, sure: sureWords(m), distance: m.distance,
+      score: m.score === null || m.score === undefined ? "" : m.score.toFixed(4), found_by: foundBy(m, listed),
+      url: m.url, page_url: m.page_url, owner: m.owner, license: m.license, title: m.title, width: m.width,
+      height: m.height, item_hash: m.hash, variant: m.variant, entry: m.entry };
+    lines.push(cols.map((c) => csvCell(row[c])).join(","));
   }
   for (const it of identityOnlyRows()) {
-    lines.push(["", it.dataset, it.key, it.url, it.page_url, it.owner, it.license, it.title, "", "", "", "", "identity"]
-      .map(csvCell).join(","));
+    const row = { query: "(identity)", dataset: it.dataset, key: it.key, how: state.words.identity_only,
+      sure: state.words.listed, found_by: "identity", url: it.url, page_url: it.page_url, owner: it.owner,
+      license: it.license, title: it.title, width: it.width, height: it.height, item_hash: it.hash,
+      error: it.status === "ok" ? "" : it.error };
+    lines.push(cols.map((c) => csvCell(row[c])).join(","));
   }
   download("matcher-results.csv", "text/csv", lines.join("\r\n") + "\r\n");
 }
@@ -416,7 +477,8 @@ function exportCsv() {
 function exportJson() {
   const listed = listedIds();
   const photos = state.photos.filter((p) => p.status === "done").map((p) => ({
-    photo: p.name, hash: p.hash, matches: visibleMatches(p).map((m) => ({ ...m, found_by: foundBy(m, listed) })),
+    photo: p.folder ? `${p.folder}/${p.name}` : p.name, hash: p.hash,
+    matches: visibleMatches(p).map((m) => ({ ...m, sure: sureWords(m), found_by: foundBy(m, listed) })),
   }));
   const out = !state.identity ? photos : {
     photos,

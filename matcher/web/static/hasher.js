@@ -1230,7 +1230,7 @@ export async function verifyCandidates(work, faces, candidates, recipe, { keepRe
     for (const t of cand.tries) {
       const b64 = cand.thumbs ? cand.thumbs[t.entry] : null;
       if (b64 === null || b64 === undefined) {
-        best = { score: null, distance: t.distance, variant: t.variant, entry: t.entry, box: null };
+        best = { score: null, distance: t.distance, variant: t.variant, entry: t.entry, how: t.how, box: null };
         break;
       }
       if (!byName) {
@@ -1243,7 +1243,7 @@ export async function verifyCandidates(work, faces, candidates, recipe, { keepRe
       let target = thumbCache.get(key);
       if (!target) thumbCache.set(key, (target = await decodeThumb(b64, vr.thumb)));
       const [score, box] = align(sources.get(v), v.box, target, /-(black|white)$/.test(v.name), vr);
-      if (best === null || score > best.score) best = { score, distance: t.distance, variant: t.variant, entry: t.entry, box };
+      if (best === null || score > best.score) best = { score, distance: t.distance, variant: t.variant, entry: t.entry, how: t.how, box };
       if (score >= minScore) break;
     }
     if (!best) continue;
