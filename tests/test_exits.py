@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 from conftest import ROOT, SAMPLE, MatcherServer, catalog_sql, run_matcher
 
-COMMANDS = ("add", "search", "info", "remove", "compact", "serve", "lookup", "duplicates")
+COMMANDS = ("add", "search", "info", "remove", "compact", "serve", "lookup", "duplicates", "check", "repair")
 
 
 def _start(*args, cwd=None):
@@ -175,6 +175,8 @@ def test_serve_stops_on_ctrl_c_with_130_and_answers_head(sample_index):
 
 
 def test_every_index_option_has_help():
+    listed = run_matcher("--help", check=True).stdout
+    assert {c for c in COMMANDS} == {c for c in COMMANDS if f"  {c} " in listed}
     for cmd in COMMANDS:
         text = run_matcher(cmd, "--help", check=True).stdout
         line = text[text.index("--index"):].split("--", 2)[1]

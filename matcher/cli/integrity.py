@@ -15,7 +15,8 @@ from matcher.errors import MatcherError
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to check (a folder `matcher add` made).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def check(index_dir, as_json) -> None:
     """Check an index: the catalog (SQLite quick_check), index.faiss (its checksum) and that FAISS holds
@@ -47,7 +48,8 @@ def check(index_dir, as_json) -> None:
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The index to repair (a folder `matcher add` made).")
 def repair(index_dir) -> None:
     """Rebuild index.faiss from the catalog's codes (atomically: the old file stays until the new one is
     whole). The catalog must pass its check; a damaged catalog is an error (exit 2)."""
