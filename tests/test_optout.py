@@ -149,7 +149,7 @@ def test_add_reports_bad_photos_and_keeps_the_rest(tmp_path):
                     str(SAMPLE / "my-photos" / "IMG_0005.jpg"), str(tmp_path / "missing.jpg"))
     assert p.returncode == 2
     assert "broken.jpg" in p.stderr and "missing.jpg" in p.stderr
-    assert "1 photos added" in p.stderr and "2 could not be read" in p.stderr
+    assert "1 photo added" in p.stderr and "2 could not be read" in p.stderr  # grammar
     assert reg_path.read_bytes()[:2] == b"\x1f\x8b"
     (e,) = Registry.load(reg_path).entries
     assert e.source_name is None and json.loads(gzip.decompress(reg_path.read_bytes()))["entries"][0]["id"] == e.id

@@ -58,4 +58,11 @@ def test_every_install_line_names_the_distribution():
             assert not re.search(r"['\s]matcher(\[|'|\s|$)", line), f"{source}: {line!r} installs PyPI's unrelated 'matcher'"
     assert 'name = "photo-dataset-check"' in (ROOT / "pyproject.toml").read_text()
     version = run_matcher("--version", check=True).stdout
-    assert re.search(r"\d+\.\d+\.\d+", version)
+    assert re.fullmatch(r"matcher \d+\.\d+\.\d+ \(installed as photo-dataset-check\)\n", version), version
+    # the install itself: the distribution is photo-dataset-check, its command is `matcher`
+    from importlib import metadata
+
+    dist = metadata.distribution("photo-dataset-check")
+    assert [(e.name, e.value) for e in dist.entry_points if e.group == "console_scripts"] == \
+        [("matcher", "matcher.cli:main")]
+    assert dist.version in version

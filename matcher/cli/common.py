@@ -171,7 +171,8 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="matcher")
+@click.version_option(__version__, prog_name="matcher",
+                      message="%(prog)s %(version)s (installed as photo-dataset-check)")
 def main() -> None:
     """Are my photos in this AI training dataset? Build a lookup over a dataset, check a folder of photos against it."""
 
