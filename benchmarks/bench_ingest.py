@@ -151,51 +151,75 @@ def hash_only(files: list[Path], workers: int) -> float:
     return dt
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str]) -> tuple[float, float]:
+    """Wall clock and CPU seconds (user + system of the command and the children it waited for)."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         sys.exit(f"{' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
-    return time.perf_counter() - t
+    return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
 
 
 def folder_vs_naive(folder: Path, n: int, cores: int, rounds: int) -> None:
-    """`matcher add FOLDER` (thumbnails on and off) against the naive imagehash script, interleaved rounds."""
+    """`matcher add FOLDER` (thumbnails on and off) against the naive imagehash script, interleaved rounds.
+
+    Wall clock with all cores; and CPU per image of the same work in one process (`matcher add --workers 0`
+    against the naive script without a pool), which a busy machine does not distort: on an idle machine
+    with ``cores`` cores both parallelise over processes, so the CPU ratio is the throughput ratio."""
     import statistics
 
     from matcher.index.store import IndexStore
 
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     helped = subprocess.run([sys.executable, "-m", "matcher", "add", "--help"], cwd=ROOT, capture_output=True, text=True)
     tiers = "--thumbnails" in helped.stdout  # add --thumbnails none (the billions issue's tier), where it exists
     with tempfile.TemporaryDirectory() as tmp:
         naive = Path(tmp) / "naive.py"
         naive.write_text(NAIVE)
         for r in range(rounds):
-            plain = IndexStore.open(Path(tmp) / f"nothumbs{r}", create=True, writable=True, regions=False)
-            plain.close()
+            for w in ("", "-w0"):
+                plain = IndexStore.open(Path(tmp) / f"codes{r}{w}", create=True, writable=True, regions=False)
+                plain.close()
+
+            def add(index: str, *extra: str, workers: str | None = None) -> list[str]:
+                return ([sys.executable, "-m", "matcher", "add", *extra, "--index", str(Path(tmp) / index)]
+                        + (["--workers", workers] if workers else []) + [str(folder)])
+
             cases = {
-                f"naive imagehash + JSON, Pool({cores})": [sys.executable, str(naive), str(folder),
-                                                            str(Path(tmp) / "h.json"), str(cores)],
-                "naive imagehash + JSON, one process": [sys.executable, str(naive), str(folder),
-                                                       str(Path(tmp) / "h.json"), "1"],
-                "matcher add FOLDER (thumbnails on)": [sys.executable, "-m", "matcher", "add", "--index",
-                                                       str(Path(tmp) / f"thumbs{r}"), str(folder)],
-                "matcher add FOLDER (codes only: regions=False)": [sys.executable, "-m", "matcher", "add", "--index",
-                                                        str(Path(tmp) / f"nothumbs{r}"), str(folder)],
+                f"naive imagehash + JSON, Pool({cores})": ([sys.executable, str(naive), str(folder),
+                                                             str(Path(tmp) / "h.json"), str(cores)], None),
+                "naive imagehash + JSON, one process": (None, [sys.executable, str(naive), str(folder),
+                                                               str(Path(tmp) / "h.json"), "1"]),
+                "matcher add FOLDER (thumbnails on)": (add(f"thumbs{r}"), add(f"thumbs{r}-w0", workers="0")),
+                "matcher add FOLDER (codes only: regions=False)": (add(f"codes{r}"),
+                                                                   add(f"codes{r}-w0", workers="0")),
             }
             if tiers:
-                cases["matcher add --thumbnails none FOLDER"] = [
-                    sys.executable, "-m", "matcher", "add", "--thumbnails", "none", "--index",
-                    str(Path(tmp) / f"tier{r}"), str(folder)]
-            for name, args in cases.items():
-                runs.setdefault(name, []).append(timed(args))
+                cases["matcher add --thumbnails none FOLDER"] = (add(f"tier{r}", "--thumbnails", "none"),
+                                                                 add(f"tier{r}-w0", "--thumbnails", "none", workers="0"))
+            for name, (pooled, alone) in cases.items():
+                if pooled:
+                    runs.setdefault(name, []).append(timed(pooled)[0])
+                if alone:
+                    cpu.setdefault(name, []).append(timed(alone)[1])
     med = {k: statistics.median(v) for k, v in runs.items()}
     base = med[f"naive imagehash + JSON, Pool({cores})"]
-    print(f"\n{n} web-size JPEGs from a folder, {cores} cores, median of {rounds} interleaved rounds")
+    print(f"\n{n} web-size JPEGs from a folder, {cores} cores, median of {rounds} interleaved rounds: wall clock")
     for name, t in med.items():
         print(f"  {name:48s} {n / t:7.0f} images/s   {t:6.2f} s   {base / t:5.2f}x the naive Pool({cores})   "
               f"(runs: {', '.join(f'{x:.2f}' for x in runs[name])})")
+    cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    cbase = cmed["naive imagehash + JSON, one process"]
+    print(f"\nthe same work in one process (matcher add --workers 0): CPU per image, median of {rounds}")
+    for name, c in cmed.items():
+        print(f"  {name:48s} {c / n * 1000:7.2f} ms   {cbase / c:5.2f}x the naive script   "
+              f"(runs: {', '.join(f'{x:.2f}' for x in cpu[name])} s)")
 
 
 def main() -> None:

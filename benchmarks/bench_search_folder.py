@@ -15,7 +15,9 @@ Same run, same files, all cores (one process per core):
 * `matcher search --index IDX --json FOLDER` as a user runs it (wall clock, whole command);
 * Pillow's draft decode alone (at >= 512 px);
 * matcher's own decode (>= 256 px) and face detection: the first two steps of every photo's search;
-* `imagehash.phash(Image.open(p))` (the usual way to hash a folder; no search at all).
+* `imagehash.phash(Image.open(p))` (the usual way to hash a folder; no search at all);
+* CPU per photo of `matcher search --workers 0` and of imagehash in one process (--cpu-sample photos), which a
+  busy machine does not distort.
 
     .venv/bin/python benchmarks/bench_search_folder.py [--n 1000] [--work DIR] [--index DIR]
 """
@@ -148,6 +150,7 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=BENCH_PHOTOS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scaling", type=int, default=200, help="photos searched with 1 worker and with all cores")
+    ap.add_argument("--cpu-sample", type=int, default=100, help="photos whose CPU cost is measured in one process")
     a = ap.parse_args()
     src = [p for p in photos(a.photos, min_side=1000) if _textured(p)]
     if not src:
@@ -190,6 +193,27 @@ def main() -> None:
         scaling[w] = time.perf_counter() - t
         assert r.returncode in (0, 1), r.stderr
 
+    # CPU per photo of the same work in one process (a busy machine does not distort it): matcher search
+    # --workers 0 against imagehash in a loop, on the first --cpu-sample photos
+    import resource
+
+    sample = sub.parent / f"cpu-{a.cpu_sample}"
+    sample.mkdir(exist_ok=True)
+    for f in files[: a.cpu_sample]:
+        if not (sample / f.name).exists():
+            os.link(f, sample / f.name)
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run([sys.executable, "-m", "matcher", "search", "--index", str(a.index), "--json", "--workers", "0",
+                        str(sample)], cwd=ROOT, capture_output=True, text=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert r.returncode in (0, 1), r.stderr
+    search_cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+    t = time.process_time()
+    for f in files[: a.cpu_sample]:
+        _imagehash(str(f))
+    ih_cpu = time.process_time() - t
+    k = min(a.cpu_sample, len(files))
+
     n = len(files)
     print(f"\n{n} photos of 12 MP, {cores} processes")
     print(f"  matcher search FOLDER (whole command)  {wall:7.1f} s   {wall / n * 1000:6.1f} ms per photo   "
@@ -198,6 +222,8 @@ def main() -> None:
     print(f"  matcher's decode + face detection      {dec_faces:7.1f} s   (a search's first two steps; "
           f"search = {wall / dec_faces:.2f}x them)")
     print(f"  imagehash.phash(Image.open(p))         {ih:7.1f} s   search is {ih / wall:.2f}x faster")
+    print(f"  CPU per photo, one process, {k} photos: matcher search --workers 0 {search_cpu / k * 1000:.1f} ms "
+          f"(start-up included), imagehash {ih_cpu / k * 1000:.1f} ms: search is {ih_cpu / search_cpu:.2f}x")
     print(f"  {a.scaling} photos: --workers 1 {scaling[1]:.1f} s, --workers {cores} {scaling[cores]:.1f} s: "
           f"{scaling[1] / scaling[cores]:.2f}x on {cores} cores")
 
