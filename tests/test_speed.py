@@ -85,6 +85,21 @@ def test_the_command_line_starts_without_the_downloader():
     assert "aiohttp" not in _modules_after("import matcher.cli")
 
 
+def test_the_add_command_on_a_folder_does_not_import_the_downloader(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(SAMPLE / "dataset", folder)
+    loaded = _modules_after(f"""
+import sys
+from matcher.cli import main
+sys.argv = ["matcher", "add", "--index", {str(tmp_path / 'index')!r}, {str(folder)!r}]
+try:
+    main()
+except SystemExit as e:
+    assert e.code == 0, e.code
+""")
+    assert "matcher.ingest.fetch" not in loaded and "aiohttp" not in loaded
+
+
 def test_an_add_of_a_folder_does_not_import_the_downloader(tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(SAMPLE / "dataset", folder)

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 from matcher.errors import MatcherError
 from matcher.ingest.policy import FetchSettings
 from matcher.ingest.reservations import Checker, parse_respect
-from matcher.ingest.sites import SiteCache
 from matcher.provenance.reservations.records import EXTRA_KEY, SOURCES
 
 __all__ = ["add_checker", "filter_checker", "filter_summary", "reservation_counts", "info_lines"]
@@ -24,7 +23,7 @@ def add_checker(enabled: bool, check_sites: bool, settings: FetchSettings) -> It
             raise MatcherError("--check-sites reads reservations: not with --no-reservations")
         yield None
         return
-    checker = Checker(sites=SiteCache(settings) if check_sites else None)
+    checker = Checker(sites=_site_cache(settings) if check_sites else None)
     try:
         yield checker
     finally:
@@ -44,7 +43,7 @@ def filter_checker(respect: tuple[str, ...], registry_path: str | None, check_si
         if named_registry:
             raise MatcherError("--respect registry needs --registry FILE")
         said = tuple(s for s in said if s != "registry")  # "all" without a registry: the other three
-    sites = SiteCache(settings) if "site" in said or check_sites else None
+    sites = _site_cache(settings) if "site" in said or check_sites else None
     return said, Checker(sites=sites)
 
 
@@ -95,3 +94,11 @@ def info_lines(counts: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"reservations in {ds}: {d['items']:,} items ({src or 'none'}){notes}"
                      + (f"\n  {rules}" if rules else ""))
     return lines
+
+
+def _site_cache(settings: FetchSettings):
+    """A :class:`matcher.ingest.sites.SiteCache` (imported here: it brings the downloader, aiohttp, which a run
+    that checks no site does not need)."""
+    from matcher.ingest.sites import SiteCache
+
+    return SiteCache(settings)

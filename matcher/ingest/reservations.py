@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from matcher.ingest.policy import FetchSettings
-from matcher.ingest.sites import SiteCache
 from matcher.provenance.reservations.cawg import read_c2pa
 from matcher.provenance.reservations.records import EXTRA_KEY, SOURCES, Found, Reservation
 from matcher.provenance.reservations.web import WANTED_HEADERS, from_headers
 from matcher.provenance.reservations.xmp import read_xmp
+
+if TYPE_CHECKING:  # the site checks download (aiohttp): loaded only by a run that checks sites
+    from matcher.ingest.sites import SiteCache
 
 __all__ = ["RESPECT_CHOICES", "parse_respect", "Checker", "read_with_headers", "embedded_of", "first_respected"]
 
