@@ -43,6 +43,7 @@ def _copy_task(task: tuple) -> dict[str, Any]:
     rows = []
     for j, name, box in jobs:
         rng = np.random.default_rng([seed, i, j])
+        original = src
         if name == FACE_TRANSFORM:  # the box is in the full upright photo's pixels
             data = T.face_crop(img, box, rng)
         else:
@@ -51,12 +52,20 @@ def _copy_task(task: tuple) -> dict[str, Any]:
                 if max(img.size) > APPLY_MAX_SIDE:
                     fitted = img.copy()
                     fitted.thumbnail((APPLY_MAX_SIDE, APPLY_MAX_SIDE), Image.Resampling.LANCZOS)
-            data = T.apply(name, fitted, rng)
+            if name in T.ALPHA_QUERY:  # the query is the photo with transparency, written beside the copies
+                rgba = T.with_alpha(fitted.convert("RGB"), rng)
+                query = Path(out) / "queries" / name / f"{i}.png"
+                query.parent.mkdir(parents=True, exist_ok=True)
+                rgba.save(query, "PNG")
+                data = T.TRANSFORMS[name].fn(rgba, rng)
+                original = str(query)
+            else:
+                data = T.apply(name, fitted, rng)
         rel = f"copies/{name}/{i}.{sniff_ext(data)}"
         with open(Path(out) / rel, "wb") as f:
             f.write(data)
         ph, pdq = baseline_hashes(data)
-        rows.append((name, rel, ph, pdq))
+        rows.append((name, rel, ph, pdq, original))
     return {"i": i, "src": src, "error": None, "rows": rows}
 
 
@@ -216,9 +225,12 @@ def plant_copies(
 
     out.mkdir(parents=True, exist_ok=True)
     _clear(out / "copies", ".matcher-bench")
+    _clear(out / "queries", ".matcher-bench")
     for name in names + ([FACE_TRANSFORM] if face_list else []):
         (out / "copies" / name).mkdir(parents=True, exist_ok=True)
     (out / "copies" / ".matcher-bench").write_text("made by matcher bench; deleted by the next run\n")
+    (out / "queries").mkdir(parents=True, exist_ok=True)
+    (out / "queries" / ".matcher-bench").write_text("made by matcher bench; deleted by the next run\n")
 
     t0 = time.perf_counter()
     tasks = [(i, src, [(j_of[n], n, None) for n in names], str(out), seed)
@@ -239,10 +251,10 @@ def plant_copies(
                 if res["error"]:
                     unreadable.append({"photo": res["src"], "error": res["error"]})
                     continue
-                for name, rel, ph, pdq in res["rows"]:
+                for name, rel, ph, pdq, original in res["rows"]:
                     cid = f"{name}/{res['i']}"
                     family = FACE_FAMILY if name == FACE_TRANSFORM else T.TRANSFORMS[name].family
-                    row = CopyRow(cid, rel, res["src"], name, family)
+                    row = CopyRow(cid, rel, original, name, family)
                     rows[cid] = row
                     base[cid] = (ph, pdq)
                     w.writerow([row.id, row.path, row.original, row.transform, row.family])

@@ -118,7 +118,8 @@ def run_bench(
         queries: list[Query] = []
         seen: set[str] = set()
         for role, paths in (
-            ("member", [p for i, p in enumerate(originals) if i not in held]),
+            ("member", [p for i, p in enumerate(originals) if i not in held]
+             + sorted({r.original for r in rows.values() if r.transform in T.ALPHA_QUERY})),
             ("non-member", [p for i, p in enumerate(originals) if i in held]),
             (FACE_FAMILY, [p for p, _ in face_list]),
             ("same-scene", [a for _, a, _ in pairs]),
