@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--max-distractors", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--latency-sample", type=int, default=50)
+    ap.add_argument("--no-local-features", action="store_true",
+                    help="index without the local-feature tier (the 64-bit codes only)")
     a = ap.parse_args()
 
     def part(name: str) -> Path | None:
@@ -73,11 +75,13 @@ def main() -> None:
         thresholds=f"default {DEFAULT_THRESHOLD}, sweep 0..{SWEEP_MAX}; baselines phash<={PHASH_BASELINE}, "
                    f"PDQ<={PDQ_BASELINE}",
         out=a.out,
+        local_features=not a.no_local_features,
     )
     sys.stdout.flush()
     report = run_bench(
         originals, a.out, distractors=distractors, faces=faces, same_scene=same_scene, seed=a.seed, transforms=names,
         max_distractors=a.max_distractors, workers=a.workers, latency_sample=a.latency_sample,
+        local_features=not a.no_local_features,
         log=lambda msg: print(f"# {msg}", file=sys.stderr, flush=True),
     )
     paths = write_reports(report, a.out)

@@ -30,6 +30,7 @@ class CopyRow:
     original: str  # absolute path of the query photo this is a copy of
     transform: str
     family: str
+    base: str | None = None  # a derived query (a version with transparency): the original it was made from
 
 
 def _copy_task(task: tuple) -> dict[str, Any]:
@@ -254,7 +255,7 @@ def plant_copies(
                 for name, rel, ph, pdq, original in res["rows"]:
                     cid = f"{name}/{res['i']}"
                     family = FACE_FAMILY if name == FACE_TRANSFORM else T.TRANSFORMS[name].family
-                    row = CopyRow(cid, rel, original, name, family)
+                    row = CopyRow(cid, rel, original, name, family, res["src"] if original != res["src"] else None)
                     rows[cid] = row
                     base[cid] = (ph, pdq)
                     w.writerow([row.id, row.path, row.original, row.transform, row.family])

@@ -70,6 +70,7 @@ def run_bench(
     holdout: float = HOLDOUT,
     latency_sample: int = 50,
     log: Log | None = None,
+    local_features: bool = True,
 ) -> dict[str, Any]:
     """Run the whole bench; write ``OUT/manifest.csv``, ``OUT/index`` and the copies; return the report.
 
@@ -152,7 +153,7 @@ def run_bench(
         sources.append(samescene_src)
     log(f"indexing {len(rows):,} copies + {nd:,} distractors + {ns:,} same-scene photos into {index_dir}")
     t0 = time.perf_counter()
-    stats = add(index_dir, sources, workers=workers)
+    stats = add(index_dir, sources, workers=workers, local_features=local_features)
     timing["index_s"] = time.perf_counter() - t0
 
     lookalikes = lookalike_pairs([q.path for q in queries], [h[1] for h in base_queries])
@@ -179,7 +180,8 @@ def run_bench(
                 continue
             query_codes[qi] = r.hash
             for m in r.matches:
-                d = m.evidence.get("distance", m.distance)
+                # a match of the local-feature path does not depend on the 64-bit threshold: found at every one
+                d = 0 if m.evidence.get("via") else m.evidence.get("distance", m.distance)
                 found.append((qi, m.item.dataset, m.item.key, int(d)))
         search_s = time.perf_counter() - t0
         timing["search_s"] = search_s
@@ -207,6 +209,13 @@ def run_bench(
     cost["index_bytes"] = sum(files.values())
     cost["index_bytes_per_image"] = (round(cost["index_bytes"] / cost["items_hashed"], 1)
                                      if cost["items_hashed"] else None)
+    local_bytes = sum(v for k, v in files.items() if k.startswith("local"))
+    cost["tiers"] = {
+        "global_bytes_per_image": (round((cost["index_bytes"] - local_bytes) / cost["items_hashed"], 1)
+                                   if cost["items_hashed"] else None),
+        "local_bytes_per_image": (round(local_bytes / cost["items_hashed"], 1)
+                                  if cost["items_hashed"] and local_bytes else None),
+    }
     if n_results != len(queries):
         raise BenchError(f"search returned {n_results} results for {len(queries)} photos")
 
@@ -271,6 +280,7 @@ def run_bench(
             "workers": workers,
             "holdout": holdout,
             "latency_sample": latency_sample,
+            "local_features": local_features,
             "default_threshold": DEFAULT_THRESHOLD,
             "engine_settings": engine_settings(),
             "sweep_max": SWEEP_MAX,

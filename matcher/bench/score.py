@@ -11,6 +11,10 @@ from matcher.bench.plant import COPY_KINDS, CopyRow
 
 
 
+#: What a match between two versions of one photo is (an original and its transparent version's copy).
+SAME_PHOTO = "same-photo-other-version"
+
+
 class Truth:
     """What each index item is, and therefore whether a match is correct."""
 
@@ -19,6 +23,8 @@ class Truth:
         self.rows = rows
         self.pair_of_b = pair_of_b  # same-scene b key -> its a's path
         self.lookalikes = lookalikes or set()  # pairs of query photos that are themselves near-identical
+        # derived queries (a version of an original with transparency) -> that original: the same photo
+        self.base = {r.original: r.base for r in rows.values() if r.base}
 
     def classify(self, query: str, dataset: str, key: str) -> tuple[bool, str]:
         """(correct?, kind): kind is the copy id when correct, else what the wrong item is."""
@@ -28,6 +34,8 @@ class Truth:
                 return False, "unknown-copy"
             if row.original == query:
                 return True, key
+            if self.base.get(row.original, row.original) == self.base.get(query, query):
+                return False, SAME_PHOTO
             if frozenset((row.original, query)) in self.lookalikes:
                 return False, "copy-of-lookalike-photo"
             return False, "copy-of-other-photo"
@@ -67,6 +75,8 @@ def score(
     false: list[tuple[int, str, str, str, int]] = []  # (query, dataset, key, kind, d)
     for (q, dataset, key), d in best.items():
         ok, kind = truth.classify(queries[q].path, dataset, key)
+        if kind == SAME_PHOTO:  # another version of the query's own photo: neither found nor false
+            continue
         if ok:
             found[kind] = min(d, found.get(kind, d))
         else:

@@ -63,10 +63,15 @@ from matcher.report.formats import plural as report_plural
               help="full: keep a 64x64 thumbnail per entry (~4 KB) to verify matches; none: codes only (~90 bytes an "
                    "entry): a match is verified against the dataset image when it is a local file, else reported "
                    "unverified with the filter's evidence.")
+@click.option("--local-features", is_flag=True,
+              help="Also index local features (ORB keypoints, ~3.5 KB per image): finds corner crops, photos framed on "
+                   "a blurred fill, rotated, tilted or composited copies the 64-bit codes miss. Kept by the index "
+                   "from then on (local engine only).")
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
-        allow_networks=(), sharded=False, read_reservations=True, check_sites=False, thumbnails="full") -> None:
+        allow_networks=(), sharded=False, read_reservations=True, check_sites=False, thumbnails="full",
+        local_features=False) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -83,6 +88,9 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         sys.exit(EXIT_ERROR)
     if new_version and not dataset_version:
         _err(err, "--new-version needs --version V: the version the dataset now is")
+        sys.exit(EXIT_ERROR)
+    if local_features and (engine != "local" or sharded):
+        _err(err, "--local-features is for --engine local without --sharded (shards do not carry keypoints yet)")
         sys.exit(EXIT_ERROR)
     failed_shards = None
     progress = None
@@ -113,7 +121,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
             with progress, add_checker(read_reservations, check_sites, settings) as checker:
                 stats = add_items(index_dir, srcs, screen=screen, workers=workers, fetch=settings, limits=limits,
                                   progress=progress, version=dataset_version, new_version=new_version,
-                                  reservations=checker, thumbnails=thumbnails,
+                                  reservations=checker, thumbnails=thumbnails, local_features=local_features,
                                   warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False,
                                                            soft_wrap=True))
         else:
@@ -756,9 +764,11 @@ def _out_file_problem(path: Path) -> str | None:
 @click.option("--workers", type=click.IntRange(0), default=None, help="Processes (default: one per core; 0 = in-process).")
 @click.option("--latency-sample", type=click.IntRange(0), default=50, show_default=True,
               help="Queries also searched one at a time to measure single-photo latency.")
+@click.option("--local-features/--no-local-features", default=True, show_default=True,
+              help="Build the bench index with the local-feature tier (`matcher add --local-features`).")
 @force_option
 def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_names, max_distractors, workers,
-          latency_sample, force) -> None:
+          latency_sample, local_features, force) -> None:
     """Measure recall: plant seeded copies of PHOTOS_DIR's images in an index, search for them, report.
 
     Writes OUT/report.json, OUT/report.md and OUT/sweep.png, and prints the table.
@@ -780,7 +790,7 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
         report = B.run_bench(
             photos_dir, out_dir, distractors=distractors, faces=faces, same_scene=same_scene, seed=seed,
             transforms=names, max_distractors=max_distractors, workers=workers, latency_sample=latency_sample,
-            log=lambda msg: err.print(f"[dim]bench:[/] {msg}", highlight=False),
+            local_features=local_features, log=lambda msg: err.print(f"[dim]bench:[/] {msg}", highlight=False),
         )
         paths = B.write_reports(report, out_dir)
     except MatcherError as e:

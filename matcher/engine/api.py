@@ -18,7 +18,10 @@ from matcher.ingest.sources import Source
 from matcher.index.binary import one_search_thread
 from matcher.index.store import IndexStore, writing
 from matcher.hashing.verify import DEFAULT_MIN_SCORE
-from matcher.pipeline.photo import Candidate, HashSpec, QueryHashes, query_batch, verify_batch
+from matcher.engine.local import local_candidates
+from matcher.hashing.local_features import INDEX_FEATURES
+from matcher.pipeline.local import verify_all
+from matcher.pipeline.photo import Candidate, HashSpec, QueryHashes, query_batch
 from matcher.pipeline.pool import CRASH_REASON, Task, Workers
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_MIN_SCORE", "DEFAULT_MAX_MOTION", "MAX_CANDIDATES", "add", "search", "iter_query_files",
@@ -45,6 +48,7 @@ def add(
     reservations=None,
     thumbnails: str = "full",
     warn=None,
+    local_features: bool = False,
 ) -> AddStats:
     """Create or extend the index at ``index_dir`` with every item of ``sources``.
 
@@ -61,6 +65,9 @@ def add(
     its entries are not added but recorded as failed ("opted out (registry entry ...)", kind ``opted_out``).
     ``reservations`` (a :class:`matcher.ingest.reservations.Checker`): each item's reservations are read and
     stored with it. ``thumbnails``: the datasets' thumbnail tier from now on (:meth:`IndexStore.set_thumbnails`).
+    ``local_features``: give the index its local-feature tier (:mod:`matcher.index.local`; kept from then on):
+    ORB keypoints of every image added, searched beside the 64-bit codes, for corner crops, framed,
+    rotated and tilted copies.
     """
     created = _new_index_root(index_dir)
     try:
@@ -88,6 +95,8 @@ def _add(index_dir, sources, workers, fetch, limits, progress, version, new_vers
                                 f"are {screen.hasher}")
         store.register_sources(sources, version=version, new_version=new_version)
         store.set_thumbnails([s.dataset for s in sources], thumbnails)
+        if local_features:
+            store.enable_local(INDEX_FEATURES)
         return ingest(store, sources, workers=workers, fetch=fetch, limits=limits, progress=progress, screen=screen,
                       reservations=reservations)
 
@@ -196,7 +205,7 @@ def search(
     """
     files = [str(p) for p in iter_query_files(paths)]
     one_search_thread()  # the cores are the workers'; a photo's lookup is a small batch
-    spec = HashSpec.of(store.hasher, store.regions, limits)
+    spec = _spec(store, limits)
     workers = default_workers() if workers is None else workers
     chunks = [files[i : i + 4] for i in range(0, len(files), 4)]
     pool = Workers(workers if workers > 0 and len(files) > 4 else 0)
@@ -240,10 +249,8 @@ def search(
                 if o[0] != "ok":
                     pending.append((f, o[1], None, None, None))
                     continue
-                items, cands = _candidates(store, o[2], threshold)
-                q = o[2]
-                task = (pool.submit(verify_batch, spec, q.image, q.faces, cands, min_score, max_motion) if cands
-                        else [])
+                items, views = _views(store, o[2], threshold)
+                task = pool.submit(verify_all, spec, views, min_score, max_motion) if views else []
                 pending.append((f, None, o[1].hex(), items, task))
             # hand out what is ready, in order, without waiting on photos still being verified
             while pending and (_ready(pending[0][4]) or len(pending) > 4 * window):
@@ -252,6 +259,10 @@ def search(
             yield _result(verified(pending.popleft()), threshold, min_score, report_rejected)
     finally:
         pool.shutdown()
+
+
+def _spec(store: IndexStore, limits: Limits) -> HashSpec:
+    return HashSpec.of(store.hasher, store.regions, limits, store.local.features if store.local is not None else 0)
 
 
 def _ready(outcomes) -> bool:
@@ -294,6 +305,22 @@ def _candidates(store: IndexStore, q: QueryHashes, threshold: int, stages: dict 
     return items, cands
 
 
+def _views(store: IndexStore, q: QueryHashes, threshold: int) -> tuple[dict, list[tuple]]:
+    """The photo's candidates (64-bit and local), per way it was decoded (a photo with transparency: two),
+    as :func:`matcher.pipeline.local.verify_all` takes them; views without candidates are left out."""
+    items: dict = {}
+    views = []
+    for view in (q, q.alt):
+        if view is None:
+            continue
+        found, cands = _candidates(store, view, threshold)
+        items.update(found)
+        local = local_candidates(store, view, items)
+        if cands or local:
+            views.append((view.image, view.faces, cands, local))
+    return items, views
+
+
 def search_bytes(
     store: IndexStore,
     name: str,
@@ -311,13 +338,14 @@ def search_bytes(
     ``run_store(fn, *args)`` runs ``fn(store, *args)`` where the store may be used (the web server
     keeps it on a thread of its own); by default, here.
     """
-    spec = HashSpec.of(store.hasher, store.regions, limits)
+    spec = _spec(store, limits)
     (out,) = query_batch(spec, [data])
     if out[0] != "ok":
         return QueryResult(query=name, error=out[1])
     q = out[2]
-    items, cands = run_store(_candidates, q, threshold) if run_store else _candidates(store, q, threshold)
-    outcomes = verify_batch(spec, q.image, q.faces, cands, min_score, max_motion) if cands else []
+
+    items, views = run_store(_views, q, threshold) if run_store else _views(store, q, threshold)
+    outcomes = verify_all(spec, views, min_score, max_motion) if views else []
     return _result((name, None, out[1].hex(), items, outcomes), threshold, min_score, False)
 
 
@@ -336,6 +364,8 @@ def _result(entry: tuple, threshold: int, min_score: float, report_rejected: boo
         elif not verified and not report_rejected:
             continue
         evidence = {"variant": variant.name, "entry": kind, "distance": d, "threshold": threshold}
+        if detail.get("via"):  # found by local features: the 64-bit distance is reported, it was not the gate
+            evidence.pop("threshold")
         if score is not None:
             evidence.update(score=round(score, 4), min_score=min_score)
         evidence.update(detail)

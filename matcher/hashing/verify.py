@@ -52,7 +52,8 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return x / n if n > 1e-6 else x
 
 
-def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0) -> float:
+def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0,
+               cells_ok: np.ndarray | None = None) -> float:
     """Median, over a grid of cells, of the local correlation of two aligned thumbnails.
 
     A copy agrees almost everywhere (a watermark or caption spoils a few cells); a different
@@ -61,7 +62,9 @@ def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0) 
     either side are skipped; with fewer than :data:`MIN_CELLS` textured cells there is not
     enough evidence and the score is 0 (a near-blank picture, or one whose only structure is
     the corners a rotation filled in). ``ring`` leaves out that many rings of border cells (used
-    when the query region was rotated with filled corners: the corners are not evidence).
+    when the query region was rotated with filled corners: the corners are not evidence);
+    ``cells_ok`` (cells x cells bools, row-major) leaves out the cells it marks False (parts of the
+    dataset picture a geometrically aligned query does not cover).
     """
     n = a.shape[0] // cells
     x = a[: n * cells, : n * cells].astype(np.float32).reshape(cells, n, cells, n).transpose(0, 2, 1, 3)
@@ -76,6 +79,8 @@ def cell_score(a: np.ndarray, b: np.ndarray, cells: int = CELLS, ring: int = 0) 
         idx = np.arange(cells)
         inner = (idx >= ring) & (idx < cells - ring)
         ok &= (inner[:, None] & inner[None, :]).ravel()
+    if cells_ok is not None:
+        ok &= np.asarray(cells_ok, bool).ravel()
     if ok.sum() < MIN_CELLS:
         return 0.0
     r = (x[ok] * y[ok]).sum(axis=1) / (sx[ok] * sy[ok])

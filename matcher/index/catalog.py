@@ -150,6 +150,8 @@ class ItemRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     # Flickr identity ({photo_id, owner_nsid, owner_name}: matcher.provenance.flickr.identity_of), for ok and failed items
     identity: dict[str, Any] | None = None
+    # keypoints for the local-feature tier (fractions (k, 2), descriptors (k, 32)): matcher.index.local, never the catalog
+    local: tuple | None = None
 
 
 class Catalog:

@@ -38,6 +38,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from matcher.atomic import write_bytes
+from matcher.index.local import LocalIndex
 from matcher.index.catalog import Catalog, ItemRecord, is_write_failure
 from matcher.errors import CatalogError, IndexMismatch, IndexWriteError
 from matcher.hashing.hashers import DEFAULT_HASHER, Hasher, get_hasher, hasher_from_identity
@@ -117,6 +118,7 @@ class IndexStore:
         self.index_entries: int | None = None
         self.filter = FilterCodes(root / FILTER_FILE, writable=writable)
         self._tiers: dict[str, str] = {}  # dataset -> thumbnail tier (set_thumbnails)
+        self.local = LocalIndex.open(root, writable=writable)  # the local-feature tier, if the index has one
 
     # opening --------------------------------------------------------------------
     @classmethod
@@ -244,6 +246,8 @@ class IndexStore:
                 self.reconcile()
             elif self.writable and self._dirty:
                 self.save()
+            if self.writable and self.local is not None:
+                self.local.save()
         finally:
             self.catalog.close()
             self.filter.close()
@@ -400,6 +404,8 @@ class IndexStore:
         new_ids, new_codes, removed = self.catalog.record(records)
         lap("catalog")
         pause("store.recorded")
+        if self.local is not None:
+            self._record_local(records, new_ids)
         if removed:
             self.faiss.remove(removed)
         if new_ids:
@@ -414,6 +420,25 @@ class IndexStore:
             self._dirty = True
         if self._dirty and time.monotonic() - self._last_save >= save_every:
             self.save()
+
+    def enable_local(self, features: int) -> None:
+        """Give this index a local-feature tier (:mod:`matcher.index.local`) keeping ``features`` keypoints per
+        image from now on (images added before have none: add them again to a new index to have them)."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        if self.local is None:
+            self.local = LocalIndex.open(self.root, create=True, writable=True, features=features)
+
+    def _record_local(self, records: Sequence[ItemRecord], new_ids: list[int]) -> None:
+        """Queue the keypoints of the records just committed under their ``full`` entry (the first of each)."""
+        k = 0
+        for r in records:
+            if r.error is not None:
+                continue
+            if r.local is not None and r.codes:
+                self.local.add(new_ids[k], *r.local)
+            k += len(r.codes)
+        self.local.flush()
 
     # reading --------------------------------------------------------------------
     def filter_radius(self, threshold: int) -> int:
@@ -479,6 +504,10 @@ class IndexStore:
             out.append(row)
         lap("catalog")
         return out
+
+    def search_local(self, desc: np.ndarray) -> list:
+        """:meth:`matcher.index.local.LocalIndex.search` (empty without a local-feature tier)."""
+        return self.local.search(desc, dead=self.dead) if self.local is not None else []
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())

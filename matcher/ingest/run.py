@@ -95,9 +95,10 @@ def failure_record(item: SourceItem, reason: str, kind: str) -> ItemRecord:
 def outcome_record(item: SourceItem, out: tuple) -> ItemRecord:
     """The catalog record of a :func:`matcher.pipeline.photo.index_batch` outcome, the same for every engine."""
     if out[0] == "ok":
-        _, code, entries, w, h, _fmt = out
+        _, code, entries, w, h, _fmt, *local = out
         return ItemRecord(item.dataset, item.key, fields=item.fields, width=w, height=h, hash_hex=code.hex(),
-                          codes=entries, extra=item_extra(item, (w, h)), identity=identity_of(item.fields, item.extra))
+                          codes=entries, extra=item_extra(item, (w, h)), identity=identity_of(item.fields, item.extra),
+                          local=local[0] if local else None)
     return failure_record(item, out[1], out[2])
 
 
@@ -106,7 +107,8 @@ class _Pipeline:
                  stats: AddStats, commit_every: int, screen=None, thumbnails: bool = True):
         self.store = store
         # thumbnails are made only when a dataset being added keeps them (add --thumbnails none: not made at all)
-        self.spec = HashSpec.of(store.hasher, store.regions, limits, thumbnails)
+        self.spec = HashSpec.of(store.hasher, store.regions, limits, thumbnails,
+                                store.local.features if store.local else 0)
         # the worker task and its leading arguments: hashing, or hashing screened against an opt-out registry
         if screen is None:
             self.task: tuple = (index_batch, self.spec)

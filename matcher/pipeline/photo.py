@@ -30,6 +30,8 @@ from matcher.imaging.faces import detect_faces
 from matcher.hashing.hashers import get_hasher
 from matcher.hashing.hashers.base import MIN_DETAIL
 from matcher.hashing.hashers.phash import phash_pixels
+from matcher.hashing.local_features import QUERY_FEATURES, extract as local_extract
+from matcher.imaging.alpha import BLACK, on_black
 from matcher.imaging.images import Limits, load_image
 from matcher.imaging.regions import Variant, index_boxes, query_variants
 from matcher.stages import lap, start
@@ -71,15 +73,16 @@ class HashSpec:
     ``thumbnails`` False: regions are still found and hashed, their thumbnails not made (the datasets being
     added keep none: ``add --thumbnails none``)."""
 
-    def __init__(self, hasher: tuple, regions: bool, limits: Limits, thumbnails: bool = True):
+    def __init__(self, hasher: tuple, regions: bool, limits: Limits, thumbnails: bool = True, local: int = 0):
         self.hasher = hasher
         self.regions = regions
         self.limits = limits
         self.thumbnails = thumbnails
+        self.local = local  # keypoints kept per dataset image (the local-feature tier); 0: none
 
     @classmethod
-    def of(cls, hasher, regions: bool, limits: Limits, thumbnails: bool = True) -> "HashSpec":
-        return cls(_recipe(hasher), regions, limits, thumbnails)
+    def of(cls, hasher, regions: bool, limits: Limits, thumbnails: bool = True, local: int = 0) -> "HashSpec":
+        return cls(_recipe(hasher), regions, limits, thumbnails, local)
 
 
 _cache: dict[tuple, Any] = {}
@@ -162,10 +165,12 @@ def _face_boxes(faces: list | None, w: int, h: int) -> dict[str, tuple[float, fl
     return out
 
 
-def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None, thumbnails: bool = True) -> tuple:
+def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, faces=None, thumbnails: bool = True,
+              local: int = 0) -> tuple:
     """Hash one dataset image. ``faces``: the face boxes its manifest gives (:data:`matcher.imaging.facebox.RawFaces`);
     with regions, each adds an entry ``face<i>`` (the square around face ``i``, :func:`matcher.imaging.facebox.face_region`).
-    Entries get a thumbnail when ``regions`` and ``thumbnails``, else None."""
+    Entries get a thumbnail when ``regions`` and ``thumbnails``, else None. ``local``: keep that many keypoints
+    (:mod:`matcher.hashing.local_features`), returned as a 7th element."""
     pause("index.photo")
     start()
     try:
@@ -197,6 +202,9 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
         thumb = encode_thumb(thumb_array(img, box)) if regions and thumbnails else None
         entries.append((kind, code.tobytes(), thumb, long.tobytes()))
     lap("thumbnails")
+    if local:
+        return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format,
+                local_extract(np.asarray(img), local))
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
 
@@ -231,8 +239,25 @@ def index_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tu
     """Hash each dataset path or body, or ``(path or body, face boxes)`` (:func:`index_one`'s ``faces``).
     Used by the process pool (and in-process when workers=0)."""
     hasher = _build(spec.hasher)
-    return [index_one(hasher, spec.regions, s[0], spec.limits, s[1], spec.thumbnails) if isinstance(s, tuple)
-            else index_one(hasher, spec.regions, s, spec.limits, None, spec.thumbnails) for s in sources]
+    local = getattr(spec, "local", 0)
+    out = []
+    for s in sources:
+        src, faces = s if isinstance(s, tuple) else (s, None)
+        o = index_one(hasher, spec.regions, src, spec.limits, faces, spec.thumbnails, local=local)
+        if o[0] == "ok" and spec.regions:
+            _add_black(hasher, src, spec.limits, o[2], spec.thumbnails)
+        out.append(o)
+    return out
+
+
+def _add_black(hasher, src, limits: Limits, entries: list, thumbnails: bool = True) -> None:
+    """An image with transparency also gets an entry flattened onto black (:mod:`matcher.imaging.alpha`)."""
+    black = on_black(src, limits)
+    if black is None:
+        return
+    o = index_one(hasher, True, black, limits, None, thumbnails)
+    if o[0] == "ok" and o[2] and o[2][0][1] != entries[0][1]:
+        entries.append((BLACK, *o[2][0][1:]))
 
 
 # --- query side -------------------------------------------------------------------------
@@ -247,6 +272,8 @@ class QueryHashes:
     width: int
     height: int
     fcodes: np.ndarray | None = None  # (len(variants), 32) uint8: each variant's filter code (matcher.index.filtercodes)
+    local: tuple | None = None  # the working image's keypoints (fractions, descriptors), for a local-feature tier
+    alt: "QueryHashes | None" = None  # a photo with transparency: the same, flattened onto black
 
 
 def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> tuple:
@@ -312,7 +339,19 @@ def query_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits) -> 
 
 def query_batch(spec: HashSpec, sources: Sequence[Union[str, bytes]]) -> list[tuple]:
     hasher = _build(spec.hasher)
-    return [query_one(hasher, spec.regions, s, spec.limits) for s in sources]
+    out = []
+    for s in sources:
+        o = query_one(hasher, spec.regions, s, spec.limits)
+        if o[0] == "ok":
+            black = on_black(s, spec.limits) if spec.regions else None
+            alt = query_one(hasher, spec.regions, black, spec.limits) if black is not None else None
+            if alt is not None and alt[0] == "ok":  # a photo with transparency: searched flattened both ways
+                o[2].alt = alt[2]
+            for q in (o[2], o[2].alt):
+                if q is not None and getattr(spec, "local", 0):
+                    q.local = local_extract(q.image, QUERY_FEATURES)
+        out.append(o)
+    return out
 
 
 # --- verification -----------------------------------------------------------------------
