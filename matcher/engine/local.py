@@ -37,5 +37,6 @@ def local_candidates(store: IndexStore, q: QueryHashes, items: dict[int, Item]) 
         item, kind, thumb = row
         items.setdefault(item.id, item)
         out.append(LocalCandidate(item.id, item.path, item.hash, kind, thumb, _distance(full, item.hash), h.votes,
-                                  np.asarray(xy, np.float32)[h.query_idx], h.dataset_xy, item.extra.get("faces")))
+                                  np.asarray(xy, np.float32)[h.query_idx], h.dataset_xy, item.extra.get("faces"),
+                                  h.one_to_one))
     return out

@@ -60,13 +60,15 @@ def _nlist(n: int) -> int:
 class LocalHit:
     """A dataset image many query keypoints voted for: its ``full`` entry id, and the matched pairs."""
 
-    __slots__ = ("entry_id", "votes", "query_idx", "dataset_xy")
+    __slots__ = ("entry_id", "votes", "query_idx", "dataset_xy", "one_to_one")
 
-    def __init__(self, entry_id: int, votes: int, query_idx: np.ndarray, dataset_xy: np.ndarray):
+    def __init__(self, entry_id: int, votes: int, query_idx: np.ndarray, dataset_xy: np.ndarray,
+                 one_to_one: np.ndarray):
         self.entry_id = entry_id
         self.votes = votes
         self.query_idx = query_idx  # indices into the query's keypoints
         self.dataset_xy = dataset_xy  # (k, 2) float32 fractions of the dataset image
+        self.one_to_one = one_to_one  # bool (k,): the pairs whose dataset keypoint is used once
 
 
 class LocalIndex:
@@ -199,12 +201,20 @@ class LocalIndex:
         dist, rows = self.index.search(np.ascontiguousarray(desc, np.uint8), k)
         ok = (rows >= 0) & (dist <= MATCH_BITS)
         q_idx = np.repeat(np.arange(len(desc)), k).reshape(len(desc), k)[ok]
-        rows = rows[ok]
+        rows, dist = rows[ok], dist[ok]
         if not len(rows):
             return []
         img = np.searchsorted(self.images[:, 1], rows, side="right") - 1
-        pairs = np.unique(np.stack([img, q_idx]), axis=1)  # one vote per (image, query keypoint)
-        votes = np.bincount(pairs[0], minlength=len(self.images))
+        # one pair per (image, query keypoint): its nearest descriptor in that image (one vote each)
+        order = np.argsort(dist, kind="stable")
+        _, first = np.unique(np.stack([img[order], q_idx[order]]), axis=1, return_index=True)
+        keep = order[np.sort(first)]  # still nearest first
+        img, q_idx, rows = img[keep], q_idx[keep], rows[keep]
+        # the one-to-one subset: each dataset keypoint with its nearest query keypoint only (a second chance for
+        # the geometric fit when many query keypoints piled onto a few dataset ones)
+        one = np.zeros(len(rows), bool)
+        one[np.unique(rows, return_index=True)[1]] = True
+        votes = np.bincount(img, minlength=len(self.images))
         top = np.nonzero(votes >= MIN_VOTES)[0]
         if dead is not None and len(dead) and len(top):
             top = top[~np.isin(self.images[top, 0], dead)]
@@ -213,7 +223,7 @@ class LocalIndex:
         for t in top.tolist():
             sel = img == t
             out.append(LocalHit(int(self.images[t, 0]), int(votes[t]), q_idx[sel],
-                                self.xy[rows[sel]].astype(np.float32) / 65535.0))
+                                self.xy[rows[sel]].astype(np.float32) / 65535.0, one[sel]))
         return out
 
     def bytes_on_disk(self) -> int:

@@ -46,6 +46,7 @@ class LocalCandidate:
     query_xy: np.ndarray  # (k, 2) fractions of the photo's working image
     dataset_xy: np.ndarray  # (k, 2) fractions of the dataset image
     faces: list | None = None
+    one_to_one: np.ndarray | None = None  # bool (k,): the pairs to fit again with when all of them give no fit
 
 
 def query_features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +105,14 @@ def _detail(spec: HashSpec, image: np.ndarray, h: np.ndarray, cand: LocalCandida
     return {"detail": "too small or flat to measure motion"} if motion is None else {"motion": round(motion, 3)}
 
 
+def _fit(cand: LocalCandidate, iw: int, ih: int):
+    q = to_pixels(cand.query_xy, iw, ih)
+    fit = fit_homography(q, cand.dataset_xy)
+    if fit is None and cand.one_to_one is not None and 0 < cand.one_to_one.sum() < len(q):
+        fit = fit_homography(q[cand.one_to_one], cand.dataset_xy[cand.one_to_one])
+    return fit
+
+
 def verify_local(spec: HashSpec, image: np.ndarray, cands: Sequence[LocalCandidate], min_score: float,
                  max_motion: float | None) -> list[tuple]:
     """Verify each geometric candidate: ``(item_id, score | None, distance, Variant, kind, detail)``,
@@ -114,7 +123,7 @@ def verify_local(spec: HashSpec, image: np.ndarray, cands: Sequence[LocalCandida
     for cand in cands:
         info = {"via": VIA, "votes": cand.votes}
         variant = Variant("local/homography", "id", (0.0, 0.0, float(iw), float(ih)))
-        fit = fit_homography(to_pixels(cand.query_xy, iw, ih), cand.dataset_xy) if cand.thumb is not None else None
+        fit = _fit(cand, iw, ih) if cand.thumb is not None else None
         if fit is None:
             out.append((cand.item_id, 0.0, cand.distance, variant, cand.kind, {**info, "inliers": 0}))
             continue
