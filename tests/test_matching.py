@@ -22,6 +22,9 @@ from matcher.ingest.sources import FolderSource, ManifestSource
 from matcher.index.store import IndexStore
 from matcher.imaging.transforms import TARGETS, TRANSFORMS, apply, face_crop
 
+#: The families this fixed set checks (the second-round classes, which need the local-feature tier, are
+#: checked by tests/test_local_features.py).
+FAMILIES = ("benign", "dihedral", "geometric", "crop", "overlay", "face")
 ORIGINALS = ["IMG_0001.jpg", "IMG_0002.jpg", "IMG_0003.jpg", "IMG_0004.png", "IMG_0005.jpg", "IMG_0006.jpg",
              "IMG_0008.jpg", "IMG_0009.jpg"]
 FACE_PHOTO = "IMG_0009.jpg"  # the astronaut portrait (NASA, public domain)
@@ -37,6 +40,8 @@ def planted(tmp_path_factory, sample):
     for i, name in enumerate(ORIGINALS):
         img = load_image(sample / "my-photos" / name).image.convert("RGB")
         for j, t in enumerate(TRANSFORMS):
+            if TRANSFORMS[t].family not in FAMILIES:
+                continue
             data = apply(t, img, np.random.default_rng([7, i, j]))
             ext = {b"\xff\xd8": "jpg", b"\x89P": "png", b"RI": "webp"}[data[:2]]
             f = copies / f"{t}-{i}.{ext}"
@@ -76,7 +81,7 @@ def _manifest_keys(sample) -> dict[str, str]:
         return {Path(r["path"]).as_posix().split("/", 1)[1]: r["id"] for r in csv.DictReader(f)}
 
 
-@pytest.mark.parametrize("family", sorted(TARGETS))
+@pytest.mark.parametrize("family", sorted(f for f in TARGETS if f in FAMILIES))
 def test_recall_per_family_meets_its_target(planted, family):
     rows, results = planted
     found = defaultdict(list)
