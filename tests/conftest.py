@@ -56,7 +56,7 @@ def matcher_cli():
 #: What an index entry can be computed from: the whole image, the photo inside padding, one of up
 #: to three photos inside a frame (caption bar, screenshot, collage), or the region around one of the
 #: face boxes a faces manifest gives (matcher.imaging.facebox: face0 .. face7).
-ENTRY_KINDS = {"full", "trim", "content", "content2", "content3"} | {f"face{i}" for i in range(8)}
+ENTRY_KINDS = {"full", "trim", "content", "content2", "content3", "black"} | {f"face{i}" for i in range(8)}
 
 
 def catalog_sql(index: Path, query: str, *args) -> list[tuple]:
