@@ -262,7 +262,7 @@ def search(
 
 
 def _spec(store: IndexStore, limits: Limits) -> HashSpec:
-    return HashSpec.of(store.hasher, store.regions, limits, store.local.features if store.local is not None else 0)
+    return HashSpec.of(store.hasher, store.regions, limits, local=store.local.features if store.local is not None else 0)
 
 
 def _ready(outcomes) -> bool:
