@@ -72,7 +72,7 @@ def add(
     created = _new_index_root(index_dir)
     try:
         stats = _add(index_dir, sources, workers, fetch, limits, progress, version, new_version, screen, warn,
-                     reservations, thumbnails)
+                     reservations, thumbnails, local_features)
     except BaseException:
         if created is not None:
             _remove_if_empty(created, index_dir)
@@ -83,7 +83,7 @@ def add(
 
 
 def _add(index_dir, sources, workers, fetch, limits, progress, version, new_version, screen, warn, reservations,
-         thumbnails) -> AddStats:
+         thumbnails, local_features=False) -> AddStats:
     with writing(index_dir), IndexStore.open(index_dir, create=True, writable=True) as store:
         if warn is not None:
             for location, other, items in sources_added_before(store, sources):
