@@ -69,19 +69,23 @@ def rss() -> dict[str, int]:
     return out
 
 
-def build_real(corpus: Path, cache: Path, seed: int, max_distractors: int | None, workers: int) -> Path:
-    """The real part: planted copies of the member originals + the corpus's distractors (cached)."""
-    d = cache / f"real-s{seed}-d{max_distractors or 'all'}"
+def build_real(corpus: Path, cache: Path, seed: int, max_distractors: int | None, workers: int,
+               faces: bool = False) -> Path:
+    """The real part: planted copies of the member originals (and, with ``faces``, crops around the faces of
+    the corpus's face photos, which are then members too) + the corpus's distractors (cached)."""
+    d = cache / f"real-s{seed}-d{max_distractors or 'all'}{'-faces' if faces else ''}"
     if (d / ".complete").exists():
         return d
     if d.exists():
         shutil.rmtree(d)
     t0 = time.perf_counter()
-    planting = plant_copies(corpus / "originals", d, seed=seed, workers=workers, log=print)
+    planting = plant_copies(corpus / "originals", d, seed=seed, workers=workers, log=print,
+                            faces=corpus / "faces" if faces else None)
     sources = [ManifestSource(d / "manifest.csv", DATASET_COPIES),
                _Capped(FolderSource(corpus / "distractors", DATASET_DISTRACTORS), max_distractors)]
     add(d / "index", sources, workers=workers)
     truth = {"originals": planting.originals, "held": sorted(planting.held),
+             "faces": sorted({src for src, _ in planting.faces}),
              "copies": {cid: row.original for cid, row in planting.rows.items()}}
     (d / "truth.json").write_text(json.dumps(truth))
     (d / "build_s").write_text(f"{time.perf_counter() - t0:.1f}\n")
@@ -174,9 +178,11 @@ def queries(corpus: Path, truth: dict) -> list[tuple[str, str]]:
     """(path, role): members (originals with planted copies) and non-members (nothing of theirs indexed)."""
     held = set(truth["held"])
     out = [(p, "member" if i not in held else "non-member") for i, p in enumerate(truth["originals"])]
+    planted_faces = set(truth.get("faces", []))
     for part in ("faces", "same-scene"):
         if (corpus / part).is_dir():
-            out += [(str(p.resolve()), "non-member") for p in iter_image_files(corpus / part)]
+            out += [(str(p.resolve()), "member" if str(p.resolve()) in planted_faces else "non-member")
+                    for p in iter_image_files(corpus / part)]
     return out
 
 
@@ -322,6 +328,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1e6,1e7", help="comma-separated entry counts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-distractors", type=int, default=None)
+    ap.add_argument("--faces", action="store_true", help="also plant face crops of the corpus's face photos")
     ap.add_argument("--workers", type=int, default=2, help="for building the real part")
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads for FAISS searches")
     ap.add_argument("--members", type=int, default=None, help="search only the first N member photos (time)")
@@ -341,7 +348,7 @@ def main() -> None:
             d = build_bulk(n, a.cache, a.seed)
             print(f"# bulk {n:,}: {(d / 'build_cpu_s').read_text().strip()} CPU s ({d})", flush=True)
         return
-    real = build_real(a.corpus, a.cache, a.seed, a.max_distractors, a.workers)
+    real = build_real(a.corpus, a.cache, a.seed, a.max_distractors, a.workers, a.faces)
     truth = json.loads((real / "truth.json").read_text())
     real_n = len(real_entries(real / "index")[0])
     print(f"# real part: {real_n:,} entries ({len(truth['copies']):,} planted copies), built in "
