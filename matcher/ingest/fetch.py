@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http
-import ipaddress
 import itertools
 import math
 import os
@@ -49,7 +48,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from matcher.errors import FetchError
-from matcher.ingest.policy import FetchSettings, IPAddress, is_public_address
+from matcher.ingest.hosts import host_address
+from matcher.ingest.policy import FetchSettings, is_public_address
 
 __all__ = [
     "FetchSettings",
@@ -135,14 +135,6 @@ def sniff_image_format(data: bytes) -> str | None:
 
 # ---------------------------------------------------------------------------
 # address safety
-
-def _ip_literal(host: str) -> IPAddress | None:
-    """The address if ``host`` (as yarl decodes it, without brackets) is an IP literal."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
 
 class _RefusedAddress(Exception):
     """Raised by :class:`_GuardedResolver`; turned into a fresh FetchError per request.
@@ -343,7 +335,7 @@ def _check_target(url: URL, settings: FetchSettings, *, hop: str = "URL") -> Non
     if not host:
         raise FetchError(f"{hop} has no host", kind="bad_url")
     if not settings.allow_private:
-        ip = _ip_literal(host)
+        ip = host_address(host)  # every literal form, parsed here as inet_aton would (matcher.ingest.hosts)
         if ip is not None and not settings.allows(ip):
             raise FetchError(f"refusing to connect to non-public address {ip}", kind="refused")
 
