@@ -452,7 +452,7 @@ def test_add_with_column_override(tmp_path, sample):
     img = (sample / "dataset" / "flickr_3719541668_cd273c.jpg").resolve()
     m.write_text(f"ident,Pic,Who\nx1,{img},someone\n")
     p = run_matcher("add", "--index", str(tmp_path / "D"), "--column", "path=Pic", "--column", "key=ident",
-                    "--column", "owner=Who", str(m))
+                    "--column", "owner=Who", "--allow-paths", str(sample), str(m))
     assert p.returncode == 0, p.stderr
     s = run_matcher("search", "--index", str(tmp_path / "D"), "--json", str(sample / "my-photos" / "IMG_0001.jpg"))
     assert s.returncode == 0, s.stderr
@@ -483,7 +483,7 @@ def test_add_gzip_manifest(tmp_path, sample):
         out.append(",".join(f))
     with gzip.open(m, "wt", newline="") as fh:
         fh.write("\n".join(out) + "\n")
-    p = run_matcher("add", "--index", str(tmp_path / "D"), str(m))
+    p = run_matcher("add", "--index", str(tmp_path / "D"), "--allow-paths", str(sample), str(m))
     assert p.returncode == 0, p.stderr
     data = _info(tmp_path / "D")
     n = data["entries"]

@@ -57,7 +57,8 @@ def _manifest(sample: Path, root: Path) -> Path:
 def built(sample, tmp_path_factory):
     root = tmp_path_factory.mktemp("lookup")
     index = root / "index"
-    proc = run_matcher("add", "--index", str(index), "--workers", "0", str(_manifest(sample, root)), check=False)
+    proc = run_matcher("add", "--index", str(index), "--workers", "0", "--allow-paths", str(sample),
+                       str(_manifest(sample, root)), check=False)
     assert proc.returncode == 0, proc.stderr
     assert "5 added, 1 failed" in proc.stderr
     photos = root / MY
@@ -330,7 +331,7 @@ def test_rerun_keeps_identities_and_updates_them(built, sample, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(index, copy, ignore=shutil.ignore_patterns("lock"))
     manifest = root / "dif.csv"
-    proc = run_matcher("add", "--index", str(copy), "--workers", "0", str(manifest))
+    proc = run_matcher("add", "--index", str(copy), "--workers", "0", "--allow-paths", str(sample), str(manifest))
     assert proc.returncode == 0 and "0 added, 1 failed" in proc.stderr
     assert len(catalog_sql(copy, "SELECT * FROM identities")) == 5
     # the dead link comes back (the file appears) under another owner: hashed, identity updated
@@ -341,7 +342,8 @@ def test_rerun_keeps_identities_and_updates_them(built, sample, tmp_path):
         text = manifest.read_text().replace(f"a4,,{gone},{ALICE_NSID}", f"a4,,{gone},{BOB_NSID}")
         other = tmp_path / "dif.csv"
         other.write_text(text)
-        proc = run_matcher("add", "--index", str(copy), "--workers", "0", "--dataset", "dif", str(other))
+        proc = run_matcher("add", "--index", str(copy), "--workers", "0", "--dataset", "dif", "--allow-paths",
+                           str(root), "--allow-paths", str(sample), str(other))
         assert proc.returncode == 0 and "1 added, 0 failed" in proc.stderr, proc.stderr
     finally:
         gone.unlink()

@@ -394,7 +394,10 @@ def test_relative_paths_resolve_against_manifest_folder(tmp_path, monkeypatch):
     absolute = tmp_path / "elsewhere" / "z.png"
     p = _write(sub / "m.csv", f"path\nimgs/a.jpg\n../b.jpg\n{absolute}\n")
     monkeypatch.chdir(absolute.anchor)  # the current directory must not matter
-    items = _items(ManifestSource(p))
+    refused = _items(ManifestSource(p))  # outside the manifest's folder: refused unless allowed
+    assert [i.error_kind for i in refused] == [None, "refused", "refused"]
+    assert "outside the manifest's folder" in refused[1].error and refused[1].path is None
+    items = _items(ManifestSource(p, allow_paths=[tmp_path]))
     assert [i.path for i in items] == [
         str((sub / "imgs" / "a.jpg").resolve()),
         str((tmp_path / "b.jpg").resolve()),

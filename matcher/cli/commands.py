@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from matcher.cli.common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MATCH, EXIT_NO_MATCH, _AddProgress, _err,
-                                _guard_outputs, _parse_columns, download_options, engine_options, fetch_settings,
+                                _guard_outputs, _parse_columns, allow_paths_option, download_options, engine_options, fetch_settings,
                                 force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
@@ -24,6 +23,7 @@ from matcher.engine.cluster import open_searchable
 from matcher.index.sharded import ShardedStore, is_sharded, open_index
 from matcher.index.store import IndexStore
 from matcher.report.formats import plural as report_plural
+from matcher.report.formats import visible as _visible
 
 
 @main.command()
@@ -67,11 +67,12 @@ from matcher.report.formats import plural as report_plural
               help="Also index local features (ORB keypoints, ~3.5 KB per image): finds corner crops, photos framed on "
                    "a blurred fill, rotated, tilted or composited copies the 64-bit codes miss. Kept by the index "
                    "from then on (local engine only).")
+@allow_paths_option
 @click.argument("sources", nargs=-1, required=True)
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
         allow_networks=(), sharded=False, read_reservations=True, check_sites=False, thumbnails="full",
-        local_features=False) -> None:
+        local_features=False, allow_paths=()) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -96,11 +97,11 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     progress = None
     try:
         cols = _parse_columns(columns)
-        srcs = [open_source(s, dataset, cols, preset=manifest_format) for s in sources]
+        srcs = [open_source(s, dataset, cols, preset=manifest_format, allow_paths=allow_paths) for s in sources]
         for s in srcs:
             if manifest_format == "auto" or getattr(s, "preset", None):
-                err.print(f"{escape(s.location)}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
-                          f" (dataset {escape(s.dataset)})", highlight=False, soft_wrap=True)
+                err.print(f"{escape(_visible(s.location))}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
+                          f" (dataset {escape(_visible(s.dataset))})", highlight=False, soft_wrap=True)
         settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
         screen = None
@@ -308,7 +309,7 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     err.print(
         f"{report.plural(summary['photos'], 'photo')} checked, {summary['with_matches']:,} found "
         f"({report.plural(summary['matches'], 'copy', 'copies')}), {summary['errors']:,} could not be read"
-        + (f"; {report.plural(len(join.listed), 'item')} listed under {escape(join.label)} ({join.found_by_both:,} "
+        + (f"; {report.plural(len(join.listed), 'item')} listed under {escape(_visible(join.label))} ({join.found_by_both:,} "
            f"of them also matched a photo)" if join.active else "")
         + (f"; report written to {html_path}" if html_path else ""),
         highlight=False,
@@ -555,7 +556,7 @@ def _print_info(out: Console, data: dict, failures: bool) -> None:
     from matcher.cli.reservations import info_lines
 
     for text in info_lines(data.get("reservations") or {}):
-        line(text)
+        line(visible(text))
     if failures:
         failed = data["failed"]
         if not failed:
@@ -700,8 +701,8 @@ def duplicates(index_dir, across_datasets, dataset, threshold, min_score, max_mo
     scope = "across datasets" if across_datasets else "within datasets"
     err.print(
         f"{report_plural(len(groups), 'group')} of near-duplicates {scope}, {report_plural(sum(g.size for g in groups), 'item')} in them"
-        + (f"; largest: {largest.size:,} items (group {largest.id}, {escape(largest.members[0].item.dataset)}:"
-           f"{escape(largest.members[0].item.key)})" if largest else "")
+        + (f"; largest: {largest.size:,} items (group {largest.id}, {escape(_visible(largest.members[0].item.dataset))}:"
+           f"{escape(_visible(largest.members[0].item.key))})" if largest else "")
         + f". {s.entries:,} entries searched ({s.queries:,} codes), {s.pairs:,} candidate pairs: {s.verified:,} verified"
         + (f" ({s.distance_only:,} by distance only: no thumbnails)" if s.distance_only else "")
         + f", {s.rejected:,} rejected"
@@ -825,10 +826,26 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
               help="With --registry: people may register photos (hashed in their browser) at POST /api/v1/optout/register.")
 @click.option("--registrations-per-minute", type=click.FloatRange(0.1), default=6.0, show_default=True,
               help="Registrations accepted per client address per minute.")
+@click.option("--serve-originals", is_flag=True,
+              help="Item images are small JPEGs of the dataset's local files (default: only the stored 64x64 "
+                   "thumbnails, the evidence every search result carries anyway).")
+@click.option("--trust-proxy", is_flag=True,
+              help="Take the client address from X-Forwarded-For (rate limits, logs): only when a reverse proxy is "
+                   "the sole way in (docs/serve-load.md).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Answer requests for this host name (repeatable); IP addresses, localhost and --host are always "
+                   "answered, other names get 421 (DNS rebinding).")
+@click.option("--max-connections", type=click.IntRange(8), default=512, show_default=True,
+              help="Open connections in total (and never more than the open-file limit allows); beyond, 503.")
+@click.option("--max-connections-per-client", type=click.IntRange(0), default=32, show_default=True,
+              help="Open connections per client address; beyond, 503. 0 = no cap (behind a reverse proxy).")
+@click.option("--header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds a connection has to send a complete request head; slower (or idle) ones are closed.")
 @engine_options
 def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
           access_log, engine="local", scheduler=None, registry_path=None, accept_registrations=False,
-          registrations_per_minute=6.0) -> None:
+          registrations_per_minute=6.0, serve_originals=False, trust_proxy=False, allowed_hosts=(),
+          max_connections=512, max_connections_per_client=32, header_timeout=10.0) -> None:
     """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
     from importlib.util import find_spec
 
@@ -847,7 +864,11 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
                                      cors_origins=tuple(cors_origins), access_log=access_log, engine=engine,
                                      scheduler=scheduler, registry=registry_path,
                                      accept_registrations=accept_registrations,
-                                     registrations_per_minute=registrations_per_minute),
+                                     registrations_per_minute=registrations_per_minute,
+                                     serve_originals=serve_originals, trust_proxy=trust_proxy,
+                                     allowed_hosts=tuple(allowed_hosts), max_connections=max_connections,
+                                     max_connections_per_client=max_connections_per_client,
+                                     header_timeout=header_timeout),
             host=host, port=port, log=lambda msg: err.print(msg, highlight=False))
     except MatcherError as e:
         _err(err, e.reason)

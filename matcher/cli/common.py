@@ -14,6 +14,7 @@ from matcher import __version__
 from matcher.ingest.policy import FetchSettings
 from matcher.ingest.run import AddStats
 from matcher.ingest.sources import FIELD_ALIASES
+from matcher.report.formats import visible as _visible
 
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 #: Ctrl-C, as shells report a command SIGINT stopped (128 + 2): never 1, which says "no match"
@@ -22,10 +23,17 @@ EXIT_INTERRUPTED = 130
 
 def _err(console: Console, msg: str) -> None:
     """An error line on ``console``: ``msg`` is plain text, printed as it is (no markup, no emoji codes: a
-    place name ``:Netherlands:`` or a key ``[ds-1]`` in a message stays as written)."""
+    place name ``:Netherlands:`` or a key ``[ds-1]`` in a message stays as written; control characters are shown
+    as escapes)."""
     from rich.text import Text
 
-    console.print(Text.assemble(("error: ", "bold red"), msg), highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("error: ", "bold red"), printable(msg)), highlight=False, soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (a terminal escape sequence planted in a manifest
+    is never sent to the terminal), line breaks kept."""
+    return "\n".join(_visible(line) for line in str(text).split("\n"))
 
 
 def _guard_outputs(err: Console, check) -> None:
@@ -53,6 +61,14 @@ def engine_options(fn):
                         help="local: the index (every shard of a sharded one) in this process; dask: the shards of "
                              "a sharded index held in the memory of a Dask cluster's workers (--scheduler), "
                              "the photos hashed and verified here (docs/dask.md).")(fn)
+
+
+def allow_paths_option(fn):
+    """``--allow-paths DIR`` (add, filter): a folder besides the manifest's own whose files its paths may name."""
+    return click.option("--allow-paths", "allow_paths", multiple=True, metavar="DIR",
+                        type=click.Path(exists=True, file_okay=False),
+                        help="A manifest's local paths must lie inside its own folder (symlinks resolved); also "
+                             "allow files under DIR (repeatable). Other paths are refused, per row.")(fn)
 
 
 def download_options(fn):

@@ -27,7 +27,7 @@ def check(index_dir, as_json) -> None:
     try:
         report = check_index(index_dir)
     except MatcherError as e:
-        _err(err, escape(e.reason))
+        _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -42,7 +42,7 @@ def check(index_dir, as_json) -> None:
             _err(err, "the catalog is damaged: restore catalog.sqlite from a backup (FAISS is rebuilt from it, "
                       "not the other way round)")
         else:
-            _err(err, f"index.faiss does not match the catalog: `matcher repair --index {escape(index_dir)}` "
+            _err(err, f"index.faiss does not match the catalog: `matcher repair --index {index_dir}` "
                       "rebuilds it from the catalog")
         sys.exit(EXIT_ERROR)
 
@@ -59,7 +59,7 @@ def repair(index_dir) -> None:
     try:
         stats = repair_index(index_dir)
     except MatcherError as e:
-        _err(err, escape(e.reason))
+        _err(err, e.reason)
         sys.exit(EXIT_ERROR)
     err.print(f"index.faiss rebuilt from the catalog: {stats['entries']:,} entries, layout {stats['layout']}",
               highlight=False)

@@ -11,10 +11,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _guard_outputs, _parse_columns, _StatusLine,
+from matcher.cli.common import (EXIT_ERROR, EXIT_MATCH, EXIT_NO_MATCH, _err, _guard_outputs, _parse_columns, _StatusLine, allow_paths_option,
                                 download_options, fetch_settings, force_option, main)
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
+from matcher.report.formats import visible as _visible
 
 
 @main.group()
@@ -206,9 +207,10 @@ class _FilterProgress(_StatusLine):
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per core; 0 = in-process).")
 @force_option
 @download_options
+@allow_paths_option
 def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log_path, on_error, fmt, columns, workers,
                     force, concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
-                    allow_networks=()) -> None:
+                    allow_networks=(), allow_paths=()) -> None:
     """Drop every image of MANIFEST that matches an opt-out registry entry, re-hosted copies included.
 
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
@@ -235,7 +237,7 @@ def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log
         with _FilterProgress(err) as progress:
             stats = run(manifest, reg, out_path, log=log_path, fmt=fmt, columns=_parse_columns(columns),
                         on_error=on_error, fetch=settings, workers=workers, limits=limits, progress=progress,
-                        respect=respected, checker=checker)
+                        respect=respected, checker=checker, allow_paths=allow_paths)
     except MatcherError as e:
         _err(err, e.reason)
         sys.exit(EXIT_ERROR)
@@ -284,7 +286,7 @@ def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_p
                     _err(err, f"{r.query}: {r.error}")
             for m, query in removed:
                 ev = m.evidence
-                out.print(f"removed {escape(m.item.dataset)}/{escape(m.item.key)}  {escape(m.item.url or m.item.path or '')}"
+                out.print(f"removed {escape(_visible(m.item.dataset))}/{escape(_visible(m.item.key))}  {escape(_visible(m.item.url or m.item.path or ''))}"
                           f"  (matches {escape(query)}: {ev.get('variant')}, distance {m.distance}"
                           + (f", score {ev['score']}" if "score" in ev else "") + ")")
             removed_total = len(removed)
@@ -295,12 +297,12 @@ def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_p
             reg = Registry.load(registry_path)
             removed, unconfirmed = remove_registered(index_dir, reg)
             for item, hit in removed:
-                out.print(f"removed {escape(item.dataset)}/{escape(item.key)}  {escape(item.url or item.path or '')}"
+                out.print(f"removed {escape(_visible(item.dataset))}/{escape(_visible(item.key))}  {escape(_visible(item.url or item.path or ''))}"
                           f"  (registry entry {hit.entry_id}: {hit.variant}, distance {hit.distance}, "
                           f"confirmation {hit.confirm_distance})")
             for item, hit in unconfirmed:
                 if hit.confirm_distance is None:
-                    err.print(f"not removed: {escape(item.dataset)}/{escape(item.key)} is near registry entry "
+                    err.print(f"not removed: {escape(_visible(item.dataset))}/{escape(_visible(item.key))} is near registry entry "
                               f"{hit.entry_id} but cannot be confirmed (no local file and no thumbnail)", highlight=False)
             removed_total += len(removed)
     except MatcherError as e:

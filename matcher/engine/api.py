@@ -69,6 +69,10 @@ def add(
     ORB keypoints of every image added, searched beside the 64-bit codes, for corner crops, framed,
     rotated and tilted copies.
     """
+    for source in sources:  # one that cannot be read at all (no URL or path column) is refused first:
+        rows = iter(source.items())  # nothing is registered, no index is created
+        next(rows, None)
+        getattr(rows, "close", lambda: None)()
     created = _new_index_root(index_dir)
     try:
         stats = _add(index_dir, sources, workers, fetch, limits, progress, version, new_version, screen, warn,

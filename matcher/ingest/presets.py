@@ -253,21 +253,23 @@ class LaionSource(ManifestSource):
             if v is not None and v != "":
                 extra[name] = v
         url, path = fields["url"], fields["path"]
-        abspath = None
+        abspath = bad_path = None
         if path:
-            p = Path(path)
-            abspath = str(p if p.is_absolute() else (self.base / p).resolve())
+            abspath, bad_path = self.local_path(i, path)
             fields["path"] = abspath
         key = get("key")
         if key is None and "sample_id" in extra:
             key = str(extra["sample_id"])
         key = key or f"{self.path.name}#{i}"
-        error = None
+        error, kind = None, None
         if not url and not path:
             error = f"row {i} has no image URL"
+        elif bad_path:
+            error, kind = bad_path, "refused" if "outside the manifest's folder" in bad_path else None
         elif "\ufffd" in (url or "") + (path or ""):
             error = f"row {i}: the image URL is not valid UTF-8"
-        return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error)
+        return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error,
+                          error_kind=kind)
 
 
 # --------------------------------------------------------------------------- faces JSONL

@@ -18,12 +18,12 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from matcher.errors import ManifestError
 from matcher.imaging.images import iter_image_files, shown_path
 
-__all__ = ["SourceItem", "Source", "FolderSource", "ManifestSource", "FIELD_ALIASES", "MANIFEST_SUFFIXES"]
+__all__ = ["MAX_LINE", "SourceItem", "Source", "FolderSource", "ManifestSource", "FIELD_ALIASES", "MANIFEST_SUFFIXES"]
 
 # field -> recognised headers, compared case-insensitively with '-', ' ' and '_' ignored
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -110,11 +110,13 @@ class ManifestSource(Source):
         dataset: str | None = None,
         columns: Mapping[str, str] | None = None,
         fmt: str | None = None,
+        allow_paths: Sequence[str | os.PathLike] = (),
     ):
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise ManifestError(f"{path}: no such manifest file")
         self.base = self.path.parent
+        self.allow_paths = allow_paths
         stem = self.path.name.split(".")[0]
         self.dataset = dataset or stem
         self.location = str(self.path)
@@ -128,6 +130,35 @@ class ManifestSource(Source):
         if unknown:
             raise ManifestError(f"unknown field(s) in --column: {', '.join(sorted(unknown))} (known: {', '.join(FIELD_ALIASES)})")
         self.columns = dict(columns or {})
+
+    @property
+    def allow_paths(self) -> tuple[Path, ...]:
+        """Folders besides the manifest's own whose files its ``path`` column may name (``--allow-paths``)."""
+        return self._allow
+
+    @allow_paths.setter
+    def allow_paths(self, folders: Sequence[str | os.PathLike]) -> None:
+        self._allow = tuple(Path(f).resolve() for f in folders)
+
+    def local_path(self, n: int, path: str) -> tuple[str | None, str | None]:
+        """(absolute path, None) for a manifest ``path`` value, or (None, why it is refused).
+
+        A relative path is taken from the manifest's folder. The file, symlinks resolved, must lie inside
+        that folder or one of :attr:`allow_paths`: a manifest (a file anyone may hand over) must not make
+        ``add`` hash, nor ``serve --serve-originals`` hand out, any other file of the machine."""
+        try:
+            if "\x00" in path:
+                raise ValueError("a NUL byte in it")
+            p = Path(path)
+            abspath = p if p.is_absolute() else self.base / p
+            real = abspath.resolve()
+        except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
+            return None, f"row {n}: unusable path ({e})"
+        for folder in (self.base, *self._allow):
+            if real == folder or folder in real.parents:
+                return str(real), None
+        return None, (f"row {n}: path {shown_path(path)} is outside the manifest's folder {shown_path(self.base)}; "
+                      "refused (pass --allow-paths DIR to index files under DIR)")
 
     # column mapping ------------------------------------------------------------
     def _mapping(self, headers: list[str]) -> dict[str, str]:
@@ -200,7 +231,10 @@ class ManifestSource(Source):
                     yield n, dict(zip(headers, row)), None
         elif self.fmt == "jsonl":
             with _open_text(self.path) as f:
-                for n, line in enumerate(f, 1):
+                for n, line in enumerate(_bounded_lines(f), 1):
+                    if line is None:
+                        yield n, None, f"line {n}: longer than {MAX_LINE >> 20} MB; skipped"
+                        continue
                     if not line.strip():
                         continue
                     try:
@@ -272,23 +306,41 @@ class ManifestSource(Source):
         abspath = None
         bad_path = None
         if path:
-            p = Path(path)
-            try:
-                if "\x00" in path:
-                    raise ValueError("a NUL byte in it")
-                abspath = str(p if p.is_absolute() else (self.base / p).resolve())
+            abspath, bad_path = self.local_path(n, path)
+            if abspath is not None:
                 fields["path"] = abspath
-            except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop (Python < 3.13)
-                bad_path = f"row {n}: unusable path ({e})"
         key = get("key") or url or path or f"row:{n}"
-        error = None
+        error, kind = None, None
         if not url and not path:
             error = f"row {n} has no image URL or path"
+        elif bad_path and "outside the manifest's folder" in bad_path:
+            error, kind = bad_path, "refused"  # even with a URL: the row names a file it must not
         elif bad_path and not url:
             error = bad_path
         elif "\ufffd" in (url or "") + (path or ""):
             error = f"row {n}: the image URL or path is not valid UTF-8"
-        return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error)
+        return SourceItem(self.dataset, key, url=url, path=abspath, fields=fields, extra=extra, error=error,
+                          error_kind=kind)
+
+
+#: Longest JSON Lines line read (characters): a longer one is a failed row, read past in blocks, never
+#: held whole (a 100 MB line used to cost 500 MB). Manifest rows are a few hundred bytes; faces JSONL
+#: rows with many boxes a few KB.
+MAX_LINE = 4 << 20
+
+
+def _bounded_lines(f) -> Iterator[str | None]:
+    """The lines of a text file, each at most :data:`MAX_LINE` characters; None for a longer one."""
+    while True:
+        line = f.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE or line.endswith("\n"):
+            yield line
+            continue
+        while line and not line.endswith("\n"):  # the rest of the long line, block by block
+            line = f.readline(1 << 20)
+        yield None
 
 
 def _plain(v: Any) -> Any:

@@ -906,6 +906,7 @@ def filter_manifest(
     batch: int = 16,
     respect: Sequence[str] = ("registry",),
     checker=None,
+    allow_paths: Sequence[str | os.PathLike] = (),
 ) -> FilterStats:
     """Write ``out``: the rows of ``manifest`` whose image matches no entry of ``registry``.
 
@@ -931,7 +932,7 @@ def filter_manifest(
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    src = ManifestSource(manifest, fmt=fmt, columns=columns)
+    src = ManifestSource(manifest, fmt=fmt, columns=columns, allow_paths=allow_paths)  # paths: its folder only
     out = Path(out)
     if out.resolve() == src.path or (log is not None and Path(log).resolve() in (src.path, out.resolve())):
         raise MatcherError("the clean manifest and the log must be new files, not the manifest itself")
