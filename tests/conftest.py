@@ -169,7 +169,7 @@ def free_port() -> int:
 class MatcherServer:
     """`matcher serve` in a subprocess on 127.0.0.1 (a free port), ready when /api/v1/health answers."""
 
-    def __init__(self, index: Path, *args: str, env: dict | None = None, cwd: Path | None = None):
+    def __init__(self, index: Path, *args: str, env: dict | None = None, cwd: Path | None = None, preexec=None):
         import time
         import urllib.request
 
@@ -177,7 +177,7 @@ class MatcherServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "matcher", "serve", "--index", str(index), "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), cwd=cwd or ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), cwd=cwd or ROOT, preexec_fn=preexec,
         )
         deadline = time.monotonic() + 60
         while True:

@@ -114,8 +114,9 @@ def test_search_without_thumbnails_and_lower_threshold(server, sample):
 
 def test_item_image(server):
     status, headers, data = call(server, "GET", "/api/v1/items/1/image", raw=True)
-    assert status == 200 and headers["content-type"] == "image/jpeg"
-    assert max(Image.open(io.BytesIO(data)).size) <= 256
+    # the stored 64x64 thumbnail (originals only with --serve-originals: tests/test_serve_hardening.py)
+    assert status == 200 and headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
     status, _, body = call(server, "GET", "/api/v1/items/99999/image")
     assert status == 404 and body["error"]["code"] == "not_found"
 
@@ -158,7 +159,7 @@ def test_bad_requests_get_a_clear_4xx(server, what, method, path, body, headers,
         # the server answers 413 from the headers alone, before the body: send them, read the answer
         length = headers["content-length"] if headers and "content-length" in headers else len(body)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       f"Content-Length: {length}\r\n\r\n".encode())
             reply = b""
             while chunk := s.recv(65536):  # the server closes the connection after its answer
@@ -177,7 +178,7 @@ def test_bad_requests_get_a_clear_4xx(server, what, method, path, body, headers,
 def test_chunked_body_over_the_limit(server):
     """No Content-Length: the body is counted as it arrives and refused once over 1 MB."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
-        s.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n")
         chunk = b"x" * 65536
         reply = b""
@@ -234,7 +235,7 @@ def test_slow_body_gets_408_and_others_are_served(sample_index):
     """A client that trickles its body does not block anyone; it is cut off after the body timeout."""
     with MatcherServer(sample_index, "--rate-limit", "0", "--body-timeout", "3") as s:
         slow = socket.create_connection(("127.0.0.1", s.port), timeout=60)
-        slow.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        slow.sendall(b"POST /api/v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 1000\r\n\r\n{\"photos\"")
         t0 = time.monotonic()
         for _ in range(5):  # meanwhile, others are answered at once

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import logging
 import os
 import re
@@ -21,12 +22,13 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -43,7 +45,7 @@ from matcher.index.sharded import ShardedStore
 from matcher.evidence import how as how_words, words_table
 from matcher.report.formats import CSV_COLUMNS
 from matcher.index.store import IndexStore
-from matcher.web.guards import BodyLimit, HeadAsGet, RateLimit, SecurityHeaders, error_body
+from matcher.web.guards import BodyLimit, HeadAsGet, HostCheck, RateLimit, SecurityHeaders, UploadGate, error_body
 from matcher.web.listen import listen_socket
 
 __all__ = ["ServeSettings", "create_app", "run"]
@@ -65,6 +67,12 @@ class ServeSettings:
     upload_workers: int = 2  # uploads hashed at once; more wait, then get 429
     max_queue: int = 128  # searches waiting for the index; beyond, 429 at once (latency stays bounded)
     cors_origins: tuple[str, ...] = ()
+    serve_originals: bool = False  # /api/v1/items/{id}/image: the stored 64x64 thumbnail only, unless set
+    trust_proxy: bool = False  # take the client address from X-Forwarded-For (only behind a reverse proxy)
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides IP literals and localhost (DNS rebinding)
+    max_connections: int = 512  # open connections in total (kept below the open-file limit)
+    max_connections_per_client: int = 32  # open connections per client address; 0 = no cap
+    header_timeout: float = 10.0  # seconds to send a complete request head after connecting or a response
     access_log: bool = False
     engine: str = "local"  # "dask": a sharded index's shards held by the workers of `scheduler` (docs/dask.md)
     scheduler: str | None = None
@@ -145,8 +153,13 @@ class LookupIn(BaseModel):
                              description="a Flickr user name, path alias, NSID (12345678@N01) or profile URL")
 
 
+#: Catalog ids are SQLite integers: anything larger is refused by validation (422), never reaches SQLite.
+MAX_ID = 2 ** 63 - 1
+
+
 class LettersIn(BaseModel):
-    items: list[int] = Field(description="catalog ids of the matched items", max_length=100000)
+    items: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(description="catalog ids of the matched items",
+                                                               max_length=100000)
     template: Literal["list", "gdpr", "bipa"] = "list"
     requester: Optional[Requester] = None
 
@@ -271,12 +284,14 @@ def _preview(data: bytes, side: int = 256) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(b.getvalue()).decode()
 
 
-def _dataset_image(store: IndexStore, item_id: int) -> tuple[str, str | bytes] | None:
+def _dataset_image(store: IndexStore, item_id: int, originals: bool) -> tuple[str, str | bytes] | None:
+    """What ``/items/{id}/image`` shows: the entry's stored 64x64 thumbnail (the evidence a match was verified
+    on: published with every search result anyway), or with ``originals`` a small JPEG of the local file."""
     items = store.catalog.items_by_id([item_id])
     it = items.get(item_id)
     if it is None:
         return None
-    if it.path and os.path.isfile(it.path):
+    if originals and it.path and os.path.isfile(it.path):
         return ("path", it.path)
     thumb = store.catalog.entry_thumb(item_id, "full")
     return ("png", thumb) if thumb else None
@@ -297,7 +312,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
     """The ASGI app serving the index at ``index_dir`` (opened now; MatcherError if it cannot be)."""
     index = _Index(index_dir, engine=settings.engine, scheduler=settings.scheduler)
     cpu = ThreadPoolExecutor(max(1, settings.upload_workers), thread_name_prefix="matcher-upload")
-    uploads = asyncio.Semaphore(max(1, settings.upload_workers) * 2)
+    uploads = UploadGate(max(1, settings.upload_workers) * 2)  # bodies in memory at once (taken before reading)
     turn = asyncio.Semaphore(1)  # searches take turns on the index thread, waiting here (not in its queue)
     waiting = 0
     rec = index.call(lambda s: make_recipe(s, threshold=settings.threshold))
@@ -447,11 +462,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
         if not data:
             raise ApiError(400, "empty", "empty body: send the file's bytes")
         name = name[:256]
-        try:
-            await asyncio.wait_for(uploads.acquire(), 10.0)
-        except asyncio.TimeoutError:
-            raise ApiError(429, "busy", "the server is hashing other uploads; retry shortly") from None
-        try:
+        try:  # this upload holds one of the `uploads` slots (BodyLimit took it before reading the body)
             loop = asyncio.get_running_loop()
 
             def work():
@@ -461,7 +472,6 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
             res, preview = await loop.run_in_executor(cpu, work)
         finally:
-            uploads.release()
             data = b""  # the photo's bytes go now, not when the request object does
         if res.error is not None:
             raise ApiError(422, "unreadable_image", res.error)
@@ -470,8 +480,8 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
     @app.get("/api/v1/items/{item_id}/image", summary="A small image of a dataset item (JPEG, or its 64x64 thumbnail)",
              responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 404: {"description": "no image"}})
-    async def item_image(item_id: int):
-        found = await index.run(_dataset_image, item_id)
+    async def item_image(item_id: Annotated[int, PathParam(ge=0, le=MAX_ID)]):
+        found = await index.run(_dataset_image, item_id, settings.serve_originals)
         if found is None:
             raise ApiError(404, "not_found", f"no image for item {item_id}")
         kind, value = found
@@ -537,8 +547,10 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
                                  allow_headers=["Content-Type"])
     wrapped = BodyLimit(wrapped, lambda path: settings.max_upload if path == UPLOAD_PATH else settings.max_body,
                         settings.body_timeout, frozenset({"/api/v1/search", "/api/v1/letters", "/api/v1/lookup",
-                                                          "/api/v1/optout/check", "/api/v1/optout/register"}))
+                                                          "/api/v1/optout/check", "/api/v1/optout/register"}),
+                        gates={UPLOAD_PATH: uploads})
     wrapped = RateLimit(wrapped, settings.rate_limit, max(1.0, 2 * settings.rate_limit))
+    wrapped = HostCheck(wrapped, settings.allowed_hosts)
     wrapped = SecurityHeaders(HeadAsGet(wrapped))
     wrapped.fastapi = app  # for tests and for run()
     return wrapped
@@ -549,12 +561,25 @@ def run(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings(),
     """Open the index and serve until interrupted."""
     import uvicorn
 
+    from matcher.web.conns import ConnectionLimits, fd_budget, guarded_h11
+
+    try:
+        is_address = bool(ipaddress.ip_address(host))
+    except ValueError:
+        is_address = False
+    if not is_address:  # the name it listens on is one it answers for
+        settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host))
     sock = listen_socket(host, port)  # before the index is opened and before "serving" is said: a busy port is an error
     asgi = create_app(index_dir, settings)
+    total, backlog = fd_budget(settings.max_connections)
+    limits = ConnectionLimits(total=total,
+                              per_client=settings.max_connections_per_client, header_timeout=settings.header_timeout)
     config = uvicorn.Config(asgi, host=host, port=port, access_log=settings.access_log,
                             log_level="info" if settings.access_log else "warning", lifespan="on",
-                            timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
-                            timeout_graceful_shutdown=5)
+                            http=guarded_h11(limits), timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+                            limit_concurrency=limits.total + 1, backlog=backlog, timeout_graceful_shutdown=5,
+                            proxy_headers=settings.trust_proxy,
+                            forwarded_allow_ips="*" if settings.trust_proxy else None)
     server = uvicorn.Server(config)
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

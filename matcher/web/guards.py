@@ -7,13 +7,14 @@ app sees it, so an oversized or trickling body is answered 413/408 and never bec
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterable
 
-__all__ = ["CSP", "BodyLimit", "RateLimit", "SecurityHeaders", "error_body"]
+__all__ = ["CSP", "BodyLimit", "HostCheck", "RateLimit", "SecurityHeaders", "UploadGate", "error_body"]
 
 #: Everything the page needs comes from this server: no CDN, no inline script or style.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -36,18 +37,43 @@ async def _send_error(send, status: int, code: str, message: str, headers: list 
     await send({"type": "http.response.body", "body": body})
 
 
+class UploadGate:
+    """At most ``slots`` request bodies of a path in memory (and being worked on) at once.
+
+    Taken before a body is read, from its headers alone, and given back when the app has answered: the
+    memory uploads hold is bounded by ``slots`` x the upload limit, however many clients send at once.
+    A request that finds no slot free gets 503 at once, its body unread.
+    """
+
+    def __init__(self, slots: int):
+        self.slots = max(1, slots)
+        self.busy = 0
+
+    def take(self) -> bool:
+        if self.busy >= self.slots:
+            return False
+        self.busy += 1
+        return True
+
+    def give(self) -> None:
+        self.busy -= 1
+
+
 class BodyLimit:
     """Read request bodies up front: at most ``limit_for(path)`` bytes within ``timeout`` seconds.
 
     Larger bodies get 413 (at once when Content-Length says so), slower ones 408. The app then
-    reads the body from memory; nothing is ever spooled to disk.
+    reads the body from memory; nothing is ever spooled to disk. A path with an :class:`UploadGate`
+    (``gates``) must declare its Content-Length (411 otherwise) and is admitted before its body is read.
     """
 
-    def __init__(self, app, limit_for: Callable[[str], int], timeout: float, json_paths: frozenset[str] = frozenset()):
+    def __init__(self, app, limit_for: Callable[[str], int], timeout: float, json_paths: frozenset[str] = frozenset(),
+                 gates: dict[str, UploadGate] | None = None):
         self.app = app
         self.limit_for = limit_for
         self.timeout = timeout
         self.json_paths = json_paths  # these take application/json only (415 otherwise)
+        self.gates = gates or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -66,6 +92,20 @@ class BodyLimit:
                 return await _send_error(send, 400, "bad_request", "Content-Length is not a number")
             if n > limit:
                 return await _send_error(send, 413, "too_large", f"request body of {n:,} bytes; the limit is {limit:,}")
+        gate = self.gates.get(scope["path"])
+        if gate is None:
+            return await self._read_then_call(scope, receive, send, limit)
+        if declared is None:
+            return await _send_error(send, 411, "length_required", "send the file with a Content-Length header")
+        if not gate.take():
+            return await _send_error(send, 503, "busy", "the server is receiving other uploads; retry shortly",
+                                     [(b"retry-after", b"2")])
+        try:
+            await self._read_then_call(scope, receive, send, limit)
+        finally:
+            gate.give()
+
+    async def _read_then_call(self, scope, receive, send, limit: int) -> None:
         chunks: list[bytes] = []
         size = 0
         deadline = time.monotonic() + self.timeout
@@ -87,13 +127,15 @@ class BodyLimit:
             if not msg.get("more_body", False):
                 break
         data = b"".join(chunks)
+        chunks.clear()  # one copy of the body from here on
         sent = False
 
         async def replay():
-            nonlocal sent
+            nonlocal sent, data
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": data, "more_body": False}
+                body, data = data, b""  # the app holds the only reference: gone when it is done with it
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # waits for the disconnect, as a real receive would
 
         await self.app(scope, replay, send)
@@ -136,6 +178,41 @@ class RateLimit:
         if wait > 0:
             return await _send_error(send, 429, "rate_limited", f"too many requests; retry in {wait:.1f} s",
                                      [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+        await self.app(scope, receive, send)
+
+
+class HostCheck:
+    """Answer only requests whose Host header names this server (DNS rebinding: a page on attacker.example
+    whose name is made to resolve to 127.0.0.1 sends ``Host: attacker.example``).
+
+    Allowed: any IP literal (a browser that navigated to an address is same-origin with the server itself),
+    ``localhost``, and ``names`` (the name the server listens on, ``--allowed-host``). Others get 421.
+    """
+
+    def __init__(self, app, names: Iterable[str] = ()):
+        self.app = app
+        self.names = {"localhost", *(n.lower().rstrip(".") for n in names)}
+
+    def allows(self, host: str) -> bool:
+        host = host.strip().lower()
+        if host.startswith("["):  # [IPv6]:port
+            name = host[1 : host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        name = name.rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.names
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host")
+        if host is not None and not self.allows(host.decode("latin-1")):
+            return await _send_error(send, 421, "unknown_host",
+                                     "this server does not answer for that host name (serve --allowed-host NAME)")
         await self.app(scope, receive, send)
 
 
