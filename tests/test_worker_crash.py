@@ -151,3 +151,37 @@ def test_add_records_images_whose_worker_always_dies_and_a_rerun_hashes_them(sam
     again = run_matcher("add", "--index", str(index), "--workers", "2", str(few))
     assert again.returncode == 0, again.stderr
     assert all(st == "ok" for st, _, _ in item_states(index).values())
+
+
+def test_no_resource_tracker_traceback_when_every_child_is_killed(sample_index, folder, tmp_path):
+    """Every child of a search killed at once (its workers, the fork server and multiprocessing's resource
+    tracker, as `pkill -9 -P` or a cgroup OOM kill would): the search still answers for every photo, and
+    prints no traceback from the resource tracker multiprocessing starts again (issue 19)."""
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "matcher", "search", "--index", str(sample_index), "--json",
+                                 "--workers", "2", str(folder)], stdout=fo, stderr=fe, cwd=ROOT,
+                                env=ck.matcher_env("query.photo"), start_new_session=True)
+    killed = False
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the search did not finish"
+            stopped = [pid for pid in ck.group_members(proc.pid) if pid != proc.pid and ck.proc_state(pid) == "T"]
+            if stopped and not killed:
+                for pid in ck.group_members(proc.pid):
+                    if pid != proc.pid:
+                        os.kill(pid, signal.SIGKILL)
+                killed = True
+            else:
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    stderr = err.read_text()
+    assert killed and proc.returncode in (0, 1), stderr
+    assert "Traceback" not in stderr and "resource_tracker" not in stderr, stderr
+    assert len(by_query(out.read_text())) == len(list(folder.iterdir()))

@@ -7,6 +7,7 @@ The pool knows nothing of images: it runs picklable calls and tells which input 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 
@@ -23,8 +24,41 @@ def make_pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    _quiet_resource_tracker()
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with its stderr on /dev/null (once per process).
+
+    The pool's semaphores are registered with that helper process. When it is killed along with the
+    workers (``kill -9`` of every child, the OOM killer), multiprocessing starts another one, warns "process
+    died unexpectedly", and the new one prints a KeyError traceback for each semaphore its predecessor knew,
+    on our stderr, after a search that answered for every photo. Its only other output is a warning about
+    semaphores leaked by killed processes, which it then cleans up: nothing a user can act on.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_matcher_quiet", False):
+        return
+    launch = tracker.ensure_running
+
+    def ensure_running() -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)  # what a (re)launched tracker inherits as its stderr
+            launch()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+    tracker.ensure_running = ensure_running
+    tracker._matcher_quiet = True
 
 
 #: Jobs of at most this many files run in the calling process (:class:`Batches`), as a search of a few photos does.
