@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
+from conftest import SAMPLE, LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
 from matcher.index.catalog import Catalog
 from matcher.errors import CatalogError
 
@@ -38,7 +38,8 @@ B_KEYS = {f"ds-{i:04d}" for i in range(11, 17)}  # holds ds-0011, another copy o
 
 
 def _add(index: Path, *args: str):
-    return run_matcher("add", "--index", str(index), *args)
+    # the manifests here name the sample's photos by absolute path, outside their own folder
+    return run_matcher("add", "--index", str(index), "--allow-paths", str(SAMPLE), *args)
 
 
 def _info(index: Path) -> dict[str, dict]:
