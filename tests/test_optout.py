@@ -345,7 +345,7 @@ def test_filter_format_option_and_gz_output(registry_file, tmp_path):
     manifest = tmp_path / "manifest.txt"  # a name that says nothing: --format does
     manifest.write_text(MANIFEST.read_text().replace("dataset/", str(SAMPLE / "dataset") + "/"))
     p = run_matcher("filter", str(manifest), "--registry", str(registry_file), "--out", str(tmp_path / "c.csv.gz"),
-                    "--format", "csv", "--workers", "0", check=True)
+                    "--format", "csv", "--workers", "0", "--allow-paths", str(SAMPLE), check=True)
     assert "12 dropped" in p.stderr
     with gzip.open(tmp_path / "c.csv.gz", "rt", newline="") as f:
         assert [r["id"] for r in csv.DictReader(f)] == [r["id"] for r in _manifest_rows() if r["id"] not in EXPECTED]
