@@ -35,7 +35,7 @@ def sharded4(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sharded4") / "index"
     parts = split_manifest(root.parent / "manifests", SHARDS)
     for k, part in enumerate(parts):
-        add(root / f"s{k}", [ManifestSource(part, dataset="sample-dataset")], workers=0)
+        add(root / f"s{k}", [ManifestSource(part, dataset="sample-dataset", allow_paths=[SAMPLE])], workers=0)
     write_manifest(root, [{"number": k, "path": f"s{k}"} for k in range(SHARDS)])
     return root
 

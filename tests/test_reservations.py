@@ -188,12 +188,17 @@ def mixed(tmp_path_factory, files):
         yield write_manifest(d / "manifest.csv", rows), d, main, other
 
 
+def _allowed(manifest: Path) -> list[str]:
+    """The manifest names a sample photo and the marked files (another temporary folder) by path."""
+    return ["--allow-paths", str(SAMPLE), "--allow-paths", str(manifest.parent.parent)]
+
+
 def _filter(mixed, registry, *respect, extra=()):
     manifest, d, _, _ = mixed
     name = "-".join(respect) + f"-{len(list(d.glob('clean-*')))}"
     out, log = d / f"clean-{name}.csv", d / f"log-{name}.csv"
     args = ["filter", str(manifest), "--out", str(out), "--log", str(log), "--allow-private-urls", "--retries", "0",
-            "--workers", "1", *extra]
+            "--workers", "1", *_allowed(manifest), *extra]
     if registry is not None:
         args += ["--registry", str(registry)]
     for r in respect:
@@ -267,7 +272,7 @@ def test_add_records_reservations_info_counts_search_and_letters_quote(mixed, tm
     manifest, _, _, _ = mixed
     index = tmp_path / "index"
     p = run_matcher("add", "--index", str(index), "--dataset", "mixed", "--allow-private-urls", "--retries", "0",
-                    "--workers", "1", "--check-sites", str(manifest))
+                    *_allowed(manifest), "--workers", "1", "--check-sites", str(manifest))
     assert p.returncode == 0, p.stderr
     info = json.loads(run_matcher("info", "--index", str(index), "--json", check=True).stdout)
     counts = info["reservations"]["mixed"]
@@ -294,7 +299,7 @@ def test_add_without_reservations(mixed, tmp_path):
     manifest, _, _, _ = mixed
     index = tmp_path / "index"
     run_matcher("add", "--index", str(index), "--no-reservations", "--allow-private-urls", "--retries", "0",
-                "--workers", "1", str(manifest), check=True)
+                *_allowed(manifest), "--workers", "1", str(manifest), check=True)
     info = json.loads(run_matcher("info", "--index", str(index), "--json", check=True).stdout)
     assert info["reservations"] == {}
 

@@ -25,7 +25,8 @@ PHOTOS = SAMPLE / "my-photos"
 
 
 def split_manifest(out: Path, parts: int) -> list[Path]:
-    """The sample manifest cut into ``parts`` manifests of consecutive rows (absolute paths)."""
+    """The sample manifest cut into ``parts`` manifests of consecutive rows (absolute paths: read them with
+    ``allow_paths=[SAMPLE]``)."""
     with open(SAMPLE / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,7 @@ def sharded(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sharded") / "index"
     parts = split_manifest(root.parent / "manifests", 2)
     for name, part in zip(("a", "b"), parts):
-        add(root / f"shard-{name}", [ManifestSource(part, dataset="sample-dataset")], workers=0)
+        add(root / f"shard-{name}", [ManifestSource(part, dataset="sample-dataset", allow_paths=[SAMPLE])], workers=0)
     write_manifest(root, [{"number": 0, "path": "shard-a"}, {"number": 3, "path": "shard-b"}])
     return root
 
