@@ -125,7 +125,9 @@ def test_info_after_add(index):
     assert n >= SAMPLE_ITEMS
     assert [_counts(d) for d in data["datasets"]] == [
         {"dataset": "sample", "items": SAMPLE_ITEMS, "hashed": SAMPLE_ITEMS, "failed": 0, "entries": n, "failures": {},
-         "version": None, "dead_links": 0, "removed": 0, "removed_entries": 0}
+         "version": None, "dead_links": 0, "removed": 0, "removed_entries": 0,
+         # how its manifest was read: as a plain CSV, one row an item
+         "read": {"formats": ["plain csv"], "rows": SAMPLE_ITEMS, "items": SAMPLE_ITEMS, "faces": 0, "skipped": {}}}
     ]
     _check_entries(index, data)
     assert "failed" not in data
@@ -490,7 +492,8 @@ def test_add_gzip_manifest(tmp_path, sample):
     assert n >= 3
     assert [_counts(d) for d in data["datasets"]] == [
         {"dataset": "man", "items": 3, "hashed": 3, "failed": 0, "entries": n, "failures": {}, "version": None,
-         "dead_links": 0, "removed": 0, "removed_entries": 0}
+         "dead_links": 0, "removed": 0, "removed_entries": 0,
+         "read": {"formats": ["plain csv"], "rows": 3, "items": 3, "faces": 0, "skipped": {}}}
     ]
     _check_entries(tmp_path / "D", data)
 

@@ -21,6 +21,11 @@ from matcher.provenance.flickr import (
 )
 
 
+def core(ref):
+    """What every URL form says: photo id, owner, size and kind (the details are checked on their own)."""
+    return None if ref is None else FlickrRef(ref.photo_id, ref.owner, ref.owner_is_nsid, ref.size, ref.kind)
+
+
 # --------------------------------------------------------------------------- image (static) URLs
 
 @pytest.mark.parametrize("url, photo_id, size", [
@@ -63,7 +68,7 @@ from matcher.provenance.flickr import (
     ("HTTPS://FARM3.STATICFLICKR.COM/2564/2005397842_dc4d3a10e6_Z.jpg", "2005397842", "z"),
 ])
 def test_static_urls(url, photo_id, size):
-    assert parse_url(url) == FlickrRef(photo_id, None, False, size, "static")
+    assert core(parse_url(url)) == FlickrRef(photo_id, None, False, size, "static")
 
 
 def test_sizes_follow_flickrs_table():
@@ -99,17 +104,17 @@ def test_sizes_follow_flickrs_table():
     ("www.flickr.com/photos/nasahqphoto/51287423411", "51287423411", "nasahqphoto", False),
 ])
 def test_page_urls(url, photo_id, owner, is_nsid_):
-    assert parse_url(url) == FlickrRef(photo_id, owner, is_nsid_, None, "page")
+    assert core(parse_url(url)) == FlickrRef(photo_id, owner, is_nsid_, None, "page")
 
 
 def test_photo_gne():
-    assert parse_url("https://www.flickr.com/photo.gne?id=2811466321") == \
+    assert core(parse_url("https://www.flickr.com/photo.gne?id=2811466321")) == \
         FlickrRef("2811466321", None, False, None, "page")
-    assert parse_url("http://flickr.com/photo.gne?rb=1&id=4325695128") == \
+    assert core(parse_url("http://flickr.com/photo.gne?rb=1&id=4325695128")) == \
         FlickrRef("4325695128", None, False, None, "page")
-    assert parse_url("https://www.flickr.com/photo.gne?short=7Afjsu") == \
+    assert core(parse_url("https://www.flickr.com/photo.gne?short=7Afjsu")) == \
         FlickrRef("4325695128", None, False, None, "short")
-    assert parse_url("https://www.flickr.com/photos/me/4325695128/") == \
+    assert core(parse_url("https://www.flickr.com/photos/me/4325695128/")) == \
         FlickrRef("4325695128", None, False, None, "page")  # the signed-in viewer: no owner
 
 
@@ -126,7 +131,7 @@ def test_base58_known_pairs(photo_id, code):
     assert short_url(photo_id) == f"https://flic.kr/p/{code}"
     for url in (f"https://flic.kr/p/{code}", f"http://flic.kr/p/{code}/", f"flic.kr/p/{code}",
                 f"https://www.flic.kr/p/{code}"):
-        assert parse_url(url) == FlickrRef(str(photo_id), None, False, None, "short")
+        assert core(parse_url(url)) == FlickrRef(str(photo_id), None, False, None, "short")
 
 
 def test_base58_round_trip():
@@ -154,7 +159,7 @@ def test_every_url_of_the_sample_manifest(sample):
         if "staticflickr" in r["url"]:
             # ds-0001: .../2564/2005397842_dc4d3a10e6_z.jpg, stored as dataset/flickr_2005397842_dc4d3a.jpg
             parts = r["url"].rsplit("/", 1)[1].rsplit(".", 1)[0].split("_")
-            assert ref == FlickrRef(r["path"].split("_")[1], None, False, parts[2] if len(parts) == 3 else "",
+            assert core(ref) == FlickrRef(r["path"].split("_")[1], None, False, parts[2] if len(parts) == 3 else "",
                                     "static"), r
         else:
             assert ref is None, r  # images.rehost.example
@@ -275,3 +280,85 @@ def test_identity_of():
     # junk values are ignored, not stored
     assert identity_of({"url": url, "owner": "x\x00y"}, {"owner_name": ["not", "text"], "photo_id": "12ab"}) == \
         {"photo_id": "2005397842", "owner_nsid": None, "owner_name": None}
+
+
+# --------------------------------------------------------------------------- every other URL form, and what they keep
+
+@pytest.mark.parametrize("url, expected", [
+    # video files on live.staticflickr.com: id, secret, the rendition as the size, no owner
+    ("https://live.staticflickr.com/video/52184725340/0a1b2c3d4e/720p.mp4",
+     FlickrRef("52184725340", None, False, "720p", "video", secret="0a1b2c3d4e", extension="mp4", media="video")),
+    ("https://live.staticflickr.com/video/52184725340/0a1b2c3d4e/orig.mp4?s=eyJpIjo",
+     FlickrRef("52184725340", None, False, "orig", "video", secret="0a1b2c3d4e", extension="mp4", media="video")),
+    # video pages, with an NSID or a path alias
+    ("https://www.flickr.com/videos/24662369@N07/11738172576/",
+     FlickrRef("11738172576", "24662369@N07", True, None, "page", media="video")),
+    ("http://flickr.com/videos/nasahqphoto/51287423411/in/photostream/",
+     FlickrRef("51287423411", "nasahqphoto", False, None, "page", media="video")),
+    # the old singular /photo/ form
+    ("http://www.flickr.com/photo/11864207@N00/2368127776",
+     FlickrRef("2368127776", "11864207@N00", True, None, "page")),
+    ("https://flickr.com/photo/jdoe/2368127776/",
+     FlickrRef("2368127776", "jdoe", False, None, "page")),
+    # photo_zoom.gne (no owner)
+    ("http://www.flickr.com/photo_zoom.gne?id=2368127776&size=l",
+     FlickrRef("2368127776", None, False, None, "page")),
+    # albums (old sets) and group pools a page is seen in
+    ("https://www.flickr.com/photos/jdoe/2368127776/in/album-72157624515011339/",
+     FlickrRef("2368127776", "jdoe", False, None, "page", album_id="72157624515011339")),
+    ("https://www.flickr.com/photos/11864207@N00/2368127776/in/set-72157594252341413",
+     FlickrRef("2368127776", "11864207@N00", True, None, "page", album_id="72157594252341413")),
+    ("https://www.flickr.com/photos/jdoe/2368127776/in/pool-34427469792@N01/",
+     FlickrRef("2368127776", "jdoe", False, None, "page", group_id="34427469792@N01")),
+    ("https://www.flickr.com/photos/jdoe/2368127776/in/pool-streetphotography",
+     FlickrRef("2368127776", "jdoe", False, None, "page", group_id="streetphotography")),
+    # farm, server, secret, extension of image URLs; the original's secret is its own
+    ("http://farm1.staticflickr.com/7014/2368127776_6b877559d9.jpg",
+     FlickrRef("2368127776", None, False, "", "static", farm="1", server="7014", secret="6b877559d9", extension="jpg")),
+    ("https://farm4.staticflickr.com/3909/15016757708_a1b2c3d4e5_o.PNG",
+     FlickrRef("15016757708", None, False, "o", "static", farm="4", server="3909", original_secret="a1b2c3d4e5",
+               extension="png")),
+    ("https://c1.staticflickr.com/9/8890/17171767930_3a7a2b430c_z.jpeg",
+     FlickrRef("17171767930", None, False, "z", "static", farm="9", server="8890", secret="3a7a2b430c",
+               extension="jpg")),
+    ("https://live.staticflickr.com/7372/12502775644_acfd415fa7_w.jpg",
+     FlickrRef("12502775644", None, False, "w", "static", server="7372", secret="acfd415fa7", extension="jpg")),
+    ("http://photos3.flickr.com/1418878_1e92283336.jpg",
+     FlickrRef("1418878", None, False, "", "static", secret="1e92283336", extension="jpg")),
+])
+def test_more_url_forms_and_their_details(url, expected):
+    assert parse_url(url) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "https://live.staticflickr.com/video/notanid/0a1b2c3d4e/720p.mp4",
+    "https://live.staticflickr.com/video/52184725340/not-a-secret!/720p.mp4",
+    "https://live.staticflickr.com/video/52184725340/0a1b2c3d4e",
+    "https://www.flickr.com/videos/jdoe/",
+    "https://www.flickr.com/photo/jdoe/albums",
+    "https://www.flickr.com/photo_zoom.gne?id=abc",
+    "https://www.flickr.com/photos/jdoe/albums/72157624515011339",
+])
+def test_not_photos(url):
+    assert parse_url(url) is None
+
+
+def test_flickr_details_from_urls_and_yfcc_fields():
+    from matcher.provenance.flickr import flickr_details
+
+    fields = {"url": "https://farm4.staticflickr.com/3909/15016757708_a1b2c3d4e5_o.jpg",
+              "page_url": "https://www.flickr.com/photos/jdoe/15016757708/in/album-721576/"}
+    assert flickr_details(fields) == {"farm": "4", "server": "3909", "original_secret": "a1b2c3d4e5",
+                                      "extension": "jpg", "album_id": "721576"}
+    # a page of another photo says nothing about this one
+    fields["page_url"] = "https://www.flickr.com/photos/jdoe/999/in/album-721576/"
+    assert "album_id" not in flickr_details(fields)
+    # YFCC100M's own fields fill what the URL does not say
+    yfcc = {"photo_id": "2368127776", "server_id": "7014", "farm_id": "1", "secret": "6B877559D9",
+            "secret_original": "0f1e2d3c4b", "extension": "jpg"}
+    assert flickr_details({"url": "http://farm1.staticflickr.com/7014/2368127776_6b877559d9.jpg"}, yfcc) == {
+        "farm": "1", "server": "7014", "secret": "6b877559d9", "original_secret": "0f1e2d3c4b", "extension": "jpg"}
+    # nothing Flickr about it: no details, whatever the extras are called
+    assert flickr_details({"url": "https://example.org/a.jpg"}, {"secret": "abc"}) is None
+    assert flickr_details({"url": "https://live.staticflickr.com/video/5218/0a1b2c3d4e/360p.mp4"}) == {
+        "secret": "0a1b2c3d4e", "extension": "mp4", "media": "video"}

@@ -150,7 +150,10 @@ def test_yfcc_original_release(tmp_path, server, sample):
     assert bridge["license"] == "Attribution-NonCommercial-ShareAlike License"
     assert bridge["extra"] == {"photo_id": "2368127776", "owner_nsid": "11864207@N00", "owner_name": "Jane Doe's camera",
                                "date_taken": "2012-02-16 09:56:37.0",
-                               "license_url": "http://creativecommons.org/licenses/by-nc-sa/2.0/"}
+                               "license_url": "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+                               # farm, server, secrets and extension of the line, for a removal request
+                               "flickr": {"farm": "8", "server": "7205", "secret": "a1b2c3d4e5",
+                                          "original_secret": "f6e5d4c3b2", "extension": "jpg"}}
     assert items["8599654898"]["title"] == "The old oak (100% real)"
     assert items["8599654898"]["extra"]["owner_name"] == "/Sizemore/"
     video = items["4762621909"]
@@ -207,7 +210,10 @@ def test_yfcc_items_without_the_cli(tmp_path):
     assert (a.key, a.fields["title"], a.error) == ("1", "T+1", None)
     assert (b.key, b.fields["title"], b.extra["line_number"], b.extra["photo_hash"]) == ("2", "T 2", "7", "ab")
     assert c.error and "neither 0 (photo) nor 1 (video)" in c.error and c.error_kind is None
-    assert open_source(m, "y").__class__ is ManifestSource  # without --format: the plain reading
+    # without --format, the plain reading finds no URL column (the first line is taken as a header) and says
+    # which format fits
+    with pytest.raises(ManifestError, match="its layout may fit --format yfcc100m"):
+        open_source(m, "y")
 
 
 # --------------------------------------------------------------------------- LAION
@@ -284,17 +290,20 @@ def test_img2dataset_tsv(tmp_path, server):
          ""],
     ]
     m.write_text("".join("\t".join(r) + "\n" for r in [header] + rows))
-    assert detect_preset(m) == "laion"
+    assert detect_preset(m) == "img2dataset"
     assert isinstance(open_source(m, "x", preset="auto"), LaionSource)
     index = tmp_path / "index"
+    gone_hits = server.hits["/gone/410.jpg"]
     _add(index, "--format", "laion", "--dataset", "cc", str(m))
     items = _items(index)
     assert set(items) == {"000000007", "000000008"}
     assert items["000000007"]["extra"] == {
         "row": 0, "width": 256, "height": 161, "original_width": 640, "original_height": 402,
         "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
-    assert items["000000008"]["error"].startswith("HTTP 410")
-    assert _info(index)["datasets"][0]["dead_links"] == 1
+    # img2dataset could not download it: recorded as such, not fetched again
+    assert items["000000008"]["error"] == "failed upstream (img2dataset: HTTP Error 410)"
+    assert items["000000008"]["error_kind"] == "upstream" and server.hits["/gone/410.jpg"] == gone_hits
+    assert _info(index)["datasets"][0]["failures"] == {"upstream": 1}
 
 
 def test_auto_keeps_plain_manifests_plain(tmp_path, sample):

@@ -154,7 +154,8 @@ def test_dataset_name_override(tmp_path):
 
 def test_unknown_format_and_missing_file(tmp_path):
     with pytest.raises(ManifestError, match="unknown manifest format"):
-        ManifestSource(_write(tmp_path / "crawl.txt", CSV_TEXT))
+        ManifestSource(_write(tmp_path / "crawl.dat", CSV_TEXT))
+    assert ManifestSource(_write(tmp_path / "crawl.txt", CSV_TEXT)).fmt == "sniff"  # .txt: tab or comma, sniffed
     with pytest.raises(ManifestError, match="no such manifest"):
         ManifestSource(tmp_path / "nope.csv")
 

@@ -114,7 +114,7 @@ class _Capped(Source):
         self.dataset = source.dataset
         self.location = source.location
 
-    def items(self) -> Iterator[SourceItem]:
+    def _items(self) -> Iterator[SourceItem]:
         it = self.source.items()
         return iter(it) if self.limit is None else islice(it, self.limit)
 

@@ -18,9 +18,11 @@ from matcher.cli.common import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MATCH, EXIT_N
 from matcher.errors import MatcherError
 from matcher.imaging.images import Limits
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, add as add_items, search as search_photos
-from matcher.ingest.open_source import open_source
+from matcher.ingest.open_source import open_sources
+from matcher.ingest.presets import PRESETS
 from matcher.engine.cluster import open_searchable
 from matcher.index.sharded import ShardedStore, is_sharded, open_index
+from matcher.cli.reads import describe_read, read_line
 from matcher.index.store import IndexStore
 from matcher.report.formats import plural as report_plural
 from matcher.report.formats import visible as _visible
@@ -31,10 +33,23 @@ from matcher.report.formats import visible as _visible
 @click.option("--dataset", help="Dataset name for these items (default: folder or manifest name).")
 @click.option("--column", "columns", multiple=True, metavar="FIELD=HEADER",
               help="Manifest column for a field: url, path, key, owner, license, title, page_url.")
-@click.option("--format", "manifest_format", type=click.Choice(["yfcc100m", "laion", "faces-jsonl", "auto"]),
-              default=None, help="Read manifests in a dataset's published layout: yfcc100m (yfcc100m_dataset lines), "
-              "laion (LAION Parquet/CSV/TSV), faces-jsonl (JSON Lines with face boxes), or auto (one of these when "
-              "the file's layout is unambiguous). Default: plain CSV/TSV/JSONL/Parquet by column names.")
+@click.option("--format", "manifest_format", type=click.Choice(list(PRESETS) + ["auto"]),
+              default=None, help="Read sources in a dataset's published layout: yfcc100m (yfcc100m_dataset lines), "
+              "laion (LAION Parquet/CSV/TSV), img2dataset (its output, local images used), faces-jsonl (JSON Lines "
+              "with face boxes), dif (DiF_v1.csv), megaface (a FlickrFinal2 tree or list), facescrub "
+              "(facescrub_actors.txt...), or auto (one of these when the layout is unambiguous). A folder with a "
+              "manifest format is read as the parts in it. Default: a folder of images, or a plain "
+              "CSV/TSV/TXT/JSONL/Parquet manifest by column names. See docs/manifests.md.")
+@click.option("--only-ids", "only_ids", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Add only the items whose Flickr photo id is listed in FILE (e.g. the CLIP subset of "
+                   "YFCC100M, yfcc100m_subset_data.tsv); the others are counted as skipped.")
+@click.option("--join", "joins", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Annotate items with FILE's columns, keyed by photo id (YFCC100M's yfcc100m_hash, _autotags, "
+                   "_places...): kept in the item's extra under the file's name; the YFCC100M metadata lines "
+                   "themselves add each photo's owner, page and licence. Repeatable.")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="A folder of local copies of the dataset's images: a file named as a URL's last part "
+                   "(2936383524_8a2b3f7d4c.jpg) or as an item's key is hashed instead of downloading the URL.")
 @click.option("--version", "dataset_version", metavar="V",
               help="Record the dataset's version (e.g. 2014-v1); adding to a dataset recorded at another version is refused.")
 @click.option("--new-version", is_flag=True,
@@ -72,7 +87,7 @@ from matcher.report.formats import visible as _visible
 def add(index_dir, dataset, columns, manifest_format, dataset_version, new_version, workers, concurrency, per_host,
         timeout, retries, max_bytes, max_pixels, allow_private_urls, engine, scheduler, shard_size, sources, optout_registry=None,
         allow_networks=(), sharded=False, read_reservations=True, check_sites=False, thumbnails="full",
-        local_features=False, allow_paths=()) -> None:
+        local_features=False, allow_paths=(), only_ids=None, joins=(), images_dir=None) -> None:
     """Add dataset images to an index: SOURCES are folders or manifests (CSV, TSV, JSONL, Parquet).
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
@@ -97,10 +112,20 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     progress = None
     try:
         cols = _parse_columns(columns)
-        srcs = [open_source(s, dataset, cols, preset=manifest_format, allow_paths=allow_paths) for s in sources]
+        srcs = open_sources(sources, dataset, cols, preset=manifest_format, allow_paths=allow_paths)
+        if only_ids or joins:
+            from matcher.ingest.formats.sidefiles import IdSet, JoinTable, SideFiles
+
+            only = IdSet(only_ids) if only_ids else None
+            tables = tuple(JoinTable(j) for j in joins)
+            srcs = [SideFiles(s, only, tables) for s in srcs]
+        if images_dir:
+            from matcher.ingest.formats.sidefiles import LocalCopies
+
+            srcs = [LocalCopies(s, images_dir) for s in srcs]
         for s in srcs:
-            if manifest_format == "auto" or getattr(s, "preset", None):
-                err.print(f"{escape(_visible(s.location))}: read as {getattr(s, 'preset', None) or 'a plain manifest'}"
+            if manifest_format == "auto" or s.preset:
+                err.print(f"{escape(_visible(s.location))}: read as {s.preset or 'a plain manifest'}"
                           f" (dataset {escape(_visible(s.dataset))})", highlight=False, soft_wrap=True)
         settings = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks)
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
@@ -147,6 +172,8 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
     if engine != "local":
         shards = (f"; {stats.shards_done:,} shards ({stats.shards_reused:,} from an interrupted run, "
                   f"{stats.shard_retries:,} task retries)")
+    for s in srcs:
+        err.print(describe_read(s), highlight=False, soft_wrap=True)
     err.print(
         f"{stats.added:,} added, {stats.failed:,} failed{f' ({failures})' if failures else ''}, "
         f"{stats.skipped:,} already in the index; {stats.elapsed:.1f} s ({stats.rate:,.0f}/s){shards}",
@@ -549,6 +576,8 @@ def _print_info(out: Console, data: dict, failures: bool) -> None:
              f"{plural(d['dead_links'], 'dead link')}; {plural(d['entries'], 'entry', 'entries')}")
         if d.get("source"):
             line(f"  from {visible(d['source'])}")
+        if d.get("read"):
+            line("  " + read_line(d["read"], d["failed"]))
         if d["failures"]:
             line("  failures: " + ", ".join(f"{n:,} {visible(k)}" for k, n in sorted(d["failures"].items())))
         if d["removed"]:

@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     version    TEXT,
     source     TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    reads      TEXT
 );
 """
 
@@ -128,6 +129,14 @@ def read_only_uri(path: str | Path) -> str:
     if not os.access(path.parent, os.W_OK):
         uri += "&immutable=1"
     return uri
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    try:
+        v = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return v if isinstance(v, dict) else {}
 
 
 def _now() -> str:
@@ -188,6 +197,8 @@ class Catalog:
                     raise
                 if int(self.get_meta("schema_version") or 0) < SCHEMA_VERSION or not had_identities:
                     self._upgrade()  # the schema above added what was missing: fill it, record the version
+                if not self._has_reads():  # a datasets table from before ``reads`` (read reports) existed
+                    self.db.execute("ALTER TABLE datasets ADD COLUMN reads TEXT")
             version = self.get_meta("schema_version")
         except sqlite3.OperationalError as e:
             self._close_quietly()
@@ -704,13 +715,31 @@ class Catalog:
         # a catalog written before the table existed and opened read-only has none (writable opens create it)
         return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datasets'").fetchone() is not None
 
+    def _has_reads(self) -> bool:
+        return any(r[1] == "reads" for r in self.db.execute("PRAGMA table_info(datasets)"))
+
     def dataset_rows(self) -> dict[str, dict[str, Any]]:
-        """{name: {"version", "source", "created_at", "updated_at"}} of the datasets ``add`` recorded."""
+        """{name: {"version", "source", "created_at", "updated_at", "reads"}} of the datasets ``add``
+        recorded; ``reads``: {source location: how it was read (:meth:`record_read`)}."""
         if not self._has_datasets_table():
             return {}
-        return {name: {"version": version, "source": source, "created_at": created, "updated_at": updated}
-                for name, version, source, created, updated in self.db.execute(
-                    "SELECT name, version, source, created_at, updated_at FROM datasets ORDER BY name")}
+        reads = "reads" if self._has_reads() else "NULL"
+        return {name: {"version": version, "source": source, "created_at": created, "updated_at": updated,
+                       "reads": _json_object(r)}
+                for name, version, source, created, updated, r in self.db.execute(
+                    f"SELECT name, version, source, created_at, updated_at, {reads} FROM datasets ORDER BY name")}
+
+    def record_read(self, dataset: str, location: str, read: dict[str, Any]) -> None:
+        """Record how one source of ``dataset`` was last read through: ``{"format", "rows", "items",
+        "faces", "skipped": {reason: rows}}`` (a later read of the same location replaces it)."""
+        if not self._has_reads():
+            return
+        row = self.db.execute("SELECT reads FROM datasets WHERE name = ?", (dataset,)).fetchone()
+        if row is None:
+            return
+        reads = _json_object(row[0])
+        reads[location] = read
+        self.db.execute("UPDATE datasets SET reads = ? WHERE name = ?", (json.dumps(reads), dataset))
 
     def register_datasets(self, sources: dict[str, list[str]], *, version: str | None = None,
                           new_version: bool = False) -> list[tuple[str, str | None, str]]:
@@ -784,5 +813,23 @@ class Catalog:
             gone = removed.get(name, (0, 0))
             out.append({**d, "version": r.get("version"), "dead_links": dead.get(name, 0), "removed": gone[0],
                         "removed_entries": gone[1], "source": r.get("source"), "created_at": r.get("created_at"),
-                        "updated_at": r.get("updated_at")})
+                        "updated_at": r.get("updated_at"), "read": _read_summary(r.get("reads") or {})})
         return out
+
+
+def _read_summary(reads: dict[str, Any]) -> dict[str, Any] | None:
+    """How a dataset's sources were read, summed: ``{"formats", "rows", "items", "faces", "skipped"}``; None
+    when no read was recorded (an index built before matcher recorded them)."""
+    if not reads:
+        return None
+    out: dict[str, Any] = {"formats": [], "rows": 0, "items": 0, "faces": 0, "skipped": {}}
+    for r in reads.values():
+        if not isinstance(r, dict):
+            continue
+        if r.get("format") and r["format"] not in out["formats"]:
+            out["formats"].append(r["format"])
+        for k in ("rows", "items", "faces"):
+            out[k] += int(r.get(k) or 0)
+        for why, n in (r.get("skipped") or {}).items():
+            out["skipped"][why] = out["skipped"].get(why, 0) + int(n)
+    return out

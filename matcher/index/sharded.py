@@ -247,7 +247,20 @@ def _sum_datasets(per_shard: list[list[dict[str, Any]]]) -> list[dict[str, Any]]
                     d[k] = v
                 elif k in ("version", "source") and v and not d.get(k):
                     d[k] = v
+                elif k == "read" and v:
+                    d[k] = _sum_reads(d.get(k), v)
     return [out[k] for k in sorted(out)]
+
+
+def _sum_reads(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Two shards' ``read`` records of one dataset (how its sources were read) added up."""
+    if not a:
+        return b
+    skipped = dict(a.get("skipped") or {})
+    for why, n in (b.get("skipped") or {}).items():
+        skipped[why] = skipped.get(why, 0) + n
+    return {"formats": list(dict.fromkeys((a.get("formats") or []) + (b.get("formats") or []))),
+            **{k: (a.get(k) or 0) + (b.get(k) or 0) for k in ("rows", "items", "faces")}, "skipped": skipped}
 
 
 class _Sized:

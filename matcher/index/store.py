@@ -392,6 +392,13 @@ class IndexStore:
             by_dataset.setdefault(source.dataset, []).append(source.location)
         return self.catalog.register_datasets(by_dataset, version=version, new_version=new_version)
 
+    def record_read(self, source: Any) -> None:
+        """Record how ``source`` was read (its format and :class:`matcher.sources.ReadCounts`), once it was
+        read through: ``info`` shows it per dataset (:meth:`Catalog.record_read`)."""
+        if not self.writable:
+            raise CatalogError("index opened read-only")
+        self.catalog.record_read(source.dataset, source.location, {"format": source.format, **source.counts.as_dict()})
+
     def record(self, records: Sequence[ItemRecord], *, save_every: float = 30.0) -> None:
         """Store a batch in the catalog, then in FAISS; save FAISS at most every ``save_every`` s."""
         if not self.writable:

@@ -8,6 +8,7 @@ Every bad input becomes a per-item failure record with a reason; nothing stops t
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from matcher.index.catalog import ItemRecord
 from matcher.ingest.policy import FetchSettings
-from matcher.provenance.flickr import identity_of
+from matcher.provenance.flickr import flickr_details, identity_of
 from matcher.imaging.facebox import normalise
 from matcher.imaging.images import DEFAULT_LIMITS, Limits
 from matcher.ingest.sources import Source, SourceItem
@@ -26,7 +27,8 @@ from matcher.index.store import IndexStore
 from matcher.pipeline.photo import HashSpec, index_batch
 from matcher.pipeline.pool import Batches
 
-__all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record", "item_extra", "hash_payload"]
+__all__ = ["AddStats", "ingest", "default_workers", "outcome_record", "failure_record", "item_extra", "hash_payload",
+           "check_body"]
 
 
 def default_workers() -> int:
@@ -72,18 +74,36 @@ Progress = Callable[[AddStats], None]
 def item_extra(item: SourceItem, size: tuple[int, int] | None = None) -> dict:
     """The extra metadata stored with an item: its ``extra``, plus its face boxes normalised to fractions of
     the image (``faces``, :func:`matcher.imaging.facebox.normalise`; ``size`` is the decoded image's). Pixel boxes
-    of an image never decoded, with no reference size, are kept as given (``faces_px``)."""
+    of an image never decoded, with no reference size, are kept as given (``faces_px``). What its URLs
+    say about the Flickr photo beyond id and owner (farm, server, secrets, extension, album, group:
+    :func:`matcher.provenance.flickr.flickr_details`) is kept as ``flickr``."""
+    extra = item.extra
+    details = flickr_details(item.fields, item.extra)
+    if details and "flickr" not in extra:
+        extra = {**extra, "flickr": details}
     if item.faces is None:
-        return item.extra
+        return extra
     faces = normalise(item.faces, size)
     if faces is None:
-        return {**item.extra, "faces_px": [list(b[:4]) for b in item.faces[0]]}
-    return {**item.extra, "faces": faces}
+        return {**extra, "faces_px": [list(b[:4]) for b in item.faces[0]]}
+    return {**extra, "faces": faces}
 
 
 def hash_payload(item: SourceItem, src):
     """What :func:`matcher.pipeline.photo.index_batch` takes for ``item``: its path or body, with its face boxes if any."""
     return src if item.faces is None else (src, item.faces)
+
+
+def check_body(expected: str | None, body: bytes) -> str | None:
+    """Why a downloaded image is not the one the dataset lists (the SHA-256 it publishes, ``expected``,
+    differs), or None. Such an image is not hashed: it is recorded as failed, kind ``sha256``."""
+    if expected is None:
+        return None
+    got = hashlib.sha256(body).hexdigest()
+    if got == expected:
+        return None
+    return (f"the image now at this URL is not the one the dataset lists: SHA-256 {got[:16]}..., "
+            f"the dataset's {expected[:16]}...")
 
 
 def failure_record(item: SourceItem, reason: str, kind: str) -> ItemRecord:
@@ -267,9 +287,15 @@ def ingest(
             for it, body, err in _downloads(wanted, fetch, check.read if check is not None else None):
                 if err is not None:
                     pipe.fail(it, err.reason, err.kind)
+                    pipe.harvest()
+                    continue
+                if check is not None:
+                    body, headers = check.split(body)
+                changed = check_body(it.sha256, body)
+                if changed is not None:
+                    pipe.fail(it, changed, "sha256")
                 else:
                     if check is not None:
-                        body, headers = check.split(body)
                         it = check.annotate(it, body, headers)
                     items.append(it)
                     bodies.append(hash_payload(it, body))
@@ -280,6 +306,7 @@ def ingest(
             if items:
                 pipe.submit(items, bodies)
             pipe.drain()
+            store.record_read(source)
         store.save()
     except BaseException:
         pipe.flush()  # keep every result already computed; the rest is retried on the next run

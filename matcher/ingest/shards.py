@@ -51,7 +51,7 @@ from matcher.atomic import write_bytes
 from matcher.errors import MatcherError
 from matcher.ingest.fetch import FetchSettings, fetch_iter
 from matcher.imaging.images import DEFAULT_LIMITS, Limits
-from matcher.ingest.run import AddStats, Progress, failure_record, is_local, outcome_record
+from matcher.ingest.run import AddStats, Progress, check_body, failure_record, is_local, outcome_record
 from matcher.ingest.sources import Source, SourceItem
 from matcher.index.store import IndexStore
 from matcher.testpoints import pause
@@ -85,6 +85,7 @@ class ShardTask:
     batch: int = 16
     faces: tuple = ()  # per row: the face boxes its manifest gives (matcher.imaging.facebox.RawFaces) or None; () = none
     screen: Any = None  # a matcher.optout.registry.Screen: images matching its registry become "opted_out" failures
+    sha256: tuple = ()  # per row: the SHA-256 its dataset publishes for the image, or None; () = none
 
 
 def run_shard(task: ShardTask) -> list[tuple]:
@@ -116,6 +117,10 @@ def run_shard(task: ShardTask) -> list[tuple]:
         for i, body, err in results:
             if err is not None:
                 out[i] = ("err", err.reason, err.kind)
+                continue
+            changed = check_body(task.sha256[i], body) if task.sha256 else None
+            if changed is not None:
+                out[i] = ("err", changed, "sha256")
                 continue
             idx.append(i)
             bodies.append(body)
@@ -380,7 +385,9 @@ class _Shard:
     def task(self, spec: HashSpec, fetch: FetchSettings, batch: int) -> ShardTask:
         rows = tuple((self.items[i].url, self.items[i].path) for i in self.work)
         faces = tuple(self.items[i].faces for i in self.work)
-        return ShardTask(self.id, rows, spec, fetch, batch, faces if any(f is not None for f in faces) else ())
+        sha = tuple(self.items[i].sha256 for i in self.work)
+        return ShardTask(self.id, rows, spec, fetch, batch, faces if any(f is not None for f in faces) else (),
+                         sha256=sha if any(h is not None for h in sha) else ())
 
     def keys(self) -> list[str]:
         return [self.items[i].key for i in self.work]
@@ -553,6 +560,8 @@ def ingest_sharded(
                     continue
                 work_dir.save(shard.id, shard.fingerprint, shard.keys(), outs)
                 shard.outcomes = outs
+        for source in sources:
+            store.record_read(source)
         store.save()
     finally:
         for fut in inflight:

@@ -64,7 +64,7 @@ from PIL import Image
 
 from matcher.atomic import write_bytes
 from matcher.hashing.detail import DEFAULT_MAX_MOTION
-from matcher.errors import MatcherError, RegistryError
+from matcher.errors import ManifestError, MatcherError, RegistryError
 from matcher.hashing.hashers import DEFAULT_HASHER, get_hasher
 from matcher.hashing.hashers.phash import dct_matrix, phash_pixels
 from matcher.imaging.images import DEFAULT_LIMITS, Limits
@@ -933,6 +933,9 @@ def filter_manifest(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     src = ManifestSource(manifest, fmt=fmt, columns=columns, allow_paths=allow_paths)  # paths: its folder only
+    if src.fmt == "sniff":  # a .txt manifest: filter rewrites it row for row, in a layout it must be told
+        raise ManifestError(f"{src.path.name}: unknown manifest format for filter (a .txt file): say --format csv, "
+                            "tsv or jsonl")
     out = Path(out)
     if out.resolve() == src.path or (log is not None and Path(log).resolve() in (src.path, out.resolve())):
         raise MatcherError("the clean manifest and the log must be new files, not the manifest itself")

@@ -11,10 +11,16 @@ URL forms understood by :func:`parse_url`:
   ``farmN.static.flickr.com`` and ``static.flickr.com``, ``live.staticflickr.com/SERVER/...``,
   ``cN.staticflickr.com/FARM/SERVER/...``, the 2004-era ``photosN.flickr.com/ID_SECRET.jpg``;
   originals ``ID_ORIGINALSECRET_o.{jpg,png,gif}``; the download form ``..._SIZE_d.jpg``. No owner.
+  The farm, server, secret (the original secret for ``_o``) and extension are kept.
+* video files (``kind="video"``): ``live.staticflickr.com/video/ID/SECRET/SIZE.mp4`` (``SIZE`` such as
+  ``360p``, ``720p``, ``orig``). No owner; ``media="video"``.
 * photo pages (``kind="page"``): ``www.flickr.com/photos/{alias-or-NSID}/{ID}`` with anything after
   the id (``/in/...``, ``/sizes/...``, ``/lightbox``), query strings and fragments; http or https;
   ``flickr.com``, ``www.``, ``m.``, ``secure.``, ``touch.``; the old mobile ``m.flickr.com/#/photos/...``;
-  and ``flickr.com/photo.gne?id=ID`` (no owner).
+  the old singular ``flickr.com/photo/{owner}/{ID}``; video pages ``flickr.com/videos/{owner}/{ID}/``
+  (``media="video"``); ``flickr.com/photo.gne?id=ID`` and ``photo_zoom.gne?id=ID`` (no owner). The
+  album (``/in/album-ID``, ``/in/set-ID``, ``/sets/ID/``, ``/albums/ID/``) and group pool
+  (``/in/pool-GROUP``, ``/groups/GROUP/pool/``) a page URL is seen in are kept.
 * short links (``kind="short"``): ``flic.kr/p/{base58}`` (Flickr's alphabet, :data:`BASE58_ALPHABET`),
   and ``flickr.com/photo.gne?short={base58}``.
 
@@ -41,6 +47,8 @@ __all__ = [
     "normalize_nsid",
     "parse_owner",
     "identity_of",
+    "flickr_details",
+    "DETAIL_FIELDS",
 ]
 
 #: Size suffix of an image URL -> longest edge in pixels, from Flickr's documented table
@@ -62,8 +70,13 @@ _DIGITS = re.compile(r"[0-9]{1,20}")
 _B58_TEXT = re.compile(f"[{BASE58_ALPHABET}]{{1,12}}")
 _SIZE_ALT = "|".join(sorted((s for s in SIZES if s), key=len, reverse=True))
 _STATIC_FILE = re.compile(
-    rf"([0-9]{{1,20}})_([0-9a-f]{{4,40}})(?:_({_SIZE_ALT}))?(?:_d)?\.(?:jpe?g|png|gif)", re.IGNORECASE
+    rf"([0-9]{{1,20}})_([0-9a-f]{{4,40}})(?:_({_SIZE_ALT}))?(?:_d)?\.(jpe?g|png|gif)", re.IGNORECASE
 )
+_FARM_HOST = re.compile(r"farm([0-9]{1,4})\.", re.IGNORECASE)
+_VIDEO_FILE = re.compile(r"[A-Za-z0-9_]{1,16}(?:\.(?:mp4|mov|webm|m4v))?", re.IGNORECASE)
+_SECRET = re.compile(r"[0-9a-f]{4,40}", re.IGNORECASE)
+_SET_ID = re.compile(r"(?:album|set)-([0-9]{1,25})")
+_GROUP_ID = re.compile(r"pool-([A-Za-z0-9_.\-@]{1,64})")
 _STATIC_HOST = re.compile(
     r"(?:(?:farm[0-9]+|live|c[0-9]+)\.staticflickr\.com|staticflickr\.com"
     r"|(?:farm[0-9]+\.)?static\.flickr\.com|photos[0-9]*\.flickr\.com)"
@@ -88,7 +101,28 @@ class FlickrRef:
     owner: str | None
     owner_is_nsid: bool
     size: str | None
-    kind: str  # "static" | "page" | "short"
+    kind: str  # "static" | "video" | "page" | "short"
+    # what else the URL says, when it says it (an opt-out letter quotes them)
+    farm: str | None = None
+    server: str | None = None
+    secret: str | None = None
+    original_secret: str | None = None  # the secret of an ``_o`` (original size) URL
+    extension: str | None = None
+    album_id: str | None = None
+    group_id: str | None = None
+    media: str = "photo"  # "photo" | "video"
+
+    def details(self) -> dict[str, str]:
+        """The fields of :data:`DETAIL_FIELDS` this URL gives (``media`` only when it is a video)."""
+        out = {k: getattr(self, k) for k in DETAIL_FIELDS if k != "media" and getattr(self, k) is not None}
+        if self.media != "photo":
+            out["media"] = self.media
+        return out
+
+
+#: What a URL (or a YFCC100M line) may say about a photo beyond its id and owner, kept as an item's
+#: ``extra["flickr"]``.
+DETAIL_FIELDS = ("farm", "server", "secret", "original_secret", "extension", "album_id", "group_id", "media")
 
 
 def is_nsid(text: Any) -> bool:
@@ -157,28 +191,69 @@ def _split(text: Any):
     return parts, host
 
 
+def _in_context(rest: list[str]) -> dict[str, str]:
+    """The album and group a photo page URL is seen in: ``/in/album-ID``, ``/in/set-ID``, ``/in/pool-GROUP``."""
+    out: dict[str, str] = {}
+    for seg in rest:
+        m = _SET_ID.fullmatch(seg)
+        if m:
+            out.setdefault("album_id", m.group(1))
+        m = _GROUP_ID.fullmatch(seg)
+        if m:
+            out.setdefault("group_id", m.group(1))
+    return out
+
+
 def _page(path: str, query: str) -> FlickrRef | None:
     segs = [s for s in path.split("/") if s]
-    if len(segs) == 1 and segs[0].lower() == "photo.gne":
+    if len(segs) == 1 and segs[0].lower() in ("photo.gne", "photo_zoom.gne"):
         q = parse_qs(query)
         pid = _photo_id((q.get("id") or [""])[0])
         if pid is not None:
             return FlickrRef(pid, None, False, None, "page")
         n = base58_decode((q.get("short") or [""])[0])
         return FlickrRef(str(n), None, False, None, "short") if n is not None else None
-    if len(segs) < 3 or segs[0].lower() != "photos":
+    if len(segs) < 3 or segs[0].lower() not in ("photos", "photo", "videos"):
         return None
     owner, pid = segs[1], _photo_id(segs[2])
     if pid is None or owner.lower() in _NOT_OWNERS:
         return None
+    more = _in_context(segs[3:])
+    media = "video" if segs[0].lower() == "videos" else "photo"
     nsid = normalize_nsid(owner)
     if nsid is not None:
-        return FlickrRef(pid, nsid, True, None, "page")
+        return FlickrRef(pid, nsid, True, None, "page", media=media, **more)
     if owner.lower() == "me":  # the signed-in viewer: no owner named
-        return FlickrRef(pid, None, False, None, "page")
+        return FlickrRef(pid, None, False, None, "page", media=media, **more)
     if not _ALIAS.fullmatch(owner):
         return None
-    return FlickrRef(pid, owner, False, None, "page")
+    return FlickrRef(pid, owner, False, None, "page", media=media, **more)
+
+
+def _static(host: str, segs: list[str]) -> FlickrRef | None:
+    """An image file URL: ``[FARM/]SERVER/ID_SECRET[_SIZE].EXT`` (or ``ID_SECRET.EXT``), or a video file
+    ``video/ID/SECRET/SIZE.mp4``."""
+    if len(segs) == 4 and segs[0] == "video":
+        pid = _photo_id(segs[1])
+        if pid is None or not _SECRET.fullmatch(segs[2]) or not _VIDEO_FILE.fullmatch(segs[3]):
+            return None
+        ext = segs[3].rsplit(".", 1)[1].lower() if "." in segs[3] else None
+        return FlickrRef(pid, None, False, segs[3].split(".")[0].lower(), "video", secret=segs[2].lower(),
+                         extension=ext, media="video")
+    if not segs or not 0 <= len(segs) - 1 <= 2 or not all(_DIGITS.fullmatch(s) for s in segs[:-1]):
+        return None
+    m = _STATIC_FILE.fullmatch(segs[-1])
+    if m is None:
+        return None
+    size = (m.group(3) or "").lower()
+    farm_m = _FARM_HOST.match(host)
+    farm = farm_m.group(1) if farm_m else (segs[0] if len(segs) == 3 else None)
+    server = segs[-2] if len(segs) >= 2 else None
+    secret = m.group(2).lower()
+    ext = m.group(4).lower()
+    return FlickrRef(str(int(m.group(1))), None, False, size, "static", farm=farm, server=server,
+                     secret=None if size == "o" else secret, original_secret=secret if size == "o" else None,
+                     extension="jpg" if ext == "jpeg" else ext)
 
 
 def parse_url(text: Any) -> FlickrRef | None:
@@ -189,13 +264,7 @@ def parse_url(text: Any) -> FlickrRef | None:
     parts, host = split
     host = host.lower()
     if _STATIC_HOST.fullmatch(host):
-        segs = parts.path.split("/")[1:]
-        if not segs or not 0 <= len(segs) - 1 <= 2 or not all(_DIGITS.fullmatch(s) for s in segs[:-1]):
-            return None
-        m = _STATIC_FILE.fullmatch(segs[-1])
-        if m is None:
-            return None
-        return FlickrRef(str(int(m.group(1))), None, False, (m.group(3) or "").lower(), "static")
+        return _static(host, parts.path.split("/")[1:])
     if host in _SHORT_HOSTS:
         m = re.fullmatch(r"/p/([^/]+)/?", parts.path)
         n = base58_decode(m.group(1)) if m else None
@@ -314,3 +383,35 @@ def identity_of(fields: Mapping[str, Any] | None, extra: Mapping[str, Any] | Non
     if photo_id is None and owner_nsid is None and owner_name is None:
         return None
     return {"photo_id": photo_id, "owner_nsid": owner_nsid, "owner_name": owner_name}
+
+
+# manifest extras that carry URL details (YFCC100M's fields, and these names themselves)
+_DETAIL_EXTRAS = {"farmid": "farm", "farm": "farm", "serverid": "server", "server": "server", "secret": "secret",
+                  "secretoriginal": "original_secret", "originalsecret": "original_secret",
+                  "extension": "extension", "originalextension": "extension", "albumid": "album_id",
+                  "setid": "album_id", "groupid": "group_id"}
+
+
+def flickr_details(fields: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, str] | None:
+    """What an item's URLs (and manifest extras such as YFCC100M's farm, server, secret, original secret and
+    extension) say about its Flickr photo beyond id and owner: ``{farm, server, secret, original_secret,
+    extension, album_id, group_id, media}``, the ones known; None when none is. The image URL's word wins,
+    then the page URL's (when it names the same photo), then the extras."""
+    fields = fields if isinstance(fields, Mapping) else {}
+    extra = extra if isinstance(extra, Mapping) else {}
+    img = parse_url(fields.get("url"))
+    page = parse_url(fields.get("page_url"))
+    if img is not None and page is not None and page.photo_id != img.photo_id:
+        page = None
+    out: dict[str, str] = {}
+    for ref in (img, page):
+        if ref is not None:
+            for k, v in ref.details().items():
+                out.setdefault(k, v)
+    if img is not None or page is not None or identity_of(fields, extra) is not None:
+        for k, v in extra.items():
+            name = _DETAIL_EXTRAS.get(_norm_key(k))
+            v = _text(v)
+            if name and v and _ALIAS.fullmatch(v):
+                out.setdefault(name, v.lower() if name in ("secret", "original_secret", "extension") else v)
+    return out or None
