@@ -233,13 +233,15 @@ def test_megaface_tree_of_sidecars_only_says_so(tmp_path):
     top.mkdir(parents=True)
     for i in range(3):
         (top / f"100{i}_0.jpg.json").write_text(json.dumps({"bounding_box": {"x": 1, "y": 1, "width": 9, "height": 9}}))
-    p = add(tmp_path / "index", "--format", "megaface", str(tmp_path / "FlickrFinal2"))
+    p = add(tmp_path / "index", "--format", "megaface", str(tmp_path / "FlickrFinal2"), ok=False)
     text = " ".join(p.stderr.split())
+    assert p.returncode == 2 and "nothing was added" in text
     assert "3 rows -> 0 items; 3 skipped (sidecar without its image: 3)" in text
     assert "nothing in it became an item" in text
     # added as a plain folder: nothing either, said so, with the format that reads such a tree
-    p = add(tmp_path / "plain", str(tmp_path / "FlickrFinal2"))
+    p = add(tmp_path / "plain", str(tmp_path / "FlickrFinal2"), ok=False)
     text = " ".join(p.stderr.split())
+    assert p.returncode == 2
     assert "(folder): 0 rows -> 0 items - nothing in it became an item; its layout may fit --format megaface" in text
 
 

@@ -278,7 +278,8 @@ def test_flickr_video_files_are_not_downloaded(tmp_path):
     m = tmp_path / "media.csv"
     m.write_text("id,url\nv1,https://live.staticflickr.com/video/52184725340/0a1b2c3d4e/720p.mp4\n")
     index = tmp_path / "index"
-    add(index, str(m))
+    p = add(index, str(m), ok=False)
+    assert p.returncode == 2 and "every item failed" in p.stderr  # recorded all the same
     (v,) = items(index).values()
     assert (v["status"], v["error_kind"]) == ("failed", "video") and "not downloaded" in v["error"]
     assert lookup(index, "--photo-id", "52184725340") == [("media", "v1")]
