@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from matcher.report.formats import visible
-
 from matcher.ingest.presets import suggest_formats
+from matcher.report.formats import visible
 
 __all__ = ["describe_read", "read_line"]
 
