@@ -252,11 +252,17 @@ def _add_interrupted(err: Console, index_dir: str, stats) -> None:
 @click.option("--show-paths", is_flag=True,
               help="Show local paths (your photos' folders, the dataset's files, the index) in the HTML report; "
                    "by default it names files only, since a report is sent to others.")
+@click.option("--fetch-unverified/--no-fetch", "fetch_unverified", default=True, show_default=True,
+              help="A candidate of a dataset added with --thumbnails none whose image is not a local file: fetch "
+                   "the image from its URL (the download options' guards; nothing stored) and verify it as a "
+                   "local file. --no-fetch: report it unverified.")
+@download_options
 @force_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_csv, html_path, workers,
-           letters_dir, requester_name, requester_email, flickr_user, nsid, show_paths, force, paths, engine="local",
-           scheduler=None) -> None:
+           letters_dir, requester_name, requester_email, flickr_user, nsid, show_paths, fetch_unverified,
+           concurrency, per_host, timeout, retries, max_bytes, allow_private_urls, allow_networks, force, paths,
+           engine="local", scheduler=None) -> None:
     """Check photos (files or folders, recursive) against an index.
 
     With --flickr-user/--nsid, the items listed under that Flickr identity are joined in: matches found
@@ -283,6 +289,12 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
             sys.exit(EXIT_ERROR)
     who_nsid, who_name = _flickr_who(flickr_user, nsid, err)
     try:
+        fetch = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
+                               allow_networks) if fetch_unverified else None
+    except ValueError as e:  # FetchSettings' own checks (a negative timeout, ...)
+        _err(err, str(e))
+        sys.exit(EXIT_ERROR)
+    try:
         store = open_searchable(index_dir, engine=engine, scheduler=scheduler)
     except MatcherError as e:
         _err(err, e.reason)
@@ -297,7 +309,8 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
             if join.active and not join.available:
                 err.print(f"[yellow]warning:[/] {escape(NO_IDENTITIES.format(index=index_dir))}", highlight=False)
             stream = join.annotate(search_photos(store, paths, threshold=threshold, min_score=min_score,
-                                                 max_motion=None if no_detail else max_motion, workers=workers))
+                                                 max_motion=None if no_detail else max_motion, workers=workers,
+                                                 fetch=fetch))
 
             def tee():
                 for r in stream:
@@ -870,11 +883,19 @@ def bench(photos_dir, distractors, faces, same_scene, out_dir, seed, transform_n
               help="Open connections per client address; beyond, 503. 0 = no cap (behind a reverse proxy).")
 @click.option("--header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
               help="Seconds a connection has to send a complete request head; slower (or idle) ones are closed.")
+@click.option("--fetch-unverified", is_flag=True,
+              help="Uploaded photos (POST /api/v1/search-upload) only: a candidate of a dataset added with "
+                   "--thumbnails none is verified against its image fetched from the catalog's URL (the download "
+                   "options' guards, at most 8 a photo, nothing stored). Off by default: otherwise reported "
+                   "unverified.")
+@download_options
 @engine_options
 def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout, max_queue, cors_origins,
           access_log, engine="local", scheduler=None, registry_path=None, accept_registrations=False,
           registrations_per_minute=6.0, serve_originals=False, trust_proxy=False, allowed_hosts=(),
-          max_connections=512, max_connections_per_client=32, header_timeout=10.0) -> None:
+          max_connections=512, max_connections_per_client=32, header_timeout=10.0, fetch_unverified=False,
+          concurrency=64, per_host=8, timeout=30.0, retries=3, max_bytes=50 << 20, allow_private_urls=False,
+          allow_networks=()) -> None:
     """Serve the private web check: photos are hashed in the browser, only hashes reach this server."""
     from importlib.util import find_spec
 
@@ -888,7 +909,13 @@ def serve(index_dir, host, port, threshold, rate_limit, max_photos, body_timeout
     from matcher.web.app import ServeSettings, run
 
     try:
-        run(index_dir, ServeSettings(threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
+        fetch = fetch_settings(concurrency, per_host, timeout, retries, max_bytes, allow_private_urls,
+                               allow_networks) if fetch_unverified else None
+    except ValueError as e:  # FetchSettings' own checks
+        _err(err, str(e))
+        sys.exit(EXIT_ERROR)
+    try:
+        run(index_dir, ServeSettings(fetch=fetch, threshold=threshold, rate_limit=rate_limit, max_photos=max_photos, max_queue=max_queue,
                                      body_timeout=body_timeout,
                                      cors_origins=tuple(cors_origins), access_log=access_log, engine=engine,
                                      scheduler=scheduler, registry=registry_path,

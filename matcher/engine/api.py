@@ -18,6 +18,7 @@ from matcher.ingest.sources import Source
 from matcher.index.binary import one_search_thread
 from matcher.index.store import IndexStore, writing
 from matcher.hashing.verify import DEFAULT_MIN_SCORE
+from matcher.engine.fetched import fetch_for_verification
 from matcher.engine.local import local_candidates
 from matcher.hashing.local_features import INDEX_FEATURES
 from matcher.pipeline.local import verify_all
@@ -192,6 +193,7 @@ def search(
     workers: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     report_rejected: bool = False,
+    fetch: FetchSettings | None = None,
 ) -> Iterator[QueryResult]:
     """Hash each photo and yield its matches (in input order), or the reason it could not be read.
 
@@ -206,6 +208,11 @@ def search(
     entry matched, the hash distance and the correlation. ``report_rejected`` (for
     benchmarks) also returns candidates that failed verification, with
     ``evidence["verified"] = False``.
+
+    A candidate of a dataset added with ``--thumbnails none`` is verified against the dataset image: the local
+    file, else the image fetched from its URL with ``fetch`` (the ingest downloader's guards; nothing stored:
+    :mod:`matcher.engine.fetched`); ``fetch`` None fetches nothing. Without the image it is reported with
+    ``evidence["verified"] = False`` and the reason (``unverifiable``).
     """
     files = [str(p) for p in iter_query_files(paths)]
     one_search_thread()  # the cores are the workers'; a photo's lookup is a small batch
@@ -254,6 +261,7 @@ def search(
                     pending.append((f, o[1], None, None, None))
                     continue
                 items, views = _views(store, o[2], threshold)
+                fetch_for_verification(views, items, fetch)
                 task = pool.submit(verify_all, spec, views, min_score, max_motion) if views else []
                 pending.append((f, None, o[1].hex(), items, task))
             # hand out what is ready, in order, without waiting on photos still being verified
@@ -335,12 +343,13 @@ def search_bytes(
     max_motion: float | None = DEFAULT_MAX_MOTION,
     limits: Limits = DEFAULT_LIMITS,
     run_store=None,
+    fetch: FetchSettings | None = None,
 ) -> QueryResult:
     """Search one photo given as its file's bytes, in this process, exactly as :func:`search` searches a file.
 
     Nothing is written anywhere (the web check's upload path for photos a browser cannot decode).
     ``run_store(fn, *args)`` runs ``fn(store, *args)`` where the store may be used (the web server
-    keeps it on a thread of its own); by default, here.
+    keeps it on a thread of its own); by default, here. ``fetch``: as for :func:`search`.
     """
     spec = _spec(store, limits)
     (out,) = query_batch(spec, [data])
@@ -349,6 +358,7 @@ def search_bytes(
     q = out[2]
 
     items, views = run_store(_views, q, threshold) if run_store else _views(store, q, threshold)
+    fetch_for_verification(views, items, fetch)
     outcomes = verify_all(spec, views, min_score, max_motion) if views else []
     return _result((name, None, out[1].hex(), items, outcomes), threshold, min_score, False)
 

@@ -20,7 +20,7 @@ from matcher.hashing.detail import residual_motion
 from matcher.hashing.local_features import QUERY_FEATURES, extract, fit_homography, to_pixels, warp_region, warp_score
 from matcher.hashing.verify import decode_thumb
 from matcher.imaging.regions import Variant
-from matcher.pipeline.photo import Candidate, HashSpec, _build, _local_region, verify_batch
+from matcher.pipeline.photo import HashSpec, _build, _local_region, verify_batch
 
 __all__ = ["LocalCandidate", "query_features", "verify_local", "verify_all", "VIA"]
 
@@ -47,6 +47,8 @@ class LocalCandidate:
     dataset_xy: np.ndarray  # (k, 2) fractions of the dataset image
     faces: list | None = None
     one_to_one: np.ndarray | None = None  # bool (k,): the pairs to fit again with when all of them give no fit
+    body: bytes | None = None  # the dataset image fetched on demand (as Candidate.body), or why not
+    fetch_error: str | None = None
 
 
 def query_features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,8 +93,7 @@ def _refined(query: np.ndarray, region: np.ndarray) -> np.ndarray:
 def _detail(spec: HashSpec, image: np.ndarray, h: np.ndarray, cand: LocalCandidate) -> dict:
     """The full-detail check of a geometric match: the photo warped into the dataset region's frame."""
     hasher = _build(spec.hasher)
-    pseudo = Candidate(cand.item_id, cand.path, cand.item_hash, [], cand.faces)
-    region = _local_region(hasher, pseudo, cand.kind, spec.limits)
+    region = _local_region(hasher, cand, cand.kind, spec.limits)
     if isinstance(region, str):
         return {"detail": region}
     rh, rw = region.shape

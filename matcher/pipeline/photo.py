@@ -208,9 +208,10 @@ def index_one(hasher, regions: bool, src: Union[str, bytes], limits: Limits, fac
     return ("ok", codes[0].tobytes(), entries, loaded.width, loaded.height, loaded.format)
 
 
-def dataset_region(hasher, path: str, kind: str, expected_hash: str | None, limits: Limits,
+def dataset_region(hasher, path: str | bytes, kind: str, expected_hash: str | None, limits: Limits,
                    faces: list | None = None) -> np.ndarray | str:
-    """The greyscale pixels of entry ``kind`` of the dataset image at ``path``, decoded as at index time.
+    """The greyscale pixels of entry ``kind`` of the dataset image at ``path`` (or its bytes), decoded as at index
+    time.
 
     Returns a reason (str) instead when the file cannot be read, or no longer hashes to
     ``expected_hash`` (it was replaced since it was indexed), or has no such region. A face entry
@@ -365,12 +366,19 @@ class Candidate:
     tries: list  # [(distance, Variant, entry kind, thumbnail png | None)], best first
     faces: list | None = None  # the item's stored face boxes (extra["faces"]): face entries' regions
     filter_radius: int | None = None  # the 256-bit filter distance it passed (None: not filtered)
+    # the dataset image fetched on demand from its URL (matcher.engine.fetched; never stored), or why not
+    body: bytes | None = None
+    fetch_error: str | None = None
 
 
-def _local_region(hasher, cand: Candidate, kind: str, limits: Limits) -> np.ndarray | str:
-    if not cand.path or not os.path.isfile(cand.path):
-        return "dataset image not available locally"
-    return dataset_region(hasher, cand.path, kind, cand.item_hash, limits, cand.faces)
+def _local_region(hasher, cand, kind: str, limits: Limits) -> np.ndarray | str:
+    """The dataset image's region ``kind`` as indexed: from the local file, else from the body fetched on demand
+    (a :class:`Candidate` or a local-feature candidate); a reason (str) when neither can be read."""
+    if cand.path and os.path.isfile(cand.path):
+        return dataset_region(hasher, cand.path, kind, cand.item_hash, limits, cand.faces)
+    if cand.body is not None:
+        return dataset_region(hasher, cand.body, kind, cand.item_hash, limits, cand.faces)
+    return cand.fetch_error or "dataset image not available locally"
 
 
 #: Why a candidate could not be verified (``evidence["unverifiable"]``).

@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from matcher import __version__
 from matcher.errors import MatcherError
 from matcher.imaging.images import DEFAULT_LIMITS, load_image
+from matcher.ingest.policy import FetchSettings
 from matcher.engine.api import DEFAULT_THRESHOLD, rank_candidates, search_bytes
 from matcher.engine.recipe import recipe as make_recipe
 from matcher.engine.cluster import open_searchable
@@ -79,6 +80,9 @@ class ServeSettings:
     registry: str | None = None  # an opt-out registry served at /api/v1/optout/* and /optout (matcher.web.registry)
     accept_registrations: bool = False  # POST /api/v1/optout/register writes to it
     registrations_per_minute: float = 6.0  # per client address (bursts of half as many)
+    # uploads: verify a codes-only candidate against its image fetched from the catalog's URL (None: never;
+    # `serve --fetch-unverified`, matcher.engine.fetched)
+    fetch: FetchSettings | None = None
 
 
 class ApiError(Exception):
@@ -467,7 +471,7 @@ def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSett
 
             def work():
                 res = search_bytes(index.store, name, data, threshold=settings.threshold,
-                                   limits=DEFAULT_LIMITS, run_store=index.call)
+                                   limits=DEFAULT_LIMITS, run_store=index.call, fetch=settings.fetch)
                 return res, (_preview(data) if res.error is None else None)
 
             res, preview = await loop.run_in_executor(cpu, work)
