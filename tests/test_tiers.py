@@ -1,7 +1,7 @@
 """Thumbnail tiers (``matcher add --thumbnails full|none``): an index of codes only, ~90 bytes an entry.
 
-Without thumbnails a candidate is verified against the dataset image when it is a local file; when it is not,
-the match is reported unverified, saying why and what found it (never silently accepted). Real sample photos,
+Without thumbnails a candidate is verified against the dataset image when it is a local file (or fetched from its
+URL: tests/test_fetch_verify.py); when it is not, the match is reported unverified, saying why and what found it (never silently accepted). Real sample photos,
 the real CLI in subprocesses.
 """
 
@@ -20,8 +20,8 @@ PHOTO = "IMG_0002.jpg"  # its copies in the sample dataset: ds-0007 and ds-0011
 COPIES = {"ds-0007", "ds-0011"}
 
 
-def _search(index: Path, photo: Path) -> list[dict]:
-    p = run_matcher("search", "--index", str(index), "--json", str(photo))
+def _search(index: Path, photo: Path, *flags: str) -> list[dict]:
+    p = run_matcher("search", "--index", str(index), "--json", *flags, str(photo))
     assert p.returncode in (0, 1), p.stderr
     (r,) = [json.loads(line) for line in p.stdout.splitlines()]
     return r["matches"]
@@ -65,7 +65,8 @@ def test_codes_only_match_without_the_image_is_reported_unverified_with_the_filt
     moved = tmp_path / "gone"
     shutil.move(dataset, moved)
     try:
-        matches = _search(index, sample / "my-photos" / PHOTO)
+        # --no-fetch: the sample's URLs are on the internet (tests/test_fetch_verify.py fetches from a loopback server)
+        matches = _search(index, sample / "my-photos" / PHOTO, "--no-fetch")
     finally:
         shutil.move(moved, dataset)
     assert COPIES <= {m["key"] for m in matches}
@@ -73,6 +74,7 @@ def test_codes_only_match_without_the_image_is_reported_unverified_with_the_filt
         ev = m["evidence"]
         assert ev["verified"] is False and "score" not in ev
         assert "--thumbnails none" in ev["unverifiable"] and "filter code" in ev["unverifiable"]
+        assert "fetching is off" in ev["unverifiable"]
 
 
 def test_full_tier_is_the_default_and_an_unknown_tier_is_refused(tmp_path, sample):
