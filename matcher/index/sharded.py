@@ -295,6 +295,9 @@ class ShardedStore:
         self.stores = stores
         self.catalog = ShardedCatalog(catalogs)
         self.writable = False
+        # the local-feature tier (matcher.index.local) is not searched across shards yet: candidates come from
+        # the 64-bit codes (and filter codes) only
+        self.local = None
         self.searcher: Searcher = self._search_here
         self.shard_paths = {s["number"]: _shard_path(root, s["path"]) for s in manifest["shards"]}
         layouts = sorted({s.faiss.layout for s in stores.values()})
