@@ -143,8 +143,9 @@ def test_add_records_images_whose_worker_always_dies_and_a_rerun_hashes_them(sam
     index = tmp_path / "index"
     proc, kills = killing_workers(["add", "--index", str(index), "--workers", "2", str(few)], tmp_path,
                                   "index.photo", kill_all=True)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "0 added, 6 failed" in proc.stderr and kills >= 6
+    # nothing added: exit 2, the failures kept with their reasons so that the same add retries them
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "0 added, 6 failed" in proc.stderr and "running the same add again retries them" in proc.stderr and kills >= 6
     assert item_states(index) == {p.name: ("failed", "crash", CRASH_REASON) for p in few.iterdir()}
     info = run_matcher("info", "--index", str(index), "--json")
     assert info.returncode == 0 and json.loads(info.stdout)["datasets"][0]["failures"] == {"crash": 6}
