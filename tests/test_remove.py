@@ -116,7 +116,7 @@ def test_cli_remove_then_compact_shrinks_faiss_and_keeps_the_others(index, sampl
 
     p = run_matcher("remove", "--index", str(index), "--key", GONE)
     assert p.returncode == 0, p.stderr
-    assert "removed 1 items" in " ".join(p.stderr.split())
+    assert "removed 1 item (1 index entry)" in " ".join(p.stderr.split())  # grammar
     want = {k: v - {GONE} for k, v in expected.items()}
     assert _cli_found(index, *photos) == want
 

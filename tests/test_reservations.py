@@ -235,7 +235,7 @@ def test_filter_respect_all_drops_each_with_its_rule(mixed, registry):
     notes = logged["other-site"]["notes"]
     assert "tdmrep.json is malformed" in notes and "ai.txt could not be read (HTTP 500" in notes
     said = " ".join(stderr.split())
-    assert "17 rows: 6 kept, 11 dropped as opted out or reserved (1 registry entr" in said
+    assert "17 rows: 6 kept, 11 dropped as opted out or reserved (1 registry entry)" in said  # grammar
     assert ("reservations found (images): embedded 4, headers 3, site 3; dropped for: embedded 4, headers 3, site 3, "
             "registry 1 (respected: embedded, headers, site, registry)") in said
 

@@ -656,7 +656,8 @@ def remove(index_dir, keys, urls, dataset, matching=False, optout_registry=None,
     whole = f"dataset {dataset} (and its version record): " if dataset and not keys and not urls else ""
     err.print(
         f"removed {whole}{report_plural(stats['items'], 'item')} ({report_plural(stats['entries'], 'index entry', 'index entries')}); searches no longer return them. "
-        f"{stats['tombstones']:,} removed entries wait for `matcher compact --index {index_dir}`",
+        f"{report_plural(stats['tombstones'], 'removed entry', 'removed entries')} "
+        f"{'waits' if stats['tombstones'] == 1 else 'wait'} for `matcher compact --index {index_dir}`",
         highlight=False,
     )
 
