@@ -146,8 +146,9 @@ def test_filter_out_elsewhere_keeps_relative_paths_valid(tmp_path, sample, fmt):
         paths = pq.read_table(out).column("path").to_pylist()
     assert len(paths) == 30 and all(p.startswith("../work/dataset/") for p in paths)
     assert all((out.parent / p).is_file() for p in paths)
-    # the clean manifest, added from its own folder, reads the local files (no download: the URLs are not served)
-    p = run_matcher("add", "--index", str(tmp_path / "idx"), out.name, cwd=out.parent)
+    # the clean manifest, added from its own folder, reads the local files (no download: the URLs are not served);
+    # they are outside its folder, which add reads only when told so
+    p = run_matcher("add", "--index", str(tmp_path / "idx"), "--allow-paths", str(work), out.name, cwd=out.parent)
     assert p.returncode == 0 and "30 added, 0 failed" in p.stderr
 
 
