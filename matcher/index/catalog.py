@@ -21,126 +21,22 @@ name a new entry.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
-from urllib.parse import quote
 
 import numpy as np
 
 from matcher.errors import CatalogError, DamagedIndex, IndexWriteError
-from matcher.provenance.flickr import identity_of, normalize_nsid, parse_url
+from matcher.provenance.flickr import identity_of
 from matcher.results import Item
 from matcher.testpoints import pause
+from matcher.index.catalog_datasets import DatasetTables
+from matcher.index.catalog_identities import IdentityTables
+from matcher.index.catalog_schema import ITEM_FIELDS, SCHEMA_VERSION, _SCHEMA, _now, is_write_failure, read_only_uri
 
 __all__ = ["Catalog", "ItemRecord", "SCHEMA_VERSION", "ITEM_FIELDS", "read_only_uri", "is_write_failure"]
-
-#: 2 added ``tombstones`` and ``meta.entry_id_max``; 3 added ``identities`` (Flickr photo id and owner per
-#: item, backfilled from the items when an older catalog is opened for writing). An older catalog is
-#: upgraded when opened for writing; read as it is, it simply has no identities.
-SCHEMA_VERSION = 3
-
-# Provenance fields a source may fill in (besides dataset and key).
-ITEM_FIELDS = ("url", "page_url", "path", "owner", "license", "title")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    id         INTEGER PRIMARY KEY,
-    dataset    TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    url        TEXT,
-    page_url   TEXT,
-    path       TEXT,
-    owner      TEXT,
-    license    TEXT,
-    title      TEXT,
-    width      INTEGER,
-    height     INTEGER,
-    hash       TEXT,
-    status     TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    error      TEXT,
-    error_kind TEXT,
-    attempts   INTEGER NOT NULL DEFAULT 1,
-    added_at   TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    extra      TEXT,
-    UNIQUE (dataset, key)
-);
-CREATE INDEX IF NOT EXISTS items_url ON items (url);
-CREATE TABLE IF NOT EXISTS entries (
-    id      INTEGER PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-    kind    TEXT NOT NULL DEFAULT 'full',
-    code    BLOB NOT NULL,
-    thumb   BLOB
-);
-CREATE INDEX IF NOT EXISTS entries_item ON entries (item_id);
-CREATE TABLE IF NOT EXISTS tombstones (
-    entry_id   INTEGER PRIMARY KEY,
-    item_id    INTEGER NOT NULL,
-    dataset    TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    removed_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS identities (
-    item_id    INTEGER PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
-    photo_id   TEXT,
-    owner_nsid TEXT,
-    owner_name TEXT
-);
-CREATE INDEX IF NOT EXISTS identities_photo ON identities (photo_id);
-CREATE INDEX IF NOT EXISTS identities_nsid ON identities (owner_nsid);
-CREATE INDEX IF NOT EXISTS identities_name ON identities (lower(owner_name));
-CREATE TABLE IF NOT EXISTS datasets (
-    name       TEXT PRIMARY KEY,
-    version    TEXT,
-    source     TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    reads      TEXT
-);
-"""
-
-
-_SQLITE_WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")
-
-
-def is_write_failure(e: sqlite3.OperationalError) -> bool:
-    """Whether SQLite failed for want of a writable, non-full file system (not a lock, not a bug)."""
-    name = getattr(e, "sqlite_errorname", "")  # Python >= 3.11
-    return name.startswith(_SQLITE_WRITE_ERRORS) or any(
-        w in str(e) for w in ("disk is full", "readonly database", "disk I/O error", "unable to open"))
-
-
-def read_only_uri(path: str | Path) -> str:
-    """The SQLite URI that opens ``path`` for reading only: it never writes, never switches the journal mode,
-    leaves nothing behind at close. When its folder is not writable (read-only media, a read-only mount or
-    share) it is also ``immutable``: SQLite then takes no locks and needs no ``-shm`` file (a catalog is
-    published closed: its writer checkpointed and removed its WAL)."""
-    path = Path(path).absolute()
-    uri = f"file:{quote(str(path))}?mode=ro"
-    if not os.access(path.parent, os.W_OK):
-        uri += "&immutable=1"
-    return uri
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    try:
-        v = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return v if isinstance(v, dict) else {}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -163,7 +59,7 @@ class ItemRecord:
     local: tuple | None = None
 
 
-class Catalog:
+class Catalog(DatasetTables, IdentityTables):
     """A connection to one catalog file. Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
@@ -412,12 +308,6 @@ class Catalog:
             raise
         return new_ids, new_codes, removed
 
-    def _set_identity(self, item_id: int, identity: dict[str, Any] | None) -> None:
-        if identity and any(identity.get(k) for k in ("photo_id", "owner_nsid", "owner_name")):
-            self.db.execute("INSERT OR REPLACE INTO identities (item_id, photo_id, owner_nsid, owner_name) VALUES (?, ?, ?, ?)",
-                            (item_id, identity.get("photo_id"), identity.get("owner_nsid"), identity.get("owner_name")))
-        else:
-            self.db.execute("DELETE FROM identities WHERE item_id = ?", (item_id,))
 
     def _entry_id_floor(self) -> int:
         """The largest entry id ever given out: ids above it are free (tombstoned ids are never reused)."""
@@ -612,59 +502,6 @@ class Catalog:
                 out[it.id] = it
         return out
 
-    @property
-    def has_identities(self) -> bool:
-        """Whether Flickr identities are recorded: False for an older catalog not yet opened for writing
-        (identity lookups then find nothing; open it writable once, or rebuild it, to backfill them)."""
-        return self._has_table("identities")
-
-    def lookup(self, photo_id: str | int | None = None, owner_nsid: str | None = None, owner_name: str | None = None,
-               url: str | None = None) -> list[Item]:
-        """Items listed under any of the given selectors, ok or failed, by (dataset, key).
-
-        ``photo_id``: a Flickr photo id; ``owner_nsid``: an NSID; ``owner_name``: a Flickr user name
-        or path alias (case-insensitive); ``url``: any Flickr URL form (:func:`matcher.provenance.flickr.parse_url`)
-        selects its photo id, and any URL selects the items with exactly that image URL.
-        """
-        photo_ids: list[str] = []
-        if photo_id is not None:
-            text = str(photo_id).strip()
-            photo_ids.append(str(int(text)) if text.isdigit() and text.isascii() else text)
-        exact_url = None
-        if url is not None:
-            exact_url = url.strip()
-            ref = parse_url(url)
-            if ref is not None:
-                photo_ids.append(ref.photo_id)
-        ids: set[int] = set()
-        if self.has_identities:
-            queries: list[tuple[str, list[str]]] = []  # one indexed query per selector
-            if photo_ids:
-                queries.append((f"photo_id IN ({','.join('?' * len(photo_ids))})", photo_ids))
-            if owner_nsid is not None and owner_nsid.strip():
-                queries.append(("owner_nsid = ?", [normalize_nsid(owner_nsid) or owner_nsid.strip()]))
-            if owner_name is not None and owner_name.strip():
-                queries.append(("lower(owner_name) = lower(?)", [owner_name.strip()]))
-            for clause, args in queries:
-                ids.update(r[0] for r in self.db.execute(f"SELECT item_id FROM identities WHERE {clause}", args))
-        if exact_url:
-            ids.update(r[0] for r in self.db.execute("SELECT id FROM items WHERE url = ?", (exact_url,)))
-        items = self.items_by_id(ids).values()
-        return sorted(items, key=lambda it: (it.dataset, it.key, it.id))
-
-    def identities_of(self, item_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
-        """{item id: {"photo_id", "owner_nsid", "owner_name"}} for those of the items that have a Flickr identity."""
-        out: dict[int, dict[str, str | None]] = {}
-        if not self.has_identities:
-            return out
-        ids = [int(i) for i in item_ids]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = (f"SELECT item_id, photo_id, owner_nsid, owner_name FROM identities"
-                 f" WHERE item_id IN ({','.join('?' * len(chunk))})")
-            for item_id, photo_id, nsid, name in self.db.execute(q, chunk):
-                out[item_id] = {"photo_id": photo_id, "owner_nsid": nsid, "owner_name": name}
-        return out
 
     def entry_thumb(self, item_id: int, kind: str = "full") -> bytes | None:
         """The stored verification thumbnail (64x64 grey PNG) of one entry of an item, if any."""
@@ -690,99 +527,6 @@ class Catalog:
         for row in self.db.execute(q + " ORDER BY id", args):
             yield self._item(row)
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Per dataset: items, hashed, failed, entries, and failures by kind."""
-        out: dict[str, dict[str, Any]] = {}
-        for dataset, status, n in self.db.execute(
-            "SELECT dataset, status, COUNT(*) FROM items GROUP BY dataset, status ORDER BY dataset"
-        ):
-            d = out.setdefault(dataset, {"dataset": dataset, "items": 0, "hashed": 0, "failed": 0, "entries": 0, "failures": {}})
-            d["items"] += n
-            d["hashed" if status == "ok" else "failed"] += n
-        for dataset, n in self.db.execute(
-            "SELECT items.dataset, COUNT(*) FROM entries JOIN items ON items.id = entries.item_id GROUP BY items.dataset"
-        ):
-            out[dataset]["entries"] = n
-        for dataset, kind, n in self.db.execute(
-            "SELECT dataset, COALESCE(error_kind, 'other'), COUNT(*) FROM items WHERE status = 'failed'"
-            " GROUP BY dataset, error_kind"
-        ):
-            out[dataset]["failures"][kind] = n
-        return list(out.values())
-
-    # datasets ---------------------------------------------------------------------
-    def _has_datasets_table(self) -> bool:
-        # a catalog written before the table existed and opened read-only has none (writable opens create it)
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'datasets'").fetchone() is not None
-
-    def _has_reads(self) -> bool:
-        return any(r[1] == "reads" for r in self.db.execute("PRAGMA table_info(datasets)"))
-
-    def dataset_rows(self) -> dict[str, dict[str, Any]]:
-        """{name: {"version", "source", "created_at", "updated_at", "reads"}} of the datasets ``add``
-        recorded; ``reads``: {source location: how it was read (:meth:`record_read`)}."""
-        if not self._has_datasets_table():
-            return {}
-        reads = "reads" if self._has_reads() else "NULL"
-        return {name: {"version": version, "source": source, "created_at": created, "updated_at": updated,
-                       "reads": _json_object(r)}
-                for name, version, source, created, updated, r in self.db.execute(
-                    f"SELECT name, version, source, created_at, updated_at, {reads} FROM datasets ORDER BY name")}
-
-    def record_read(self, dataset: str, location: str, read: dict[str, Any]) -> None:
-        """Record how one source of ``dataset`` was last read through: ``{"format", "rows", "items",
-        "faces", "skipped": {reason: rows}}`` (a later read of the same location replaces it)."""
-        if not self._has_reads():
-            return
-        row = self.db.execute("SELECT reads FROM datasets WHERE name = ?", (dataset,)).fetchone()
-        if row is None:
-            return
-        reads = _json_object(row[0])
-        reads[location] = read
-        self.db.execute("UPDATE datasets SET reads = ? WHERE name = ?", (json.dumps(reads), dataset))
-
-    def register_datasets(self, sources: dict[str, list[str]], *, version: str | None = None,
-                          new_version: bool = False) -> list[tuple[str, str | None, str]]:
-        """Record each dataset an ``add`` is about to fill: ``{name: [source locations]}``, at ``version``.
-
-        A dataset recorded at another version is refused (CatalogError, nothing changed, for every
-        dataset of the call) unless ``new_version``: then its version is updated. Without ``version``
-        a dataset keeps the version it has. Returns ``[(name, old version, new version)]`` for the
-        versions that changed (a dataset's first version included).
-        """
-        if new_version and version is None:
-            raise CatalogError("--new-version needs --version V: the version the dataset now is")
-        rows = self.dataset_rows()
-        for name in sources:
-            old = rows.get(name, {}).get("version")
-            if version is not None and old is not None and old != version and not new_version:
-                raise CatalogError(
-                    f"dataset {name!r} is version {old!r} in this index, not {version!r}: adding to it would mix two "
-                    f"versions. Pass --new-version to record that {name!r} is now version {version!r} (items already "
-                    f"added stay until `matcher remove --dataset {name}`), or add it under another --dataset name; "
-                    "nothing was changed")
-        now = _now()
-        changed = []
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for name, locations in sources.items():
-                old = rows.get(name)
-                source = "; ".join(dict.fromkeys(locations)) or None
-                if old is None:
-                    first = db.execute("SELECT MIN(added_at) FROM items WHERE dataset = ?", (name,)).fetchone()[0]
-                    db.execute("INSERT INTO datasets (name, version, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                               (name, version, source, first or now, now))
-                else:
-                    db.execute("UPDATE datasets SET version = COALESCE(?, version), source = ?, updated_at = ? WHERE name = ?",
-                               (version, source, now, name))
-                if version is not None and (old is None or old["version"] != version):
-                    changed.append((name, None if old is None else old["version"], version))
-            db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        return changed
 
     #: Failed downloads whose error says the image is gone for good: HTTP 404 Not Found, 410 Gone and
     #: 451 Unavailable For Legal Reasons (taken down), and host names DNS says do not exist (matcher/fetch.py
@@ -793,43 +537,4 @@ class Catalog:
         " OR error LIKE 'HTTP 451%')) OR (error_kind = 'connection' AND error LIKE 'could not resolve host%'))"
     )
 
-    def dataset_overview(self) -> list[dict[str, Any]]:
-        """Per dataset, by name: :meth:`stats` plus ``version``, ``source``, ``created_at``, ``updated_at``
-        (None when ``add`` never recorded the dataset), ``dead_links`` (failed items whose image is gone,
-        :data:`DEAD_LINK_SQL`) and ``removed`` / ``removed_entries`` (items removed and their entries,
-        until ``matcher compact`` takes them out of FAISS). A dataset recorded but without items is listed
-        with zeros."""
-        stats = {d["dataset"]: d for d in self.stats()}
-        rows = self.dataset_rows()
-        dead = dict(self.db.execute(f"SELECT dataset, COUNT(*) FROM items WHERE {self.DEAD_LINK_SQL} GROUP BY dataset"))
-        removed: dict[str, tuple[int, int]] = {}
-        if self._has_tombstones_table():
-            removed = {ds: (items, entries) for ds, items, entries in self.db.execute(
-                "SELECT dataset, COUNT(DISTINCT item_id), COUNT(*) FROM tombstones GROUP BY dataset")}
-        out = []
-        for name in sorted(set(stats) | set(rows)):
-            d = stats.get(name) or {"dataset": name, "items": 0, "hashed": 0, "failed": 0, "entries": 0, "failures": {}}
-            r = rows.get(name, {})
-            gone = removed.get(name, (0, 0))
-            out.append({**d, "version": r.get("version"), "dead_links": dead.get(name, 0), "removed": gone[0],
-                        "removed_entries": gone[1], "source": r.get("source"), "created_at": r.get("created_at"),
-                        "updated_at": r.get("updated_at"), "read": _read_summary(r.get("reads") or {})})
-        return out
 
-
-def _read_summary(reads: dict[str, Any]) -> dict[str, Any] | None:
-    """How a dataset's sources were read, summed: ``{"formats", "rows", "items", "faces", "skipped"}``; None
-    when no read was recorded (an index built before matcher recorded them)."""
-    if not reads:
-        return None
-    out: dict[str, Any] = {"formats": [], "rows": 0, "items": 0, "faces": 0, "skipped": {}}
-    for r in reads.values():
-        if not isinstance(r, dict):
-            continue
-        if r.get("format") and r["format"] not in out["formats"]:
-            out["formats"].append(r["format"])
-        for k in ("rows", "items", "faces"):
-            out[k] += int(r.get(k) or 0)
-        for why, n in (r.get("skipped") or {}).items():
-            out["skipped"][why] = out["skipped"].get(why, 0) + int(n)
-    return out
