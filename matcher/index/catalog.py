@@ -64,6 +64,7 @@ class Catalog(DatasetTables, IdentityTables):
 
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         if not create and not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}")
         try:
@@ -118,7 +119,20 @@ class Catalog(DatasetTables, IdentityTables):
             )
 
     def close(self) -> None:
+        if not self.readonly:
+            self._publish()
         self.db.close()
+
+    def _publish(self) -> None:
+        """Leave the catalog as readers want it: WAL checkpointed and removed (rollback-journal mode), so a
+        read-only reader creates no ``-wal``/``-shm`` beside it and a copy of the file alone is whole. Skipped,
+        at once, while another connection (a server reading the index) keeps the WAL in use; the next writer
+        switches WAL on again."""
+        try:
+            self.db.execute("PRAGMA busy_timeout = 0")
+            self.db.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.OperationalError:  # busy (a reader is connected), or the disk refused: WAL stays
+            pass
 
     def _close_quietly(self) -> None:
         db = self.__dict__.get("db")
