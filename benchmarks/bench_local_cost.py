@@ -47,10 +47,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,30000,100000")
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default: matcher.index.local's)")
+    ap.add_argument("--query-features", type=int, default=QUERY_FEATURES)
     a = ap.parse_args()
+    import matcher.index.local as local_tier
+
+    if a.nprobe:
+        local_tier.IVF_NPROBE = a.nprobe
     sizes = [int(s) for s in a.sizes.split(",")]
     header("bench_local_cost", photos=a.photos, real=a.real, sizes=a.sizes, queries=a.queries, seed=a.seed,
-           features=INDEX_FEATURES, query_features=QUERY_FEATURES)
+           features=INDEX_FEATURES, query_features=a.query_features,
+           nprobe=a.nprobe or local_tier.IVF_NPROBE)
     every = list(iter_image_files(a.photos))
     pick = np.random.default_rng([a.seed, 1]).choice(len(every), min(a.real, len(every)), replace=False)
     files = [every[i] for i in sorted(pick.tolist())]
@@ -60,11 +67,11 @@ def main() -> None:
     queries = []
     t0 = time.perf_counter()
     for f in files[: a.queries]:
-        queries.append(extract(_gray(f), QUERY_FEATURES)[1])
+        queries.append(extract(_gray(f), a.query_features)[1])
     t_query = (time.perf_counter() - t0) / len(queries)
     print(f"keypoints per dataset image: {np.mean([len(d) for _, d in seeds]):.1f} (max {INDEX_FEATURES}); "
           f"extract {t_index * 1000:.1f} ms per dataset image (decode included), "
-          f"{t_query * 1000:.1f} ms per query photo ({QUERY_FEATURES} keypoints)")
+          f"{t_query * 1000:.1f} ms per query photo ({a.query_features} keypoints)")
     rng = np.random.default_rng(a.seed)
     rows = []
     for n in sizes:
