@@ -9,7 +9,12 @@ from matcher.pipeline.local import LocalCandidate
 from matcher.pipeline.photo import QueryHashes
 from matcher.results import Item
 
-__all__ = ["local_candidates"]
+__all__ = ["local_candidates", "MAX_LOCAL"]
+
+#: Images the photo's keypoints vote for that are looked at, and how many of them (not already 64-bit
+#: candidates) are verified geometrically, most votes first.
+LOOKED_AT = 48
+MAX_LOCAL = 8
 
 
 def _distance(a_hex: str, b_hex: str | None) -> int:
@@ -19,12 +24,15 @@ def _distance(a_hex: str, b_hex: str | None) -> int:
 
 
 def local_candidates(store: IndexStore, q: QueryHashes, items: dict[int, Item]) -> list[LocalCandidate]:
-    """The dataset images the photo's keypoints vote for, with what verifying them needs; their items are
-    added to ``items`` (item id -> Item). Empty when the index has no local-feature tier."""
+    """The dataset images the photo's keypoints vote for and that are not in ``items`` yet (the 64-bit
+    candidates), with what verifying them needs; their items are added to ``items`` (item id -> Item).
+    Empty when the index has no local-feature tier."""
     if store.local is None or q.local is None or not len(q.local[1]):
         return []
     xy, desc = q.local
-    hits = store.search_local(desc)
+    # the items the 64-bit codes already made candidates are verified anyway: the geometric path's places go to
+    # others (a photo with many plain copies in the dataset would otherwise fill them all)
+    hits = store.search_local(desc, limit=LOOKED_AT)
     if not hits:
         return []
     found = store.catalog.items_for_entries([h.entry_id for h in hits])
@@ -35,7 +43,9 @@ def local_candidates(store: IndexStore, q: QueryHashes, items: dict[int, Item]) 
         if row is None:  # removed since (or a writer replaced it)
             continue
         item, kind, thumb = row
-        items.setdefault(item.id, item)
+        if item.id in items or len(out) >= MAX_LOCAL:
+            continue
+        items[item.id] = item
         out.append(LocalCandidate(item.id, item.path, item.hash, kind, thumb, _distance(full, item.hash), h.votes,
                                   np.asarray(xy, np.float32)[h.query_idx], h.dataset_xy, item.extra.get("faces"),
                                   h.one_to_one))

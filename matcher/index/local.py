@@ -187,12 +187,12 @@ class LocalIndex:
             self._save_faiss(self.index)
 
     # searching ---------------------------------------------------------------------------
-    def search(self, desc: np.ndarray, *, dead: np.ndarray | None = None) -> list[LocalHit]:
+    def search(self, desc: np.ndarray, *, dead: np.ndarray | None = None, limit: int = MAX_CANDIDATES) -> list[LocalHit]:
         """The dataset images most query keypoints (``desc``) vote for, most votes first.
 
         Each query descriptor votes once for every image among its :data:`NEIGHBOURS` nearest
         descriptors within :data:`MATCH_BITS`; images with :data:`MIN_VOTES` votes or more are
-        returned (at most :data:`MAX_CANDIDATES`), with the matched pairs for the geometric fit.
+        returned (at most ``limit``), with the matched pairs for the geometric fit.
         ``dead``: entry ids never to return (removed items).
         """
         if self.index.ntotal == 0 or len(desc) == 0:
@@ -218,7 +218,7 @@ class LocalIndex:
         top = np.nonzero(votes >= MIN_VOTES)[0]
         if dead is not None and len(dead) and len(top):
             top = top[~np.isin(self.images[top, 0], dead)]
-        top = top[np.argsort(-votes[top], kind="stable")][:MAX_CANDIDATES]
+        top = top[np.argsort(-votes[top], kind="stable")][:limit]
         out = []
         for t in top.tolist():
             sel = img == t

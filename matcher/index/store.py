@@ -512,9 +512,9 @@ class IndexStore:
         lap("catalog")
         return out
 
-    def search_local(self, desc: np.ndarray) -> list:
+    def search_local(self, desc: np.ndarray, limit: int = 8) -> list:
         """:meth:`matcher.index.local.LocalIndex.search` (empty without a local-feature tier)."""
-        return self.local.search(desc, dead=self.dead) if self.local is not None else []
+        return self.local.search(desc, dead=self.dead, limit=limit) if self.local is not None else []
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
