@@ -9,12 +9,10 @@ from matcher.pipeline.local import LocalCandidate
 from matcher.pipeline.photo import QueryHashes
 from matcher.results import Item
 
-__all__ = ["local_candidates", "MAX_LOCAL"]
+__all__ = ["local_candidates"]
 
-#: Images the photo's keypoints vote for that are looked at, and how many of them (not already 64-bit
-#: candidates) are verified geometrically, most votes first.
-LOOKED_AT = 48
-MAX_LOCAL = 8
+#: Images the photo's keypoints vote for that are handed to verification (most votes first).
+LOOKED_AT = 32
 
 
 def _distance(a_hex: str, b_hex: str | None) -> int:
@@ -24,14 +22,13 @@ def _distance(a_hex: str, b_hex: str | None) -> int:
 
 
 def local_candidates(store: IndexStore, q: QueryHashes, items: dict[int, Item]) -> list[LocalCandidate]:
-    """The dataset images the photo's keypoints vote for and that are not in ``items`` yet (the 64-bit
-    candidates), with what verifying them needs; their items are added to ``items`` (item id -> Item).
-    Empty when the index has no local-feature tier."""
+    """The dataset images the photo's keypoints vote for, with what verifying them needs; their items are
+    added to ``items`` (item id -> Item). Empty when the index has no local-feature tier."""
     if store.local is None or q.local is None or not len(q.local[1]):
         return []
     xy, desc = q.local
-    # the items the 64-bit codes already made candidates are verified anyway: the geometric path's places go to
-    # others (a photo with many plain copies in the dataset would otherwise fill them all)
+    # up to LOOKED_AT images: verify_all tries the first MAX_LOCAL the 64-bit path did not verify (a photo with many
+    # plain copies in the dataset would otherwise fill every place with copies already verified)
     hits = store.search_local(desc, limit=LOOKED_AT)
     if not hits:
         return []
@@ -43,9 +40,7 @@ def local_candidates(store: IndexStore, q: QueryHashes, items: dict[int, Item]) 
         if row is None:  # removed since (or a writer replaced it)
             continue
         item, kind, thumb = row
-        if item.id in items or len(out) >= MAX_LOCAL:
-            continue
-        items[item.id] = item
+        items.setdefault(item.id, item)
         out.append(LocalCandidate(item.id, item.path, item.hash, kind, thumb, _distance(full, item.hash), h.votes,
                                   np.asarray(xy, np.float32)[h.query_idx], h.dataset_xy, item.extra.get("faces"),
                                   h.one_to_one))

@@ -24,6 +24,8 @@ from matcher.pipeline.photo import HashSpec, _build, _local_region, verify_batch
 
 __all__ = ["LocalCandidate", "query_features", "verify_local", "verify_all", "VIA"]
 
+#: Geometric candidates verified per photo view (most votes first, among those the 64-bit path did not verify).
+MAX_LOCAL = 8
 #: ``evidence["via"]`` of a match found by local features.
 VIA = "local features"
 #: A geometric match's residual motion is measured after a homography refined at the check's own resolution
@@ -152,7 +154,7 @@ def verify_all(spec: HashSpec, views: Sequence[tuple], min_score: float, max_mot
         out = verify_batch(spec, image, faces, cands, min_score, max_motion) if cands else []
         for o in out:
             _keep(best, o, min_score)
-        rest = [c for c in local if not _verified(best.get(c.item_id), min_score)]
+        rest = [c for c in local if not _verified(best.get(c.item_id), min_score)][:MAX_LOCAL]
         for o in verify_local(spec, image, rest, min_score, max_motion) if rest else []:
             _keep(best, o, min_score)
     return list(best.values())
