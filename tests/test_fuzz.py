@@ -385,7 +385,8 @@ def test_parquet_values_json_cannot_hold_become_text(tmp_path, sample):
     from conftest import catalog_sql, run_matcher
 
     index = tmp_path / "index"
-    add = run_matcher("add", "--index", str(index), "--workers", "0", str(p), timeout=120)
+    add = run_matcher("add", "--index", str(index), "--workers", "0", "--allow-paths", os.path.dirname(photo), str(p),
+                      timeout=120)
     assert add.returncode == 0 and "Traceback" not in add.stderr, add.stderr
     (extra,) = catalog_sql(index, "SELECT extra FROM items")[0]
     assert json.loads(extra)["day"] == "2020-01-02"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import TYPE_CHECKING, Any, Iterable
 
 from matcher.ingest.policy import FetchSettings
@@ -98,13 +99,24 @@ class Checker:
 
     def of_path(self, path: str) -> Found:
         try:
-            size = os.path.getsize(path)
-            if size > MAX_FILE_BYTES:
-                return Found(notes=[f"embedded: not read (a file of {size:,} bytes)"])
-            with open(path, "rb") as f:
+            # non-blocking open, then fstat: a FIFO or device named by a manifest must not hang the add
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as e:
+            return Found(notes=[f"embedded: could not read the file ({e.strerror or e})"])
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return Found(notes=["embedded: not read (not a regular file)"])
+            if st.st_size > MAX_FILE_BYTES:
+                return Found(notes=[f"embedded: not read (a file of {st.st_size:,} bytes)"])
+            with os.fdopen(fd, "rb") as f:
+                fd = -1
                 return embedded_of(f.read())
         except OSError as e:
             return Found(notes=[f"embedded: could not read the file ({e.strerror or e})"])
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def collect(self, url: str | None, data: bytes | str | None, headers: dict | None = None) -> Found:
         """Every reservation of one item: ``data`` its bytes or local path, ``headers`` its response's."""
