@@ -50,6 +50,7 @@ from matcher.bench.common import DATASET_COPIES, DATASET_DISTRACTORS  # noqa: E4
 from matcher.bench.plant import _Capped, plant_copies  # noqa: E402
 from matcher.index.filtercodes import FILTER_BYTES, FILTER_FILE, chance_rate  # noqa: E402
 from matcher.imaging.images import DEFAULT_LIMITS, iter_image_files  # noqa: E402
+from matcher.index import binary  # noqa: E402
 from matcher.index.binary import BinaryIndex, ivf_nprobe  # noqa: E402
 from matcher.engine.api import DEFAULT_MAX_MOTION, DEFAULT_MIN_SCORE, DEFAULT_THRESHOLD, _candidates, add  # noqa: E402
 from matcher.ingest.sources import FolderSource, ManifestSource  # noqa: E402
@@ -333,6 +334,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="OpenMP threads for FAISS searches")
     ap.add_argument("--members", type=int, default=None, help="search only the first N member photos (time)")
     ap.add_argument("--nprobe-sweep", help="comma-separated probe factors: FAISS alone on the largest size, then stop")
+    ap.add_argument("--large-probe-factor", type=float, default=None,
+                    help="lists probed = F x sqrt(nlist) on indexes above 2,048 lists (default: the engine's policy, "
+                         "matcher.index.binary.IVF_PROBE_FACTOR_LARGE; 7 was the default before)")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--bulk-only", action="store_true", help="build the random bulk of each size and stop")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -340,8 +344,12 @@ def main() -> None:
     if not (a.corpus / "originals").is_dir():
         sys.exit(f"no bench corpus at {a.corpus}: run benchmarks/get-bench-corpus")
     sizes = [int(float(s)) for s in a.sizes.split(",") if s.strip()]
+    if a.large_probe_factor is not None:
+        binary.IVF_PROBE_FACTOR_LARGE = a.large_probe_factor
     header("bench_photo_check", corpus=a.corpus, cache=a.cache, sizes=sizes, seed=a.seed, threads=a.threads,
-           threshold=DEFAULT_THRESHOLD, min_score=DEFAULT_MIN_SCORE)
+           threshold=DEFAULT_THRESHOLD, min_score=DEFAULT_MIN_SCORE,
+           probe_factors=f"{binary.IVF_PROBE_FACTOR} x sqrt(nlist) up to {binary.IVF_PROBE_SMALL_LISTS} lists, "
+                         f"{binary.IVF_PROBE_FACTOR_LARGE} above")
     a.cache.mkdir(parents=True, exist_ok=True)
     if a.bulk_only:
         for n in sizes:

@@ -13,8 +13,8 @@ Two layouts, chosen by size (:func:`choose_layout`), both measured by
 * ``ivf``: ``IndexBinaryIVF``; the codes are split into ``nlist`` lists around centroids
   (a seeded sample of the codes: k-means buys nothing on evenly spread 64-bit codes and
   costs minutes at 100M) and a query scans the ``nprobe`` lists nearest to it. Not exact:
-  ``nprobe`` is set so that recall at the engine's default threshold (10 bits) is >= 0.99
-  in the benchmark. A search with a larger threshold than that scans every list, which
+  ``nprobe`` (:func:`ivf_nprobe`) is set so that recall at the engine's default threshold (10 bits)
+  is >= 0.99 in the benchmarks, with a smaller probe factor for large indexes (measured at 10M). A search with a larger threshold than that scans every list, which
   is exact again (and as slow as flat), so results are always either exact or measured.
 """
 
@@ -57,9 +57,20 @@ MEASURED_THRESHOLD = 10
 #: scan), so 16,384 lists make a 100M build take ~25 min on one core. More lists scan a smaller
 #: share for the same recall (1M: 1,024 lists 0.33 ms, 2,048 lists faster at recall 0.997).
 IVF_MAX_LISTS = 16_384
-#: Lists probed per query = this x sqrt(nlist): recall >= 0.99 at 10 bits on planted near-copies
-#: (bench_search_scale.py; 2,048 lists -> 317 probed, 8,192 -> 634, 16,384 -> 896).
+#: Lists probed per query = this x sqrt(nlist) up to :data:`IVF_PROBE_SMALL_LISTS` lists (indexes up to ~1M
+#: entries): recall >= 0.99 at 10 bits on planted near-copies (bench_search_scale.py; 1,024 lists -> 224
+#: probed, 2,048 -> 317). Where FAISS is a small part of a photo check, the margin costs little.
 IVF_PROBE_FACTOR = 7.0
+#: Lists probed per query = this x sqrt(nlist) above :data:`IVF_PROBE_SMALL_LISTS` (8,192 lists -> 181
+#: probed, 16,384 -> 256). FAISS's time is proportional to the lists probed and dominates a photo check
+#: there (~150 codes a photo); bench_photo_check.py --nprobe-sweep at 10M entries (8,192 lists): factor 7
+#: reached 213 of the 214 copy entries an exact scan reaches at 842 ms a photo, factor 2 reached 212 at
+#: 283 ms (docs/scale.md, "the probe count"). The recall of planted copies and the false matches at 10M
+#: were measured with both (bench_photo_check.py, same table).
+IVF_PROBE_FACTOR_LARGE = 2.0
+#: Indexes with at most this many lists probe at :data:`IVF_PROBE_FACTOR`, larger at
+#: :data:`IVF_PROBE_FACTOR_LARGE`.
+IVF_PROBE_SMALL_LISTS = 2048
 #: An IVF index is laid out again (new lists for the new size) when it has grown this much.
 IVF_REGROW = 4.0
 
@@ -86,7 +97,11 @@ def choose_layout(n: int) -> tuple[str, int]:
 
 
 def ivf_nprobe(nlist: int) -> int:
-    return max(1, min(nlist, round(IVF_PROBE_FACTOR * math.sqrt(nlist))))
+    """Lists an IVF index of ``nlist`` lists probes at thresholds up to :data:`MEASURED_THRESHOLD`: 7 sqrt(nlist)
+    up to 2,048 lists (~1M entries: every index the match-quality benchmarks build is below, most are flat),
+    2 sqrt(nlist) above, where FAISS's time dominates the photo check (see :data:`IVF_PROBE_FACTOR_LARGE`)."""
+    factor = IVF_PROBE_FACTOR if nlist <= IVF_PROBE_SMALL_LISTS else IVF_PROBE_FACTOR_LARGE
+    return max(1, min(nlist, round(factor * math.sqrt(nlist))))
 
 
 def _new_flat(bits: int) -> faiss.IndexBinary:
