@@ -106,9 +106,10 @@ def real_entries(index: Path) -> tuple[np.ndarray, np.ndarray]:
 BULK_FIRST_ID = 1 << 24
 
 
-def build_bulk(n: int, cache: Path, seed: int) -> Path:
+def build_bulk(n: int, cache: Path, seed: int, threads: int = 1) -> Path:
     """``n`` seeded random entries (64-bit codes in an IVF index laid out for ``n``, 256-bit filter codes at
-    their ids in a sparse ``filter.codes``), cached. Built with one thread; ``build_cpu_s`` is CPU time."""
+    their ids in a sparse ``filter.codes``), cached. Built with ``threads`` OpenMP threads (the same index
+    whatever the count); ``build_cpu_s`` is CPU time (all threads)."""
     d = cache / f"bulk-n{n}-s{seed}"
     if (d / ".complete").exists():
         return d
@@ -117,7 +118,7 @@ def build_bulk(n: int, cache: Path, seed: int) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     c0 = time.process_time()
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(threads)
     rng = np.random.default_rng([seed, n])
     codes = np.empty((n, 8), np.uint8)
     chunk = 1 << 22
@@ -138,9 +139,9 @@ def build_bulk(n: int, cache: Path, seed: int) -> Path:
     return d
 
 
-def build_size(real: Path, n: int, cache: Path, seed: int) -> tuple[Path, float]:
+def build_size(real: Path, n: int, cache: Path, seed: int, threads: int = 1) -> tuple[Path, float]:
     """The real part + the bulk of ``n`` entries as one index directory (cached). Returns (dir, bulk CPU s)."""
-    bulk = build_bulk(n, cache, seed)
+    bulk = build_bulk(n, cache, seed, threads)
     d = cache / f"n{n}-s{seed}-{real.name}"
     if not (d / ".complete").exists():
         tmp = d.with_name(d.name + ".partial")
@@ -337,6 +338,7 @@ def main() -> None:
     ap.add_argument("--large-probe-factor", type=float, default=None,
                     help="lists probed = F x sqrt(nlist) on indexes above 2,048 lists (default: the engine's policy, "
                          "matcher.index.binary.IVF_PROBE_FACTOR_LARGE; 7 was the default before)")
+    ap.add_argument("--build-threads", type=int, default=1, help="OpenMP threads for building a bulk's IVF index")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--bulk-only", action="store_true", help="build the random bulk of each size and stop")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -353,7 +355,7 @@ def main() -> None:
     a.cache.mkdir(parents=True, exist_ok=True)
     if a.bulk_only:
         for n in sizes:
-            d = build_bulk(n, a.cache, a.seed)
+            d = build_bulk(n, a.cache, a.seed, a.build_threads)
             print(f"# bulk {n:,}: {(d / 'build_cpu_s').read_text().strip()} CPU s ({d})", flush=True)
         return
     real = build_real(a.corpus, a.cache, a.seed, a.max_distractors, a.workers, a.faces)
@@ -363,7 +365,7 @@ def main() -> None:
           f"{(real / 'build_s').read_text().strip()} s", flush=True)
     built = [("real", real / "index", 0.0)]
     for n in sizes:
-        d, s = build_size(real, n, a.cache, a.seed)
+        d, s = build_size(real, n, a.cache, a.seed, a.build_threads)
         print(f"# size {n:,}: bulk built in {s:.0f} CPU s ({d})", flush=True)
         built.append((f"{n:,}", d, s))
     if a.build_only:
