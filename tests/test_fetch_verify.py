@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import LoopbackHandler, LoopbackServer, run_matcher
+from conftest import LoopbackHandler, LoopbackServer, MatcherServer, run_matcher
 from matcher.engine.api import search_bytes
 from matcher.engine.fetched import NOT_FETCHED
 from matcher.index.store import IndexStore
@@ -133,3 +134,28 @@ def test_upload_search_fetches_only_when_the_server_opts_in(remote, sample):
     assert {m.item.key for m in on.matches} == COPIES
     assert all("unverifiable" not in m.evidence and m.evidence["score"] >= m.evidence["min_score"]
                for m in on.matches)
+
+
+def _upload(server: MatcherServer, photo: Path) -> list[dict]:
+    req = urllib.request.Request(server.url(f"/api/v1/search-upload?name={photo.name}"), data=photo.read_bytes(),
+                                 headers={"content-type": "application/octet-stream"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())["matches"]
+
+
+def test_serve_fetches_for_uploads_only_with_fetch_unverified(remote, sample):
+    """The server's default fetches nothing (no dataset host is contacted for whoever uploads);
+    --fetch-unverified verifies with the same guards as search."""
+    index, images, _ = remote
+    photo = sample / "my-photos" / PHOTO
+    images.hits.clear()
+    with MatcherServer(index, "--rate-limit", "0") as s:
+        off = _upload(s, photo)
+    assert sum(images.hits.values()) == 0
+    assert COPIES <= {m["key"] for m in off}
+    assert all(m["evidence"]["verified"] is False and "fetching is off" in m["evidence"]["unverifiable"] for m in off)
+    with MatcherServer(index, "--rate-limit", "0", "--fetch-unverified", "--allow-private-urls") as s:
+        on = _upload(s, photo)
+    assert {m["key"] for m in on} == COPIES
+    assert all("unverifiable" not in m["evidence"] and m["evidence"]["score"] >= m["evidence"]["min_score"]
+               for m in on)
