@@ -50,12 +50,14 @@ import numpy as np  # noqa: E402
 
 from common import header, photos  # noqa: E402
 
-from matcher import transforms as T  # noqa: E402
+from matcher.imaging import transforms as T  # noqa: E402
 from matcher.bench import FACE_FAMILY, plant_copies, same_scene_pairs  # noqa: E402
 from matcher.imaging.images import DEFAULT_LIMITS  # noqa: E402
-from matcher.optout.registry import (DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, MAX_TRIES, Registry,  # noqa: E402
-                            RegistryEntry, Screen, _hasher, filter_batch, filter_manifest, register_photos)
-from matcher.pipeline.photo import HashSpec, index_batch, make_pool  # noqa: E402
+from matcher.optout import (DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, MAX_TRIES, Registry, Screen,  # noqa: E402
+                            filter_batch, filter_manifest, register_photos)
+from matcher.optout.registry import RegistryEntry, _hasher  # noqa: E402
+from matcher.pipeline.photo import HashSpec, index_batch  # noqa: E402
+from matcher.pipeline.pool import make_pool  # noqa: E402
 
 CORPUS = Path(os.environ.get("MATCHER_BENCH_CORPUS", Path.home() / ".cache/matcher/bench-corpus"))
 OUT = Path.home() / ".cache/matcher/bench-optout"
@@ -179,7 +181,8 @@ def per_image_costs(paths: list[str], reg: Registry, n: int, seed: int) -> dict:
 def confirm_cost(rows: list[dict], cands_all: list, reg: Registry, n: int = 200) -> dict:
     """Time to confirm one candidate try as ``filter`` does (alignment search, shortcuts included), on tries
     the sweep found: those of distractors (different photos: the cost at scale) and those of copies."""
-    from matcher.optout.registry import GIVE_UP, confirm_distance
+    from matcher.optout.registry import GIVE_UP
+    from matcher.optout import confirm_distance
     from matcher.pipeline.photo import dataset_region
 
     comp = reg.compiled()
@@ -318,7 +321,7 @@ def main() -> None:
     thumbs = None
     if not a.no_index:
         from matcher.engine.api import add
-        from matcher.optout.registry import remove_registered
+        from matcher.optout import remove_registered
         from matcher.ingest.open_source import open_source
 
         log("index of the dataset, then remove --registry on thumbnails only")

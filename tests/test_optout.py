@@ -21,8 +21,7 @@ import pytest
 
 from conftest import LoopbackHandler, LoopbackServer, catalog_sql, run_matcher
 from matcher.errors import RegistryError
-from matcher.optout.registry import (CONFIRM, DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, FORMAT, LOG_COLUMNS, Registry,
-                            RegistryEntry, remove_registered)
+from matcher.optout import CONFIRM, DEFAULT_CONFIRM_THRESHOLD, DEFAULT_THRESHOLD, FORMAT, LOG_COLUMNS, Registry, RegistryEntry, remove_registered
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample"
@@ -199,7 +198,7 @@ def test_newer_version_says_upgrade(registry_file, tmp_path):
 
 
 def test_entry_ids_are_content_digests():
-    from matcher.optout.registry import RegistryCode
+    from matcher.optout import RegistryCode
 
     a = RegistryEntry.make([RegistryCode("id/full", b"\x01" * 8, b"\x02" * 32)])
     b = RegistryEntry.make([RegistryCode("id/full", b"\x01" * 8, b"\x02" * 32)], note="x")
@@ -441,7 +440,7 @@ def test_screened_hashing_with_manifest_face_boxes(registry_file, entry_of):
     screened too (their regions cut from the boxes, as index_one cuts them)."""
     from matcher.hashing.hashers import get_hasher
     from matcher.imaging.images import DEFAULT_LIMITS
-    from matcher.optout.registry import Screen, screened_index_batch
+    from matcher.optout import Screen, screened_index_batch
     from matcher.pipeline.photo import HashSpec, index_batch
 
     spec = HashSpec.of(get_hasher("phash"), True, DEFAULT_LIMITS)

@@ -15,7 +15,8 @@ import pytest
 
 from conftest import SAMPLE, MatcherServer, run_matcher
 from matcher.imaging.images import DEFAULT_LIMITS
-from matcher.optout.registry import Registry, _hasher, photo_codes
+from matcher.optout import Registry, photo_codes
+from matcher.optout.registry import _hasher
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

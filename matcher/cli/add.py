@@ -122,7 +122,7 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
         limits = Limits(max_pixels=max_pixels, max_bytes=max(max_bytes, Limits().max_bytes))
         screen = None
         if optout_registry:
-            from matcher.optout.registry import Registry, Screen
+            from matcher.optout import Registry, Screen
 
             if engine != "local" and not sharded:
                 raise MatcherError("--registry with --engine dask needs --sharded (the registry travels to the "

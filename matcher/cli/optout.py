@@ -53,7 +53,7 @@ def optout_add(registry_path, note, no_source_name, workers, photos, mark_dir=No
     A photo already registered (the same pixels, or a re-save of them) is not added twice. A photo
     that cannot be read is reported and the others are still added (exit 2).
     """
-    from matcher.optout.registry import Registry, RegistryEntry, locked, register_photos
+    from matcher.optout import Registry, RegistryEntry, locked, register_photos
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True)
@@ -119,7 +119,7 @@ def optout_list(registry_path, as_json) -> None:
     """The photos a registry holds: id, when added, file name, note."""
     from rich.text import Text
 
-    from matcher.optout.registry import Registry
+    from matcher.optout import Registry
     from matcher.report import plural
 
     err = Console(stderr=True)
@@ -147,7 +147,7 @@ def optout_list(registry_path, as_json) -> None:
 @click.option("--id", "ids", multiple=True, required=True, help="The entry to remove (repeatable; see `optout list`).")
 def optout_remove(registry_path, ids) -> None:
     """Take entries out of a registry. An unknown id is an error (exit 2) and nothing is removed."""
-    from matcher.optout.registry import Registry, locked
+    from matcher.optout import Registry, locked
 
     err = Console(stderr=True)
     _guard_registry(err, registry_path, ())
@@ -216,7 +216,7 @@ def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log
     Each image is read (local path) or downloaded (URL), hashed as `matcher add` hashes it and
     screened; the rows that match no entry are written to --out.
     """
-    from matcher.optout.registry import LOG_COLUMNS, Registry, filter_manifest as run
+    from matcher.optout import LOG_COLUMNS, Registry, filter_manifest as run
     from matcher.outputs import Output, check_output
     from matcher.cli.reservations import filter_checker, filter_summary
 
@@ -264,7 +264,7 @@ def filter_manifest(manifest, registry_path, respect, check_sites, out_path, log
 def remove_by_content(index_dir, keys, urls, dataset, matching: bool, registry_path: str | None, photos,
                       workers: int | None) -> None:
     """``matcher remove --matching PHOTOS`` / ``--registry FILE``: remove what matches; exits."""
-    from matcher.optout.registry import Registry, remove_matching, remove_registered
+    from matcher.optout import Registry, remove_matching, remove_registered
 
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True)

@@ -26,8 +26,8 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from matcher.errors import RegistryError
-from matcher.optout.registry import (CONFIRM, CONFIRM_SIDE, CONFIRM_SOURCE_SIDE, Registry, RegistryCode,
-                                     RegistryEntry, locked)
+from matcher.optout import CONFIRM, Registry, RegistryCode, RegistryEntry, locked
+from matcher.optout.registry import CONFIRM_SIDE, CONFIRM_SOURCE_SIDE
 
 __all__ = ["RegistryService", "mount_registry", "REGISTRY_PATHS"]
 
