@@ -16,7 +16,8 @@ from yarl import URL
 
 from matcher.ingest import fetch as fetch_module
 from matcher.errors import FetchError
-from matcher.ingest.fetch import FetchSettings, fetch_iter, fetch_one, is_public_address, sniff_image_format
+from matcher.ingest.fetch import FetchSettings, fetch_iter, fetch_one, is_public_address
+from matcher.ingest.sniff import sniff_image_format
 
 # Loopback tests need allow_private; keep backoff tiny so retry tests stay fast.
 LOCAL = FetchSettings(allow_private=True, backoff=0.01, timeout=5.0, connect_timeout=2.0)

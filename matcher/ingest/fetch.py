@@ -39,17 +39,16 @@ import queue
 import random
 import socket
 import threading
-import weakref
-from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from matcher.errors import FetchError
 from matcher.ingest.hosts import host_address
 from matcher.ingest.policy import FetchSettings, is_public_address
+from matcher.ingest.session import _SESSIONS, _HostSlots, _RefusedAddress, make_session
+from matcher.ingest.sniff import _SNIFF_BYTES, sniff_image_format
 
 __all__ = [
     "FetchSettings",
@@ -62,198 +61,6 @@ __all__ = [
 ]
 
 K = TypeVar("K")
-
-
-# ---------------------------------------------------------------------------
-# content sniffing
-
-_SNIFF_BYTES = 256
-""":func:`sniff_image_format` looks at no more than this many leading bytes."""
-
-_BMP_DIB_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
-_AVIF_BRANDS = {b"avif", b"avis"}
-_HEIF_MAJOR_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
-_HEIF_BRANDS = _HEIF_MAJOR_BRANDS | {b"mif1", b"msf1"}
-
-
-def _isobmff_brands(head: bytes) -> list[bytes] | None:
-    """Major then compatible brands of a leading ISO-BMFF ``ftyp`` box, or None if there is none."""
-    if len(head) < 12 or head[4:8] != b"ftyp":
-        return None
-    size = int.from_bytes(head[0:4], "big")
-    if size < 16:
-        # 0 ("to end of file") and 1 (64-bit size) are legal but never used for ftyp;
-        # anything else under 16 cannot hold a major brand and minor version.
-        size = len(head)
-    end = min(size, len(head))
-    brands = [head[8:12]]
-    brands.extend(head[i : i + 4] for i in range(16, end - 3, 4))
-    return brands
-
-
-def sniff_image_format(data: bytes) -> str | None:
-    """Name the image format of ``data`` from its magic bytes, or return None.
-
-    Recognises ``'jpeg'``, ``'png'``, ``'gif'``, ``'webp'``, ``'bmp'``, ``'tiff'``,
-    ``'heif'``, ``'avif'`` and ``'ico'``. Only the first 256 bytes are examined,
-    so a prefix of a body gives the same answer as the whole body once it is that
-    long. This is a cheap gate against HTML error pages and the like, not a
-    guarantee that the image decodes.
-    """
-    head = bytes(data[:_SNIFF_BYTES])
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "tiff"
-    if (
-        head.startswith(b"BM")
-        and len(head) >= 18
-        and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES
-    ):
-        return "bmp"
-    if head.startswith(b"\x00\x00\x01\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
-        return "ico"
-    brands = _isobmff_brands(head)
-    if brands:
-        major = brands[0]
-        if major in _AVIF_BRANDS:
-            return "avif"
-        if major in _HEIF_MAJOR_BRANDS:
-            return "heif"
-        if _AVIF_BRANDS.intersection(brands):
-            return "avif"
-        if _HEIF_BRANDS.intersection(brands):
-            return "heif"
-    return None
-
-
-# ---------------------------------------------------------------------------
-# address safety
-
-class _RefusedAddress(Exception):
-    """Raised by :class:`_GuardedResolver`; turned into a fresh FetchError per request.
-
-    Not an OSError on purpose: aiohttp wraps OSErrors from the resolver into
-    ClientConnectorDNSError, while other exceptions reach the caller unchanged.
-    """
-
-    def __init__(self, host: str, address: str):
-        super().__init__(f"{host} resolves to non-public address {address}")
-        self.reason = f"{host} resolves to non-public address {address}"
-
-
-class _GuardedResolver(AbstractResolver):
-    """aiohttp resolver that refuses a host if any address it resolves to is not public.
-
-    aiohttp calls the resolver for every host name that is not an IP literal,
-    after the DNS cache misses, and connects only to the addresses returned; the
-    cache only ever holds results that passed this check. Refusing the host when
-    *any* address is private (rather than filtering) leaves nothing to a DNS
-    answer that mixes a public decoy with an internal target.
-    """
-
-    def __init__(self, settings: "FetchSettings") -> None:
-        self._inner = aiohttp.DefaultResolver()
-        self._settings = settings
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if not self._settings.allows(result["host"]):
-                raise _RefusedAddress(host, result["host"])
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-# ---------------------------------------------------------------------------
-# sessions
-
-
-class _HostSlots:
-    """Per-host connection slots taken *before* asking aiohttp for a connection.
-
-    aiohttp would queue excess requests to a host itself, but its total timeout
-    starts before that wait, so a long queue for a popular host would turn into
-    spurious timeouts. Waiting here instead keeps :attr:`FetchSettings.timeout`
-    about the transfer only. Entries are dropped when their last user leaves,
-    so the table never grows beyond the hosts currently in use.
-    """
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self._slots: dict[tuple[str, str, int | None], list] = {}
-
-    async def acquire(self, key: tuple[str, str, int | None]) -> None:
-        entry = self._slots.get(key)
-        if entry is None:
-            entry = self._slots[key] = [asyncio.Semaphore(self._limit), 0]
-        entry[1] += 1
-        try:
-            await entry[0].acquire()
-        except BaseException:
-            self._leave(key, entry)
-            raise
-
-    def release(self, key: tuple[str, str, int | None]) -> None:
-        entry = self._slots[key]
-        entry[0].release()
-        self._leave(key, entry)
-
-    def _leave(self, key: tuple[str, str, int | None], entry: list) -> None:
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self._slots[key]
-
-
-@dataclass(frozen=True)
-class _SessionInfo:
-    guarded: bool
-    slots: _HostSlots | None
-
-
-_SESSIONS: "weakref.WeakKeyDictionary[aiohttp.ClientSession, _SessionInfo]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def make_session(settings: FetchSettings = FetchSettings()) -> aiohttp.ClientSession:
-    """Create the ClientSession :func:`fetch_one` expects. Call it inside a running event loop.
-
-    One session (one connection pool, one DNS cache) serves every request.
-    Unless ``settings.allow_private``, its connector uses a resolver that refuses
-    host names resolving to non-public addresses. Cookies are not kept (a crawl
-    across millions of hosts would only accumulate them) and proxy settings from
-    the environment are ignored (a proxy would hide the real target from the
-    address check). Close it with ``await session.close()``.
-    """
-    resolver = None if settings.allow_private else _GuardedResolver(settings)
-    connector = aiohttp.TCPConnector(
-        limit=settings.concurrency,
-        limit_per_host=settings.per_host,
-        resolver=resolver,
-    )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        headers={"User-Agent": settings.user_agent, "Accept": "image/*, */*;q=0.8"},
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        # Some CDNs send long cookie/CSP headers; aiohttp's 8 KiB default rejects them.
-        max_line_size=32768,
-        max_field_size=32768,
-    )
-    slots = _HostSlots(settings.per_host) if settings.per_host else None
-    _SESSIONS[session] = _SessionInfo(guarded=resolver is not None, slots=slots)
-    return session
 
 
 # ---------------------------------------------------------------------------

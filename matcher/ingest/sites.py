@@ -19,7 +19,8 @@ import aiohttp
 from yarl import URL
 
 from matcher.errors import FetchError
-from matcher.ingest.fetch import fetch_one, make_session
+from matcher.ingest.fetch import fetch_one
+from matcher.ingest.session import make_session
 from matcher.ingest.policy import FetchSettings
 from matcher.provenance.reservations.records import Found, Reservation
 from matcher.provenance.reservations.web import RobotsFile, TdmRep, robots_reservations

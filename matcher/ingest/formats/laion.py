@@ -7,7 +7,6 @@ Parquet img2dataset writes beside the images it downloaded (see :class:`LaionSou
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Iterator
 
 from matcher.errors import ManifestError
