@@ -261,7 +261,8 @@ def search(
                     pending.append((f, o[1], None, None, None))
                     continue
                 items, views = _views(store, o[2], threshold)
-                fetch_for_verification(views, items, fetch)
+                if spec.regions:  # an index without regions is verified by hash distance alone: nothing to fetch for
+                    fetch_for_verification(views, items, fetch)
                 task = pool.submit(verify_all, spec, views, min_score, max_motion) if views else []
                 pending.append((f, None, o[1].hex(), items, task))
             # hand out what is ready, in order, without waiting on photos still being verified
@@ -358,7 +359,8 @@ def search_bytes(
     q = out[2]
 
     items, views = run_store(_views, q, threshold) if run_store else _views(store, q, threshold)
-    fetch_for_verification(views, items, fetch)
+    if spec.regions:  # an index without regions is verified by hash distance alone: nothing to fetch for
+        fetch_for_verification(views, items, fetch)
     outcomes = verify_all(spec, views, min_score, max_motion) if views else []
     return _result((name, None, out[1].hex(), items, outcomes), threshold, min_score, False)
 
