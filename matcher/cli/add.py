@@ -83,6 +83,8 @@ def add(index_dir, dataset, columns, manifest_format, dataset_version, new_versi
 
     Rerunning resumes: hashed items are skipped, failed ones retried.
     """
+    # Long on purpose: a click command mapping its many options onto one library call (matcher.engine.add or
+    # the sharded/Dask engines) with the CLI's exit codes; the work is in the library.
     err = Console(stderr=True)
     if engine == "dask" and not scheduler:
         _err(err, "--engine dask needs --scheduler ADDRESS (e.g. tcp://host:8786)")

@@ -8,7 +8,6 @@ import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from matcher import __version__
 from matcher.ingest.policy import FetchSettings

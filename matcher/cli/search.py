@@ -65,6 +65,8 @@ def search(index_dir, threshold, min_score, max_motion, no_detail, as_json, as_c
     Exit status as grep: 0 if a photo matched (or an item is listed under the identity), 1 if none
     did, 2 if an error occurred.
     """
+    # Long on purpose: a click command mapping its many options (outputs, letters, identity join, engines)
+    # onto matcher.engine.search with the CLI's exit codes; the work is in the library.
     from matcher import report
 
     out = Console()

@@ -214,6 +214,8 @@ def search(
     :mod:`matcher.engine.fetched`); ``fetch`` None fetches nothing. Without the image it is reported with
     ``evidence["verified"] = False`` and the reason (``unverifiable``).
     """
+    # Long on purpose: one pipeline over two shared queues (photos being hashed, photos being verified) that
+    # keeps input order and bounded memory.
     files = [str(p) for p in iter_query_files(paths)]
     one_search_thread()  # the cores are the workers'; a photo's lookup is a small batch
     spec = _spec(store, limits)

@@ -306,6 +306,8 @@ def find_duplicates(
     processes (default one per core; 0 = in-process). ``progress(phase, done, total)`` is called as
     the work advances: phase "search" (entries), then "verify" (candidate pairs).
     """
+    # Long on purpose: candidates, pairs, verification and groups in their order, with the progress phases
+    # between them.
     from matcher.errors import CatalogError
     from matcher.ingest.run import default_workers
 
@@ -366,6 +368,7 @@ def find_duplicates(
 
 def _verify(store: IndexStore, E: dict, pairs, min_score: float, max_motion: float | None, workers: int,
             limits: Limits, stats: DuplicateStats, progress=None) -> list[Link]:
+    # Long on purpose: one pool loop (submit, harvest, rerun after a dead worker) over shared task state.
     kinds = E["kinds"]
     links: list[Link] = []
     todo: list[tuple[Link, list]] = []

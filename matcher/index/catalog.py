@@ -245,6 +245,8 @@ class Catalog(DatasetTables, IdentityTables):
         Returns (new entry ids, their codes, entry ids removed) so the caller can update
         FAISS. A failure never overwrites an item that already hashed.
         """
+        # Long on purpose: one transaction for a batch (items, entries, identities, the ids FAISS must hold);
+        # kept whole so its atomicity is read in one place.
         new_ids: list[int] = []
         new_codes: list[bytes] = []
         removed: list[int] = []

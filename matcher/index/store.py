@@ -140,6 +140,8 @@ class IndexStore:
         ``rebuild_faiss`` (with ``writable``): ignore ``index.faiss`` and write it again from the
         catalog's entries (``matcher repair``).
         """
+        # Long on purpose: the order of the checks on opening (lock, meta, a lost or damaged catalog, the
+        # FAISS checksum, reconcile) is the index's safety argument, read top to bottom.
         root = Path(root)
         meta_path = root / META
         if isinstance(hasher, str):

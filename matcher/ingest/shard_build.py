@@ -158,6 +158,8 @@ def add_shards(index_dir: str | os.PathLike, sources: Sequence[Source], engine: 
     """Add ``sources`` to the sharded index at ``index_dir`` (created if missing) as new shard folders built by
     ``engine``'s workers; ``shards.json`` is committed as they finish. Raises ShardsFailed (after committing every
     other shard) when a shard failed ``retries + 1`` times; a rerun builds it."""
+    # Long on purpose: the coordinator's one loop (submit shard builds, harvest, retry, commit shards.json)
+    # over shared state.
     root = Path(index_dir)
     if (root / META).exists() and not is_sharded(root):
         raise CatalogError(f"{root} is an index in one folder; --sharded builds a sharded index: give a new folder")

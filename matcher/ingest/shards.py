@@ -485,6 +485,8 @@ def ingest_sharded(
     Raises :class:`ShardsFailed` (after saving everything else) when a shard failed
     ``retries + 1`` times; a rerun retries it.
     """
+    # Long on purpose: the coordinator's one loop (submit within a window, harvest in order, retry a failed
+    # shard, record) over shared window state.
     if shard_size < 1:
         raise MatcherError(f"shard size must be at least 1, got {shard_size}")
     stats = AddStats()

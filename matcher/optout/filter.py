@@ -210,6 +210,8 @@ def filter_manifest(
     response headers, site files); an image with one whose source is in ``respect`` (or a registry match,
     with ``"registry"``) is dropped for the first of them; the others are logged as kept.
     """
+    # Long on purpose: one streaming pass over the manifest (read, screen in the workers, decide, write the
+    # clean file and the log) whose state (rows in flight, counters, the log writer) every step shares.
     from matcher.ingest.fetch import FetchSettings, fetch_iter
     from matcher.ingest.run import default_workers, is_local
     from matcher.ingest.sources import ManifestSource

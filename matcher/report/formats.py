@@ -19,7 +19,7 @@ import json
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable
 
 
 from matcher.evidence import describe

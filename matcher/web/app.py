@@ -314,6 +314,9 @@ def _jpeg_of(path: str, side: int = 256) -> bytes | None:
 
 def create_app(index_dir: str | os.PathLike, settings: ServeSettings = ServeSettings()):
     """The ASGI app serving the index at ``index_dir`` (opened now; MatcherError if it cannot be)."""
+    # Long on purpose: every route is a closure over this app's state (the store's thread, limits, rate
+    # limiter, registry); declared in one place, each route's guards are seen together. The work is in
+    # matcher.engine, matcher.report and web/guards.py.
     index = _Index(index_dir, engine=settings.engine, scheduler=settings.scheduler)
     cpu = ThreadPoolExecutor(max(1, settings.upload_workers), thread_name_prefix="matcher-upload")
     uploads = UploadGate(max(1, settings.upload_workers) * 2)  # bodies in memory at once (taken before reading)
