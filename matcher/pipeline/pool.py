@@ -7,6 +7,7 @@ The pool knows nothing of images: it runs picklable calls and tells which input 
 from __future__ import annotations
 
 import os
+import threading
 import sys
 from typing import Any
 
@@ -44,18 +45,22 @@ def _quiet_resource_tracker() -> None:
     if getattr(tracker, "_matcher_quiet", False):
         return
     launch = tracker.ensure_running
+    # One at a time: the pool's threads may relaunch the tracker together, and two overlapping swaps would
+    # leave fd 2 on /dev/null for good (the second saves the first's /dev/null and restores it last).
+    swapping = threading.Lock()
 
     def ensure_running() -> None:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, 2)  # what a (re)launched tracker inherits as its stderr
-            launch()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(null)
+        with swapping:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, 2)  # what a (re)launched tracker inherits as its stderr
+                launch()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.close(null)
 
     tracker.ensure_running = ensure_running
     tracker._matcher_quiet = True
